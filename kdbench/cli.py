@@ -1,0 +1,144 @@
+"""``kdbench``: run suites, list methods, show the leaderboard, start the web app.
+
+Bad input exits with code 2 and one line naming the file, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kdbench import __version__
+
+# Before any heavy import: keep library chatter (and Ray's) out of the terminal.
+for _key, _value in {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
+                     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_DEDUP_LOGS": "0",
+                     "PYTHONWARNINGS": "ignore"}.items():
+    os.environ.setdefault(_key, _value)
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def _default_db() -> Path:
+    from kdbench.store import DEFAULT_DB
+
+    return Path(os.environ.get("KDBENCH_DB") or DEFAULT_DB)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kdbench.config import load_suite
+    from kdbench.leaderboard import format_table, leaderboard
+    from kdbench.pipeline import plan, run_suite
+
+    suite = load_suite(args.suite)
+    plan(suite)  # all input errors before anything starts or is written
+    if args.dry_run:
+        _, jobs = plan(suite)
+        for job in jobs:
+            print(f"{job.run_id}  {job.method:<14} {job.student:<16} seed {job.seed}")
+        return 0
+    summary = run_suite(suite, args.db, address=args.address, cache=args.cache, force=args.force)
+    print()
+    print(format_table(leaderboard(args.db, summary["suite_hash"])))
+    print(f"\n{summary['ran']} runs done, {summary['failed']} failed; results in {args.db}. "
+          f"Browse them with: kdbench app --db {args.db}")
+    return 1 if summary["failed"] else 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from kdbench.methods import registry
+
+    methods = registry()
+    rows = [{"name": m.name, "family": m.family, "signals": sorted(m.signals),
+             "parameters": m.parameters(), "plugin": m.plugin, "paper": m.paper,
+             "description": m.description} for m in methods.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(f"{'name':<12} {'family':<17} {'signals':<24} parameters")
+    for r in rows:
+        params = ", ".join(f"{p['name']}={p['default']}" for p in r["parameters"]) or "-"
+        print(f"{r['name']:<12} {r['family']:<17} {','.join(r['signals']) or '-':<24} {params}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from kdbench.leaderboard import format_table, leaderboard
+
+    if not args.db.exists():
+        print(f"kdbench: error: {args.db}: no results database; run "
+              "`kdbench run leaderboards/tiny.toml` first", file=sys.stderr)
+        return 2
+    table = leaderboard(args.db, args.suite)
+    if args.json:
+        print(table.to_json(orient="records", indent=2))
+    else:
+        print(format_table(table))
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless=true",
+           f"--server.port={args.port}", "--browser.gatherUsageStats=false", "--", "--db",
+           str(args.db)]
+    print(f"leaderboard at http://localhost:{args.port}  (Ctrl-C to stop)")
+    return subprocess.call(cmd)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdbench", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"kdbench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a suite (every method x student x seed)")
+    r.add_argument("suite", type=Path, help="suite TOML, e.g. leaderboards/tiny.toml")
+    r.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start a local Ray instance)")
+    r.add_argument("--db", type=Path, default=_default_db(), help="DuckDB results file")
+    r.add_argument("--cache", default=None, help="teacher cache folder (default ~/.cache/kdbench)")
+    r.add_argument("--force", action="store_true", help="re-run runs already stored as ok")
+    r.add_argument("--dry-run", action="store_true", help="validate and list the runs only")
+    r.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("methods", help="list registered distillation methods")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_methods)
+
+    lb = sub.add_parser("leaderboard", help="print the ranked leaderboard")
+    lb.add_argument("--db", type=Path, default=_default_db())
+    lb.add_argument("--suite", default=None, help="suite hash (default: the latest suite)")
+    lb.add_argument("--json", action="store_true")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    a = sub.add_parser("app", help="start the Streamlit leaderboard app")
+    a.add_argument("--db", type=Path, default=_default_db())
+    a.add_argument("--port", type=int, default=8501)
+    a.set_defaults(func=cmd_app)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kdbench.config import SuiteError
+    from kdbench.store import StoreError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SuiteError as e:
+        print(f"kdbench: error: {e}", file=sys.stderr)
+        return 2
+    except StoreError as e:
+        print(f"kdbench: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kdbench: interrupted; finished runs are stored, rerun to do the rest",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""Suite files: TOML, validated into typed objects.
+
+A suite fixes everything that must be equal for a fair comparison: teacher, students, transfer
+set, evaluation tasks, training budget and seeds. Every problem is reported as a
+:class:`SuiteError` naming the file, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdbench import synthetic
+
+
+class SuiteError(ValueError):
+    """A suite file is wrong. ``str()`` is a one-line message: file, field, what is allowed."""
+
+    def __init__(self, path: str | Path, field: str, message: str) -> None:
+        self.path, self.field, self.message = str(path), field, message
+        super().__init__(f"{path}: {field}: {message}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model: ``source`` (Hugging Face id or local folder) or ``arch`` (built from scratch)."""
+
+    name: str
+    source: str | None = None
+    arch: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class TeacherSpec(ModelSpec):
+    """The teacher. Built from ``arch``, it is trained on the transfer set until ``gate_metric``
+    of ``gate_task`` reaches ``gate_value`` (checked every ``train_steps``, up to ``max_steps``)
+    and cached on disk by the hash of this recipe."""
+
+    train_steps: int = 600
+    max_steps: int = 1800
+    lr: float = 3e-3
+    batch_size: int = 64
+    gate_task: str | None = None
+    gate_metric: str = "exact_match"
+    gate_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The transfer set: what every student (and a built teacher) trains on."""
+
+    kind: str = "synthetic"
+    tasks: tuple[str, ...] = synthetic.TASKS
+    n_per_task: int = 8000
+    max_length: int = 64
+    rationales: bool = True
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The same optimisation budget for every method: ``steps`` x ``batch_size`` sequences."""
+
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: float = 0.05
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    tasks: tuple[str, ...] = ("kd_addition", "kd_compare")
+    limit: int | None = None
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one training or evaluation job asks Ray for."""
+
+    cpus_per_job: float = 1.0
+    gpus_per_job: float = 0.0
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    teacher: TeacherSpec
+    students: tuple[ModelSpec, ...]
+    data: DataSpec
+    budget: Budget
+    eval: EvalSpec
+    seeds: tuple[int, ...] = (0,)
+    methods: tuple[str, ...] = ()  # empty: every registered method
+    method_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resources: Resources = Resources()
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """Content hash of what determines results (not the file's path or comments)."""
+        d = self.to_dict()
+        d.pop("path")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- validation helpers ---------------------------------------------------------------------
+
+
+_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _take(path: Path, table: dict[str, Any], prefix: str, key: str, typ: type, default: Any,
+          *, minimum: float | None = None, choices: tuple[str, ...] | None = None,
+          required: bool = False) -> Any:
+    name = f"{prefix}{key}"
+    if key not in table:
+        if required:
+            raise SuiteError(path, name, f"is required ({_TYPES.get(typ, typ.__name__)})")
+        return default
+    value = table[key]
+    ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise SuiteError(path, name, f"must be {_TYPES.get(typ, typ.__name__)}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise SuiteError(path, name, f"must be >= {minimum}, got {value!r}")
+    if choices is not None and value not in choices:
+        raise SuiteError(path, name, f"must be one of {', '.join(choices)}; got {value!r}"
+                         + _did_you_mean(value, choices))
+    return value
+
+
+def _table(path: Path, raw: dict[str, Any], key: str, known: set[str]) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise SuiteError(path, key, f"must be a table ([{key}]), got {value!r}")
+    _no_unknown(path, value, f"{key}.", known)
+    return value
+
+
+def _no_unknown(path: Path, table: dict[str, Any], prefix: str, known: set[str]) -> None:
+    for k in table:
+        if k not in known:
+            raise SuiteError(path, f"{prefix}{k}", "unknown field; allowed: "
+                             + ", ".join(sorted(known)) + _did_you_mean(k, known))
+
+
+def _did_you_mean(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_ARCH_KEYS = {"hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length"}
+
+
+def _model(path: Path, raw: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise SuiteError(path, prefix.rstrip("."), f"must be a table, got {raw!r}")
+    name = _take(path, raw, prefix, "name", str, None, required=True)
+    source = _take(path, raw, prefix, "source", str, None)
+    arch = raw.get("arch")
+    if (source is None) == (arch is None):
+        raise SuiteError(path, f"{prefix}source", "give exactly one of `source` (a Hugging Face "
+                         "id or local folder) and `arch` (a table of sizes to build)")
+    if arch is not None:
+        if not isinstance(arch, dict):
+            raise SuiteError(path, f"{prefix}arch", f"must be a table, got {arch!r}")
+        _no_unknown(path, arch, f"{prefix}arch.", _ARCH_KEYS)
+        for k in ("hidden_size", "num_layers", "num_heads"):
+            _take(path, arch, f"{prefix}arch.", k, int, None, minimum=1, required=True)
+        for k in ("intermediate_size", "max_length"):
+            _take(path, arch, f"{prefix}arch.", k, int, None, minimum=1)
+        if arch["hidden_size"] % arch["num_heads"]:
+            raise SuiteError(path, f"{prefix}arch.num_heads",
+                             f"must divide hidden_size ({arch['hidden_size']})")
+    elif not (Path(source).exists() or "/" in source):
+        raise SuiteError(path, f"{prefix}source", f"{source!r} is neither a local folder nor a "
+                         "Hugging Face id of the form owner/name")
+    return {"name": name, "source": source, "arch": dict(arch) if arch else None}
+
+
+# --- the loader -----------------------------------------------------------------------------
+
+
+_TOP = {"name", "seeds", "methods", "teacher", "students", "data", "budget", "eval",
+        "resources", "deepspeed", "method_config"}
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file. Raises :class:`SuiteError` on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(path, "(file)", "no such file; suites live in leaderboards/, e.g. "
+                         "leaderboards/tiny.toml")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(path, "(syntax)", f"not valid TOML: {e}") from None
+    _no_unknown(path, raw, "", _TOP)
+
+    name = _take(path, raw, "", "name", str, path.stem)
+    seeds = raw.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(type(s) is int and s >= 0 for s in seeds)):
+        raise SuiteError(path, "seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SuiteError(path, "seeds", f"must not repeat a seed, got {seeds!r}")
+    methods = raw.get("methods", [])
+    if not (isinstance(methods, list) and all(isinstance(m, str) for m in methods)):
+        raise SuiteError(path, "methods", f"must be a list of method names, got {methods!r}")
+
+    t = raw.get("teacher")
+    if t is None:
+        raise SuiteError(path, "teacher", "is required: a [teacher] table")
+    t_known = {"name", "source", "arch", "train_steps", "max_steps", "lr", "batch_size", "gate"}
+    if isinstance(t, dict):
+        _no_unknown(path, t, "teacher.", t_known)
+    teacher_model = _model(path, t, "teacher.")
+    gate = t.get("gate", {})
+    if not isinstance(gate, dict):
+        raise SuiteError(path, "teacher.gate", f"must be a table, got {gate!r}")
+    _no_unknown(path, gate, "teacher.gate.", {"task", "metric", "value"})
+    teacher = TeacherSpec(
+        **teacher_model,
+        train_steps=_take(path, t, "teacher.", "train_steps", int, 600, minimum=1),
+        max_steps=_take(path, t, "teacher.", "max_steps", int, 1800, minimum=1),
+        lr=_take(path, t, "teacher.", "lr", float, 3e-3, minimum=0),
+        batch_size=_take(path, t, "teacher.", "batch_size", int, 64, minimum=1),
+        gate_task=_take(path, gate, "teacher.gate.", "task", str, None),
+        gate_metric=_take(path, gate, "teacher.gate.", "metric", str, "exact_match"),
+        gate_value=_take(path, gate, "teacher.gate.", "value", float, 0.0, minimum=0),
+    )
+    if teacher.max_steps < teacher.train_steps:
+        raise SuiteError(path, "teacher.max_steps", f"must be >= teacher.train_steps "
+                         f"({teacher.train_steps}), got {teacher.max_steps}")
+
+    students_raw = raw.get("students")
+    if not (isinstance(students_raw, list) and students_raw):
+        raise SuiteError(path, "students", "is required: one or more [[students]] tables")
+    students = []
+    for i, s in enumerate(students_raw):
+        if isinstance(s, dict):
+            _no_unknown(path, s, f"students[{i}].", {"name", "source", "arch"})
+        students.append(ModelSpec(**_model(path, s, f"students[{i}].")))
+    names = [s.name for s in students]
+    if len(set(names)) != len(names):
+        raise SuiteError(path, "students", f"names must be unique, got {names!r}")
+
+    d = _table(path, raw, "data", {"kind", "tasks", "n_per_task", "max_length", "rationales"})
+    data_tasks = d.get("tasks", list(synthetic.TASKS))
+    if not (isinstance(data_tasks, list) and data_tasks):
+        raise SuiteError(path, "data.tasks", f"must be a non-empty list, got {data_tasks!r}")
+    for task in data_tasks:
+        if task not in synthetic.TASKS:
+            raise SuiteError(path, "data.tasks", f"unknown task {task!r}; allowed: "
+                             + ", ".join(synthetic.TASKS) + _did_you_mean(task, synthetic.TASKS))
+    data = DataSpec(
+        kind=_take(path, d, "data.", "kind", str, "synthetic", choices=("synthetic",)),
+        tasks=tuple(data_tasks),
+        n_per_task=_take(path, d, "data.", "n_per_task", int, 8000, minimum=1),
+        max_length=_take(path, d, "data.", "max_length", int, 64, minimum=8),
+        rationales=_take(path, d, "data.", "rationales", bool, True),
+    )
+
+    b = _table(path, raw, "budget", {"steps", "batch_size", "lr", "warmup"})
+    budget = Budget(
+        steps=_take(path, b, "budget.", "steps", int, 300, minimum=1),
+        batch_size=_take(path, b, "budget.", "batch_size", int, 64, minimum=1),
+        lr=_take(path, b, "budget.", "lr", float, 3e-3, minimum=0),
+        warmup=_take(path, b, "budget.", "warmup", float, 0.05, minimum=0),
+    )
+    if budget.warmup >= 1:
+        raise SuiteError(path, "budget.warmup", f"is a fraction of the steps, in [0, 1); got {budget.warmup}")
+
+    e = _table(path, raw, "eval", {"tasks", "limit", "batch_size"})
+    eval_tasks = e.get("tasks", list(EvalSpec.tasks))
+    if not (isinstance(eval_tasks, list) and eval_tasks and all(isinstance(x, str) for x in eval_tasks)):
+        raise SuiteError(path, "eval.tasks", f"must be a non-empty list of lm-eval task names, got {eval_tasks!r}")
+    evals = EvalSpec(
+        tasks=tuple(eval_tasks),
+        limit=_take(path, e, "eval.", "limit", int, None, minimum=1),
+        batch_size=_take(path, e, "eval.", "batch_size", int, 64, minimum=1),
+    )
+
+    r = _table(path, raw, "resources", {"cpus_per_job", "gpus_per_job"})
+    resources = Resources(
+        cpus_per_job=_take(path, r, "resources.", "cpus_per_job", float, 1.0, minimum=0.01),
+        gpus_per_job=_take(path, r, "resources.", "gpus_per_job", float, 0.0, minimum=0),
+    )
+    ds = raw.get("deepspeed", {})
+    if not isinstance(ds, dict):
+        raise SuiteError(path, "deepspeed", f"must be a table of DeepSpeed config keys, got {ds!r}")
+    mc = raw.get("method_config", {})
+    if not (isinstance(mc, dict) and all(isinstance(v, dict) for v in mc.values())):
+        raise SuiteError(path, "method_config", "must be tables like [method_config.kd]")
+
+    return Suite(
+        name=name, path=str(path), teacher=teacher, students=tuple(students), data=data,
+        budget=budget, eval=evals, seeds=tuple(seeds), methods=tuple(methods),
+        method_config={k: dict(v) for k, v in mc.items()}, resources=resources,
+        deepspeed=dict(ds),
+    )

@@ -1,0 +1,136 @@
+"""The method API and the registry of methods found through pluggy.
+
+A method is data plus a pure loss function. It knows nothing of Ray or DeepSpeed:
+
+- ``signals``: which teacher signals the loss reads (:data:`SIGNALS`); the trainer computes
+  only those (the teacher is not even loaded for a method that declares none);
+- ``config``: a dataclass whose defaults are the paper's and whose ``__post_init__`` checks
+  ranges; a suite overrides fields under ``[method_config.<name>]``;
+- ``modules``: optional extra trainable modules (e.g. a projection for feature matching),
+  trained with the student and dropped afterwards;
+- ``loss(student, teacher, batch, cfg, modules) -> scalar tensor``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+import torch
+
+from kdbench import hookspecs
+from kdbench.hookspecs import PROJECT
+
+SIGNALS = frozenset({"logits", "hidden_states", "attentions", "generations"})
+FAMILIES = ("baseline", "logit", "feature", "attention", "chain_of_thought")
+
+# student: the model's output (``logits``, and ``hidden_states`` / ``attentions`` when the
+#   method declares them); teacher: a dict with the declared signals (None when none);
+# batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt and padding).
+LossFn = Callable[[Any, dict[str, torch.Tensor] | None, dict[str, torch.Tensor], Any,
+                   dict[str, torch.nn.Module]], torch.Tensor]
+ModulesFn = Callable[[Any, Any, Any], dict[str, torch.nn.Module]]
+
+
+class MethodError(ValueError):
+    """A method name or method config is wrong."""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    family: str
+    config: type
+    loss: LossFn
+    signals: frozenset[str] = frozenset()
+    modules: ModulesFn | None = None  # (student_config, teacher_config, cfg) -> modules
+    description: str = ""
+    paper: str = ""
+    plugin: str = field(default="", compare=False)  # filled in by the registry
+
+    def __post_init__(self) -> None:
+        unknown = set(self.signals) - SIGNALS
+        if unknown:
+            raise MethodError(f"method {self.name!r}: unknown teacher signals {sorted(unknown)};"
+                              f" allowed: {sorted(SIGNALS)}")
+        if self.family not in FAMILIES:
+            raise MethodError(f"method {self.name!r}: family must be one of {FAMILIES}")
+        if not dataclasses.is_dataclass(self.config):
+            raise MethodError(f"method {self.name!r}: config must be a dataclass")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool(self.signals)
+
+    def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
+        """The config dataclass with ``overrides``; unknown fields are refused by name."""
+        overrides = overrides or {}
+        names = [f.name for f in dataclasses.fields(self.config)]
+        for key in overrides:
+            if key not in names:
+                raise MethodError(f"method_config.{self.name}.{key}: unknown field; allowed: "
+                                  f"{', '.join(names)}" + _did_you_mean(key, names))
+        try:
+            return self.config(**overrides)
+        except (TypeError, ValueError) as e:
+            raise MethodError(f"method_config.{self.name}: {e}") from None
+
+    def parameters(self) -> list[dict[str, Any]]:
+        """Name, type and default of each config field (for ``kdbench methods``)."""
+        return [{"name": f.name, "type": getattr(f.type, "__name__", str(f.type)),
+                 "default": f.default} for f in dataclasses.fields(self.config)]
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager with every plugin of the ``kdbench`` entry-point group loaded."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.load_setuptools_entrypoints(PROJECT)
+    pm.check_pending()  # a misspelled hook implementation fails here, not silently
+    return pm
+
+
+def registry(pm: pluggy.PluginManager | None = None) -> dict[str, Method]:
+    """All registered methods by name."""
+    pm = pm or plugin_manager()
+    found: dict[str, Method] = {}
+    for impl in pm.hook.kdbench_methods.get_hookimpls():
+        plugin_name = impl.plugin_name
+        for method in impl.function():
+            if method.name in found:
+                raise MethodError(f"method {method.name!r} is registered twice: by "
+                                  f"{found[method.name].plugin} and {plugin_name}")
+            found[method.name] = dataclasses.replace(method, plugin=plugin_name)
+    return dict(sorted(found.items()))
+
+
+def resolve(names: list[str] | tuple[str, ...], known: dict[str, Method]) -> list[Method]:
+    """The methods named (all of them when ``names`` is empty), with "did you mean" errors."""
+    if not names:
+        return list(known.values())
+    out = []
+    for name in names:
+        if name not in known:
+            raise MethodError(f"unknown method {name!r}{_did_you_mean(name, list(known))}; "
+                              f"registered: {', '.join(known)}")
+        out.append(known[name])
+    return out
+
+
+def plugin_versions() -> dict[str, str]:
+    """The distribution and version behind each ``kdbench`` entry point (for provenance)."""
+    out = {}
+    for ep in importlib.metadata.entry_points(group=PROJECT):
+        dist = ep.dist
+        out[ep.name] = f"{dist.name}=={dist.version}" if dist else "unknown"
+    return out

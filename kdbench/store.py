@@ -1,0 +1,471 @@
+"""DuckDB results store for kdbench.
+
+One DuckDB file (``results/kdbench.duckdb`` by default) holds every suite, run, metric and
+cost. The only writer is the ``kdbench run`` driver process; the Streamlit app and the CLI
+only read.
+
+Concurrency model
+-----------------
+DuckDB lets one process open a file read-write, and a read-only connection cannot be opened
+while another process holds the file read-write (nor the other way round). To let the
+leaderboard app read while a benchmark is writing, nobody keeps the file open:
+
+* the writer opens a connection per write (:func:`write_suite`, :func:`write_run`) and closes
+  it right after the transaction commits;
+* readers open a ``read_only`` connection per query and close it right away;
+* both sides retry with exponential backoff (about :data:`LOCK_TIMEOUT_S` seconds) while the
+  other process holds the file, then raise :class:`StoreError`.
+
+Schema
+------
+Versioned by ``meta.schema_version`` (:data:`SCHEMA_VERSION`). Tables are created idempotently
+when a read-write connection opens. Opening a database written by a newer kdbench raises
+:class:`StoreError`. Timestamps are stored as naive UTC. JSON columns are stored as JSON text
+and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = Path("results/kdbench.duckdb")
+LOCK_TIMEOUT_S = 10.0
+"""How long :func:`connect` keeps retrying while another process holds the database file."""
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "suite_hash",
+    "role",
+    "method",
+    "family",
+    "method_config",
+    "student",
+    "seed",
+    "status",
+    "error",
+    "started_at",
+    "finished_at",
+    "kdbench_version",
+    "versions",
+    "git_commit",
+    "hardware",
+)
+METRIC_COLUMNS: tuple[str, ...] = (
+    "task",
+    "metric",
+    "value",
+    "stderr",
+    "higher_is_better",
+    "is_primary",
+)
+COST_COLUMNS: tuple[str, ...] = (
+    "train_wall_s",
+    "eval_wall_s",
+    "total_wall_s",
+    "params",
+    "bytes",
+    "tokens",
+    "steps",
+)
+ROLES = ("teacher", "student")
+STATUSES = ("ok", "failed")
+
+_JSON_RUN_COLUMNS = frozenset({"method_config", "versions", "hardware"})
+_TS_RUN_COLUMNS = frozenset({"started_at", "finished_at"})
+_INT_COST_COLUMNS = frozenset({"params", "bytes", "tokens", "steps"})
+
+_META_DDL = "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+_TABLES_DDL: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS suites (
+        suite_hash VARCHAR PRIMARY KEY, name VARCHAR, path VARCHAR, config JSON,
+        created_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, suite_hash VARCHAR, role VARCHAR, method VARCHAR,
+        family VARCHAR, method_config JSON, student VARCHAR, seed INTEGER, status VARCHAR,
+        error VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, kdbench_version VARCHAR,
+        versions JSON, git_commit VARCHAR, hardware JSON)""",
+    """CREATE TABLE IF NOT EXISTS metrics (
+        run_id VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE, stderr DOUBLE,
+        higher_is_better BOOLEAN, is_primary BOOLEAN, PRIMARY KEY (run_id, task, metric))""",
+    """CREATE TABLE IF NOT EXISTS costs (
+        run_id VARCHAR PRIMARY KEY, train_wall_s DOUBLE, eval_wall_s DOUBLE,
+        total_wall_s DOUBLE, params BIGINT, bytes BIGINT, tokens BIGINT, steps INTEGER)""",
+)
+_TABLES = ("meta", "suites", "runs", "metrics", "costs")
+
+# Substrings of DuckDB errors raised while another connection holds the file.
+_LOCK_MARKERS = (
+    "could not set lock",
+    "conflicting lock",
+    "different configuration than existing connections",
+)
+
+
+class StoreError(Exception):
+    """A results-store problem with a message meant for the user."""
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    msg = str(exc).lower()
+    return any(marker in msg for marker in _LOCK_MARKERS)
+
+
+def _open_with_retry(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    """``duckdb.connect`` that retries with jittered exponential backoff on lock conflicts."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc):
+                raise StoreError(f"cannot open results database {path}: {exc}") from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                mode = "read-only" if read_only else "read-write"
+                raise StoreError(
+                    f"results database {path} is locked by another process; gave up opening "
+                    f"it {mode} after {timeout:.0f}s. Only one process may write it at a time "
+                    f"(is another `kdbench run` active, or a tool holding the file open?). "
+                    f"DuckDB said: {exc}"
+                ) from exc
+            time.sleep(min(delay * (0.5 + random.random()), remaining))
+            delay = min(delay * 2, 0.1)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The schema version recorded in ``meta``, or None when there is none yet."""
+    if not _has_table(con, "meta"):
+        return None
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def _check_version(version: int | None, path: Path) -> None:
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"results database {path} has schema version {version}, but this kdbench only "
+            f"understands version {SCHEMA_VERSION}: upgrade kdbench or use another --db"
+        )
+    if version is not None and version < SCHEMA_VERSION:  # pragma: no cover - no v0 exists
+        raise StoreError(
+            f"results database {path} has old schema version {version} (need {SCHEMA_VERSION})"
+        )
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Create the tables if missing (idempotent) and check the schema version."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(_META_DDL)
+        version = _stored_version(con)
+        _check_version(version, path)
+        if version is None:
+            con.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            )
+        for ddl in _TABLES_DDL:
+            con.execute(ddl)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def connect(
+    db_path: str | Path, read_only: bool = False, *, timeout: float = LOCK_TIMEOUT_S
+) -> duckdb.DuckDBPyConnection:
+    """Open the results database; the caller must ``close()`` it soon.
+
+    Read-write: creates the parent directory and the schema (idempotent). Read-only: the file
+    must exist (its schema may be missing when nothing was written yet). Either way, retries
+    for up to ``timeout`` seconds while another process holds the file, then raises
+    :class:`StoreError`; also raises it when the file has a newer schema version.
+    """
+    path = Path(db_path)
+    if read_only and not path.exists():
+        raise StoreError(f"no results database at {path}; run `kdbench run <suite.toml>` first")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = _open_with_retry(path, read_only, timeout)
+    try:
+        if read_only:
+            _check_version(_stored_version(con), path)
+        else:
+            _ensure_schema(con, path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _schema_only_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory database with the empty schema: queries on it return typed, empty frames."""
+    con = duckdb.connect(":memory:")
+    con.execute(_META_DDL)
+    for ddl in _TABLES_DDL:
+        con.execute(ddl)
+    return con
+
+
+@contextmanager
+def reader(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Yield a short-lived read-only connection for a few queries, closing it on exit.
+
+    When the database does not exist yet (or has no tables), yields an in-memory database
+    with the empty schema instead, so the same SQL returns empty, correctly-typed results.
+    Never creates the file.
+    """
+    path = Path(db_path)
+    con = connect(path, read_only=True) if path.exists() else _schema_only_connection()
+    try:
+        if not all(_has_table(con, t) for t in _TABLES):
+            con.close()
+            con = _schema_only_connection()
+        yield con
+    finally:
+        con.close()
+
+
+def _query_df(db_path: str | Path, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+    with reader(db_path) as con:
+        return con.execute(sql, list(params)).df()
+
+
+# --------------------------------------------------------------------------- value coercion
+
+
+def _now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _ts(value: Any, column: str) -> datetime | None:
+    """datetime / ISO string / epoch seconds -> naive UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise StoreError(f"{column}: not an ISO timestamp: {value!r}") from exc
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+    raise StoreError(f"{column}: expected a datetime, ISO string or epoch seconds, got {value!r}")
+
+
+def _json(value: Any, column: str) -> str | None:
+    """Python object -> JSON text; a ``str`` is taken as JSON text already (and validated)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            raise StoreError(f"{column}: a str value must be JSON text, got {value!r}") from exc
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _opt(value: Any, kind: type) -> Any:
+    return None if value is None else kind(value)
+
+
+def _check_keys(given: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise StoreError(f"{what}: unknown keys {unknown}; allowed: {list(allowed)}")
+
+
+def _run_row(run: Mapping[str, Any]) -> list[Any]:
+    _check_keys(run, RUN_COLUMNS, "run")
+    if not run.get("run_id"):
+        raise StoreError("run: 'run_id' is required")
+    if run.get("role") not in ROLES:
+        raise StoreError(f"run {run['run_id']}: role must be one of {ROLES}, got {run.get('role')!r}")
+    if run.get("status") not in STATUSES:
+        raise StoreError(
+            f"run {run['run_id']}: status must be one of {STATUSES}, got {run.get('status')!r}"
+        )
+    row: list[Any] = []
+    for col in RUN_COLUMNS:
+        value = run.get(col)
+        if col in _JSON_RUN_COLUMNS:
+            value = _json(value, col)
+        elif col in _TS_RUN_COLUMNS:
+            value = _ts(value, col)
+        elif col == "seed":
+            value = _opt(value, int)
+        elif value is not None:
+            value = str(value)
+        row.append(value)
+    return row
+
+
+def _metric_row(run_id: str, metric: Mapping[str, Any]) -> list[Any]:
+    _check_keys(metric, METRIC_COLUMNS, f"run {run_id} metric")
+    for key in ("task", "metric"):
+        if not metric.get(key):
+            raise StoreError(f"run {run_id} metric: {key!r} is required ({dict(metric)})")
+    return [
+        run_id,
+        str(metric["task"]),
+        str(metric["metric"]),
+        _opt(metric.get("value"), float),
+        _opt(metric.get("stderr"), float),
+        bool(metric.get("higher_is_better", True)),
+        bool(metric.get("is_primary", False)),
+    ]
+
+
+def _cost_row(run_id: str, costs: Mapping[str, Any]) -> list[Any]:
+    _check_keys(costs, COST_COLUMNS, f"run {run_id} costs")
+    return [run_id] + [
+        _opt(costs.get(c), int if c in _INT_COST_COLUMNS else float) for c in COST_COLUMNS
+    ]
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def write_suite(
+    db_path: str | Path, suite_hash: str, name: str, path: str, config: dict[str, Any]
+) -> None:
+    """Insert or update a suite. Re-writing an existing suite keeps its ``created_at``."""
+    con = connect(db_path)
+    try:
+        con.execute(
+            """INSERT INTO suites (suite_hash, name, path, config, created_at)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (suite_hash) DO UPDATE SET
+                 name = excluded.name, path = excluded.path, config = excluded.config""",
+            [suite_hash, name, str(path), _json(config, "config"), _now_utc()],
+        )
+    finally:
+        con.close()
+
+
+def write_run(
+    db_path: str | Path,
+    run: Mapping[str, Any],
+    metrics: Sequence[Mapping[str, Any]],
+    costs: Mapping[str, Any],
+) -> None:
+    """Write one run with its metrics and costs in a single transaction.
+
+    ``run`` has keys from :data:`RUN_COLUMNS` (``run_id``, ``role`` and ``status`` required;
+    missing keys are NULL; JSON columns take Python objects or JSON text; timestamps take
+    datetimes, ISO strings or epoch seconds). ``metrics`` are dicts with keys from
+    :data:`METRIC_COLUMNS` (``higher_is_better`` defaults to True, ``is_primary`` to False).
+    ``costs`` has keys from :data:`COST_COLUMNS`. An existing run with the same ``run_id``
+    is replaced. On any error the transaction is rolled back: nothing is half-written.
+    """
+    run_row = _run_row(run)
+    run_id = run_row[0]
+    metric_rows = [_metric_row(run_id, m) for m in metrics]
+    cost_row = _cost_row(run_id, costs)
+
+    con = connect(db_path)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("metrics", "costs", "runs"):
+                # table names come from the literal tuple above, never from input
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            placeholders = ", ".join("?" * len(RUN_COLUMNS))
+            con.execute(
+                f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({placeholders})", run_row
+            )
+            if metric_rows:
+                con.executemany(
+                    "INSERT INTO metrics (run_id, task, metric, value, stderr, higher_is_better,"
+                    " is_primary) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    metric_rows,
+                )
+            con.execute(
+                f"INSERT INTO costs (run_id, {', '.join(COST_COLUMNS)})"
+                f" VALUES ({', '.join('?' * (len(COST_COLUMNS) + 1))})",
+                cost_row,
+            )
+            con.execute("COMMIT")
+        except BaseException as exc:
+            con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise StoreError(f"could not write run {run_id}: {exc}") from exc
+            raise
+    finally:
+        con.close()
+
+
+# --------------------------------------------------------------------------- reads
+
+_RUNS_SQL = f"""
+SELECT {", ".join("r." + c for c in RUN_COLUMNS)}, {", ".join("c." + c for c in COST_COLUMNS)}
+FROM runs r LEFT JOIN costs c USING (run_id)
+WHERE ?::VARCHAR IS NULL OR r.suite_hash = ?
+ORDER BY r.started_at NULLS LAST, r.run_id
+"""
+
+_METRICS_SQL = """
+SELECT m.run_id, r.suite_hash, r.role, r.method, r.family, r.student, r.seed, r.status,
+       m.task, m.metric, m.value, m.stderr, m.higher_is_better, m.is_primary
+FROM metrics m JOIN runs r USING (run_id)
+WHERE ?::VARCHAR IS NULL OR r.suite_hash = ?
+ORDER BY m.run_id, m.task, m.metric
+"""
+
+_SUITES_SQL = """
+SELECT s.suite_hash, s.name, s.path, s.config, s.created_at,
+       count(r.run_id) AS n_runs,
+       count(r.run_id) FILTER (WHERE r.status = 'ok') AS n_ok,
+       count(r.run_id) FILTER (WHERE r.status = 'failed') AS n_failed
+FROM suites s LEFT JOIN runs r USING (suite_hash)
+GROUP BY s.suite_hash, s.name, s.path, s.config, s.created_at
+ORDER BY s.created_at DESC, s.suite_hash
+"""
+
+
+def read_runs(db_path: str | Path, suite_hash: str | None = None) -> pd.DataFrame:
+    """All runs (optionally of one suite) joined with their costs, one row per run.
+
+    Columns: :data:`RUN_COLUMNS` then :data:`COST_COLUMNS`. Empty if the database is missing.
+    """
+    return _query_df(db_path, _RUNS_SQL, [suite_hash, suite_hash])
+
+
+def read_metrics(db_path: str | Path, suite_hash: str | None = None) -> pd.DataFrame:
+    """All metrics (optionally of one suite), with the run's identifying columns.
+
+    Columns: run_id, suite_hash, role, method, family, student, seed, status, then
+    :data:`METRIC_COLUMNS`. Empty if the database is missing.
+    """
+    return _query_df(db_path, _METRICS_SQL, [suite_hash, suite_hash])
+
+
+def list_suites(db_path: str | Path) -> pd.DataFrame:
+    """Suites, newest first, with run counts (n_runs, n_ok, n_failed)."""
+    return _query_df(db_path, _SUITES_SQL)

@@ -1,0 +1,104 @@
+"""The teacher stage's model: loaded by id or path, or built and trained from a recipe and
+cached on disk under the recipe's hash, so the next run (and every other suite with the same
+recipe) reuses it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from kdbench import __version__
+from kdbench.config import Budget, Suite
+from kdbench.methods import registry
+
+CACHE_ENV = "KDBENCH_CACHE"
+
+
+def cache_root(override: str | Path | None = None) -> Path:
+    """``--cache``, else ``$KDBENCH_CACHE``, else ``~/.cache/kdbench``."""
+    if override:
+        return Path(override)
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "kdbench")
+
+
+def recipe(suite: Suite) -> dict[str, Any]:
+    """Everything that determines the built teacher's weights."""
+    t = suite.teacher
+    return {"arch": t.arch, "train_steps": t.train_steps, "max_steps": t.max_steps, "lr": t.lr,
+            "batch_size": t.batch_size, "gate": [t.gate_task, t.gate_metric, t.gate_value],
+            "data": [list(suite.data.tasks), suite.data.n_per_task, suite.data.max_length,
+                     suite.data.rationales], "seed": 0, "kdbench": __version__.split(".")[0]}
+
+
+def recipe_hash(suite: Suite) -> str:
+    return hashlib.sha256(json.dumps(recipe(suite), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def gate_score(metrics: list[dict[str, Any]], metric: str) -> float | None:
+    for m in metrics:
+        if m["metric"] == metric:
+            return m["value"]
+    return None
+
+
+def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> dict[str, Any]:
+    """The teacher's folder, training it first when the recipe is not cached yet.
+
+    Training goes in rounds of ``train_steps`` (each its own warm-up and cosine schedule)
+    until the gate metric reaches its value or ``max_steps`` is spent.
+    """
+    from kdbench.evaluate import evaluate
+    from kdbench.models import build_llama, default_tokenizer, n_params, save
+    from kdbench.train import train, transfer_batch
+
+    t = suite.teacher
+    if t.source is not None:
+        return {"path": t.source, "trained": False, "cached": False}
+    folder = root / "teachers" / recipe_hash(suite)
+    done = folder / "kdbench_teacher.json"
+    if done.is_file():  # written last: a folder without it is a partial build, never read
+        return {**json.loads(done.read_text()), "path": str(folder), "cached": True}
+
+    tokenizer = default_tokenizer()
+    model = build_llama({**t.arch, "max_length": suite.data.max_length}, tokenizer, seed=0)
+    data = transfer_batch(suite.data, tokenizer, seed=0)
+    sft = registry()["sft"]
+    budget = Budget(steps=t.train_steps, batch_size=t.batch_size, lr=t.lr)
+    steps, wall, score, rounds = 0, 0.0, None, []
+    start = time.perf_counter()
+    while steps < t.max_steps:
+        n = min(t.train_steps, t.max_steps - steps)
+        bar = progress_factory(total=n, desc=f"teacher {t.name}: train {steps}+{n} steps") \
+            if progress_factory else None
+        stats = train(model, sft, sft.make_config(), data, budget, n, seed=steps,
+                      ds_overrides=suite.deepspeed, progress=bar)
+        if bar is not None:
+            bar.close()
+        steps += n
+        if t.gate_task is None:
+            break
+        metrics = evaluate(model, tokenizer, [t.gate_task], limit=100,
+                           batch_size=suite.eval.batch_size)
+        score = gate_score(metrics, t.gate_metric)
+        rounds.append({"steps": steps, "score": score})
+        if score is not None and score >= t.gate_value:
+            break
+    wall = time.perf_counter() - start
+    if t.gate_task is not None and (score is None or score < t.gate_value):
+        raise RuntimeError(f"teacher {t.name} reached {t.gate_metric}={score} on {t.gate_task} "
+                           f"after {steps} steps, below the gate {t.gate_value}; raise "
+                           "teacher.max_steps or lower teacher.gate.value")
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    size = save(model.cpu(), tokenizer, tmp)
+    meta = {"recipe": recipe(suite), "steps": steps, "train_wall_s": wall, "rounds": rounds,
+            "params": n_params(model), "bytes": size, "trained": True}
+    (tmp / "kdbench_teacher.json").write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return {**meta, "path": str(folder), "cached": False}

@@ -1,0 +1,188 @@
+"""One training job: a student (or a teacher being built) trained with a method's loss through
+a DeepSpeed engine. On CPU it runs with the gloo backend; on GPUs the same code runs unchanged
+(bf16 when the device supports it). Nothing here knows about Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kdbench import synthetic
+from kdbench.config import Budget, DataSpec
+from kdbench.losses import IGNORE
+from kdbench.methods import Method
+
+
+@dataclass
+class Batch:
+    """The whole transfer set, tokenised once: right-padded ids, mask and labels."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor  # IGNORE on prompt and padding: only completions are learnt
+
+
+def encode(examples: list[dict[str, Any]], tokenizer, max_length: int, rationales: bool) -> Batch:
+    """Tokenise ``prompt + completion``; the loss sees completion tokens only."""
+    ids, labels = [], []
+    for ex in examples:
+        p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+        t = tokenizer(synthetic.target_text(ex, rationales), add_special_tokens=False)["input_ids"]
+        seq = (p + t)[:max_length]
+        ids.append(seq)
+        labels.append(([IGNORE] * len(p) + t)[:max_length])
+    width = max(map(len, ids))
+    out_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    out_labels = torch.full((len(ids), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, (seq, lab) in enumerate(zip(ids, labels, strict=True)):
+        out_ids[i, : len(seq)] = torch.tensor(seq)
+        out_labels[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(seq)] = 1
+    return Batch(out_ids, mask, out_labels)
+
+
+def transfer_batch(data: DataSpec, tokenizer, seed: int) -> Batch:
+    examples = synthetic.transfer_set(list(data.tasks), data.n_per_task, seed)
+    return encode(examples, tokenizer, data.max_length, data.rationales)
+
+
+# --- DeepSpeed ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> None:
+    """A one-process group unless a launcher (Ray Train, deepspeed) already set one up."""
+    import deepspeed
+
+    if torch.distributed.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # DeepSpeed prints build messages of its CPU ops on stdout: keep them out of the user's way
+    with contextlib.redirect_stdout(io.StringIO()):
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+
+
+def deepspeed_config(budget: Budget, steps: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The default engine config for a budget; a suite's ``[deepspeed]`` table overrides keys."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cfg: dict[str, Any] = {
+        "train_batch_size": budget.batch_size,
+        "train_micro_batch_size_per_gpu": max(1, budget.batch_size // world),
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0,
+        # torch's AdamW: no JIT-compiled optimizer op is needed on CPU
+        "optimizer": {"type": "AdamW", "params": {"lr": budget.lr, "weight_decay": 0.0,
+                                                  "torch_adam": True}},
+        "scheduler": {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": steps, "warmup_num_steps": max(1, int(budget.warmup * steps)),
+            "warmup_type": "linear", "cos_min_ratio": 0.1}},
+        "zero_optimization": {"stage": 0},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        cfg["bf16"] = {"enabled": True}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+class Trainable(torch.nn.Module):
+    """The student plus a method's extra trainable modules, so one engine optimises both."""
+
+    def __init__(self, student: torch.nn.Module, modules: dict[str, torch.nn.Module]) -> None:
+        super().__init__()
+        self.student = student
+        self.extra = torch.nn.ModuleDict(modules)
+
+    def forward(self, **kwargs: Any) -> Any:
+        return self.student(**kwargs)
+
+
+def teacher_signals(teacher: torch.nn.Module, signals: frozenset[str],
+                    batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Run the teacher once on a batch and keep only the signals the method declared."""
+    with torch.no_grad():
+        out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      output_hidden_states="hidden_states" in signals,
+                      output_attentions="attentions" in signals)
+    keep = {"logits": out.logits}
+    if "hidden_states" in signals:
+        keep["hidden_states"] = out.hidden_states
+    if "attentions" in signals:
+        keep["attentions"] = out.attentions
+    return keep
+
+
+def train(model: torch.nn.Module, method: Method, cfg: Any, data: Batch, budget: Budget,
+          steps: int, seed: int, teacher: torch.nn.Module | None = None,
+          ds_overrides: dict[str, Any] | None = None, progress: Any = None) -> dict[str, Any]:
+    """Train ``model`` for ``steps`` optimiser steps of ``budget.batch_size`` sequences.
+
+    Returns statistics: wall time, tokens seen (non-padding), final loss.
+    """
+    import deepspeed
+
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    init_distributed()
+    torch.manual_seed(seed)
+    modules = method.modules(model.config, getattr(teacher, "config", None), cfg) if method.modules else {}
+    trainable = Trainable(model, modules)
+    engine, _, _, _ = deepspeed.initialize(
+        model=trainable, model_parameters=[p for p in trainable.parameters() if p.requires_grad],
+        config=deepspeed_config(budget, steps, ds_overrides or {}))
+    device = engine.device
+    if teacher is not None:
+        teacher.to(device).eval()
+    want_hidden = "hidden_states" in method.signals
+    want_attn = "attentions" in method.signals
+
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.input_ids), generator=gen)
+    cursor, tokens, loss_value = 0, 0, float("nan")
+    start = time.perf_counter()
+    engine.train()
+    for _ in range(steps):
+        if cursor + budget.batch_size > len(order):  # next epoch, reshuffled
+            order, cursor = torch.randperm(len(data.input_ids), generator=gen), 0
+        idx = order[cursor: cursor + budget.batch_size]
+        cursor += budget.batch_size
+        width = int(data.attention_mask[idx].sum(1).max())  # trim padding columns
+        batch = {"input_ids": data.input_ids[idx, :width].to(device),
+                 "attention_mask": data.attention_mask[idx, :width].to(device),
+                 "labels": data.labels[idx, :width].to(device)}
+        signals = teacher_signals(teacher, method.signals, batch) if teacher is not None else None
+        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     output_hidden_states=want_hidden, output_attentions=want_attn)
+        loss = method.loss(out, signals, batch, cfg, dict(trainable.extra))
+        engine.backward(loss)
+        engine.step()
+        tokens += int(batch["attention_mask"].sum())
+        loss_value = float(loss.detach())
+        if progress is not None:
+            progress.update(1)
+    return {"train_wall_s": time.perf_counter() - start, "tokens": tokens, "steps": steps,
+            "final_loss": loss_value}

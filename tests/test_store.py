@@ -1,0 +1,285 @@
+"""Tests for kdbench.store against real DuckDB files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from kdbench import store
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUITE = "suite0123456789"
+
+
+def make_run(run_id: str, **overrides: object) -> dict:
+    run = {
+        "run_id": run_id,
+        "suite_hash": SUITE,
+        "role": "student",
+        "method": "kd",
+        "family": "logit",
+        "method_config": {"temperature": 2.0},
+        "student": "tiny-student",
+        "seed": 0,
+        "status": "ok",
+        "error": None,
+        "started_at": datetime(2024, 5, 1, 12, 0, 0),
+        "finished_at": datetime(2024, 5, 1, 12, 5, 0),
+        "kdbench_version": "0.1.0",
+        "versions": {"torch": "2.4.0"},
+        "git_commit": "abc123",
+        "hardware": {"gpu": None, "cpus": 2},
+    }
+    run.update(overrides)
+    return run
+
+
+def make_metrics(acc: float = 0.5) -> list[dict]:
+    return [
+        {
+            "task": "arith",
+            "metric": "acc",
+            "value": acc,
+            "stderr": 0.01,
+            "higher_is_better": True,
+            "is_primary": True,
+        },
+        {"task": "arith", "metric": "ppl", "value": 3.5, "higher_is_better": False},
+    ]
+
+
+COSTS = {"train_wall_s": 10.0, "eval_wall_s": 2.0, "total_wall_s": 12.5, "params": 250_000}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "nested" / "kdbench.duckdb"
+
+
+def test_connect_creates_parent_and_schema_idempotently(db: Path) -> None:
+    for _ in range(2):
+        con = store.connect(db)
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        con.close()
+        assert {"meta", "suites", "runs", "metrics", "costs"} <= tables
+        assert version == [(str(store.SCHEMA_VERSION),)]
+    ro = store.connect(db, read_only=True)
+    ro.close()
+
+
+def test_newer_schema_version_is_rejected(db: Path) -> None:
+    store.connect(db).close()
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(99)])
+    con.close()
+    for read_only in (False, True):
+        with pytest.raises(store.StoreError, match="schema version 99"):
+            store.connect(db, read_only=read_only)
+    with pytest.raises(store.StoreError, match="schema version 99"):
+        store.read_runs(db)
+
+
+def test_read_only_missing_db_is_a_clear_error(db: Path) -> None:
+    with pytest.raises(store.StoreError, match="no results database"):
+        store.connect(db, read_only=True)
+    assert not db.exists()
+
+
+def test_reads_on_missing_db_are_empty_and_do_not_create_it(db: Path) -> None:
+    runs = store.read_runs(db)
+    assert runs.empty
+    assert list(runs.columns) == list(store.RUN_COLUMNS + store.COST_COLUMNS)
+    assert store.read_metrics(db).empty
+    suites = store.list_suites(db)
+    assert suites.empty and "suite_hash" in suites.columns
+    assert not db.exists()
+
+
+def test_write_suite_upserts_and_keeps_created_at(db: Path) -> None:
+    store.write_suite(db, SUITE, "tiny", "leaderboards/tiny.toml", {"tasks": ["arith"]})
+    first = store.list_suites(db)
+    time.sleep(0.01)
+    store.write_suite(db, SUITE, "tiny-renamed", "x.toml", {"tasks": ["arith", "copy"]})
+    store.write_suite(db, "other", "other", "o.toml", {})
+    suites = store.list_suites(db)
+    assert len(suites) == 2
+    row = suites.set_index("suite_hash").loc[SUITE]
+    assert row["name"] == "tiny-renamed"
+    assert row["path"] == "x.toml"
+    assert json.loads(row["config"]) == {"tasks": ["arith", "copy"]}
+    assert row["created_at"] == first["created_at"].iloc[0]
+    assert suites["suite_hash"].iloc[0] == "other"  # newest first
+
+
+def test_write_run_roundtrip(db: Path) -> None:
+    started = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    store.write_run(db, make_run("r1", started_at=started), make_metrics(), COSTS)
+    store.write_run(db, make_run("r2", suite_hash="elsewhere"), make_metrics(), {})
+
+    runs = store.read_runs(db, SUITE)
+    assert list(runs["run_id"]) == ["r1"]
+    r = runs.iloc[0]
+    assert r["role"] == "student" and r["status"] == "ok" and r["seed"] == 0
+    assert json.loads(r["method_config"]) == {"temperature": 2.0}
+    assert json.loads(r["hardware"]) == {"cpus": 2, "gpu": None}
+    assert r["started_at"] == datetime(2024, 5, 1, 12, 0)  # stored as naive UTC
+    assert r["params"] == 250_000 and r["total_wall_s"] == 12.5
+    assert len(store.read_runs(db)) == 2
+
+    metrics = store.read_metrics(db, SUITE)
+    assert len(metrics) == 2
+    acc = metrics.set_index("metric").loc["acc"]
+    assert acc["value"] == 0.5 and acc["stderr"] == 0.01
+    assert bool(acc["is_primary"]) and bool(acc["higher_is_better"])
+    ppl = metrics.set_index("metric").loc["ppl"]
+    assert not bool(ppl["is_primary"]) and not bool(ppl["higher_is_better"])
+    assert metrics["method"].eq("kd").all()
+
+    suites = store.list_suites(db)
+    assert suites.empty  # runs do not create suites
+
+
+def test_write_run_replaces_same_run_id(db: Path) -> None:
+    store.write_run(db, make_run("r1"), make_metrics(0.5), COSTS)
+    store.write_run(
+        db,
+        make_run("r1", status="failed", error="OOM"),
+        [{"task": "copy", "metric": "acc", "value": 0.1, "is_primary": True}],
+        {"params": 7},
+    )
+    runs = store.read_runs(db)
+    assert len(runs) == 1
+    assert runs.iloc[0]["status"] == "failed" and runs.iloc[0]["error"] == "OOM"
+    assert runs.iloc[0]["params"] == 7
+    metrics = store.read_metrics(db)
+    assert list(metrics["task"]) == ["copy"]
+
+
+def test_write_run_is_atomic(db: Path) -> None:
+    store.write_run(db, make_run("r1"), make_metrics(0.5), COSTS)
+    duplicate = make_metrics(0.9) + [make_metrics(0.9)[0]]  # primary-key violation
+    with pytest.raises(store.StoreError, match="could not write run r1"):
+        store.write_run(db, make_run("r1", seed=1), duplicate, {"params": 1})
+    with pytest.raises(store.StoreError):
+        store.write_run(db, make_run("r2"), duplicate, COSTS)
+    # the earlier version of r1 is intact, r2 left no trace
+    runs = store.read_runs(db)
+    assert list(runs["run_id"]) == ["r1"]
+    assert runs.iloc[0]["seed"] == 0 and runs.iloc[0]["params"] == 250_000
+    assert sorted(store.read_metrics(db)["value"]) == [0.5, 3.5]
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        (make_run("r1", colour="red"), "unknown keys"),
+        (make_run("r1", role="assistant"), "role must be"),
+        (make_run("r1", status="running"), "status must be"),
+        (make_run(""), "run_id"),
+        (make_run("r1", started_at="yesterday"), "ISO timestamp"),
+        (make_run("r1", versions="not json"), "JSON text"),
+    ],
+)
+def test_write_run_validates_input(db: Path, run: dict, message: str) -> None:
+    with pytest.raises(store.StoreError, match=message):
+        store.write_run(db, run, make_metrics(), COSTS)
+
+
+def test_write_run_rejects_unknown_metric_and_cost_keys(db: Path) -> None:
+    with pytest.raises(store.StoreError, match="unknown keys"):
+        store.write_run(db, make_run("r1"), [{"task": "a", "metric": "m", "x": 1}], {})
+    with pytest.raises(store.StoreError, match="unknown keys"):
+        store.write_run(db, make_run("r1"), [], {"gpu_hours": 1.0})
+
+
+def _python(code: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_lock_conflicts_are_retried_then_reported(db: Path) -> None:
+    store.connect(db).close()
+    holder = _python(
+        f"""
+        import time, duckdb
+        con = duckdb.connect({str(db)!r})
+        print("locked", flush=True)
+        time.sleep(1.0)
+        con.close()
+        """
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(store.StoreError, match="locked by another process"):
+            store.connect(db, read_only=True, timeout=0.2)
+        # the holder lets go after ~1 s: the default retry window covers that
+        start = time.monotonic()
+        store.write_run(db, make_run("r1"), make_metrics(), COSTS)
+        assert time.monotonic() - start < store.LOCK_TIMEOUT_S
+    finally:
+        holder.wait(timeout=30)
+    assert holder.returncode == 0, holder.stderr.read() if holder.stderr else ""
+    assert list(store.read_runs(db)["run_id"]) == ["r1"]
+
+
+def test_reader_and_writer_processes_run_concurrently(db: Path) -> None:
+    """A writer process writes runs in a loop while this process keeps reading."""
+    n_runs = 25
+    writer = _python(
+        f"""
+        from kdbench import store
+        store.write_suite({str(db)!r}, {SUITE!r}, "tiny", "tiny.toml", {{}})
+        for i in range({n_runs}):
+            run = {{"run_id": f"run{{i:03d}}", "suite_hash": {SUITE!r}, "role": "student",
+                    "method": "kd", "student": "s", "seed": i, "status": "ok"}}
+            metrics = [{{"task": t, "metric": "acc", "value": i / 100, "is_primary": True}}
+                       for t in ("a", "b", "c")]
+            store.write_run({str(db)!r}, run, metrics, {{"params": 1000 + i}})
+        print("done", flush=True)
+        """
+    )
+    reads = 0
+    seen_counts: set[int] = set()
+    deadline = time.monotonic() + 60
+    while writer.poll() is None and time.monotonic() < deadline:
+        metrics = store.read_metrics(db, SUITE)
+        runs = store.read_runs(db, SUITE)  # read after metrics: a superset of their runs
+        store.list_suites(db)
+        # every visible run is complete: costs joined and all three metrics present
+        assert runs["params"].notna().all()
+        per_run = metrics.groupby("run_id").size()
+        assert (per_run == 3).all()
+        assert set(per_run.index) <= set(runs["run_id"])
+        with store.reader(db) as con:  # one snapshot: no run without its metrics
+            incomplete = con.execute(
+                "SELECT count(*) FROM runs r WHERE (SELECT count(*) FROM metrics m"
+                " WHERE m.run_id = r.run_id) != 3"
+            ).fetchone()
+        assert incomplete == (0,)
+        seen_counts.add(len(runs))
+        reads += 1
+    print(reads, sorted(seen_counts))
+    out, err = writer.communicate(timeout=30)
+    assert writer.returncode == 0, err
+    assert out.strip() == "done"
+    assert reads > 0
+    runs = store.read_runs(db, SUITE)
+    assert len(runs) == n_runs
+    assert sorted(runs["params"]) == [1000 + i for i in range(n_runs)]
+    assert len(store.read_metrics(db, SUITE)) == 3 * n_runs
