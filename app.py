@@ -67,7 +67,9 @@ def column_config(tasks: list[str]) -> dict[str, object]:
         ),
         "method": cc.TextColumn("method", help="Distillation method (plugin name)."),
         "family": cc.TextColumn("family", help="Method family."),
-        "student": cc.TextColumn("student", help="Student model; on the teacher row, the teacher model."),
+        "student": cc.TextColumn(
+            "student", help="Student model; on the teacher row, the teacher model."
+        ),
         "role": cc.TextColumn(
             "role", help="teacher = reference; baseline = sft without distillation; method."
         ),
@@ -105,9 +107,7 @@ def teacher_caption(board: pd.DataFrame, tasks: list[str]) -> str:
     if teacher.empty:
         return "No successful teacher run yet: retention cannot be computed."
     row = teacher.iloc[0]
-    scores = ", ".join(
-        f"{t} {row[f'score_{t}']:.4f}" for t in tasks if pd.notna(row[f"score_{t}"])
-    )
+    scores = ", ".join(f"{t} {row[f'score_{t}']:.4f}" for t in tasks if pd.notna(row[f"score_{t}"]))
     return f"Teacher: **{row['student']}** — {scores or 'no scores'}"
 
 
@@ -118,8 +118,11 @@ def show_failed_runs(runs: pd.DataFrame) -> None:
         return
     st.subheader(f"Failed runs ({len(failed)})")
     for run in failed.itertuples(index=False):
-        with st.expander(f"{run.method} · {run.student} · seed {run.seed} · {run.run_id}"):
-            st.code(run.error or "(no error message recorded)", language=None)
+        seed = "?" if pd.isna(run.seed) else int(run.seed)
+        error = run.error if isinstance(run.error, str) and run.error else "(no error recorded)"
+        student = run.student if isinstance(run.student, str) else "?"
+        with st.expander(f"{run.method} · {student} · seed {seed} · {run.run_id}"):
+            st.code(error, language=None)
 
 
 def main() -> None:

@@ -15,9 +15,13 @@ from pathlib import Path
 from kdbench import __version__
 
 # Before any heavy import: keep library chatter (and Ray's) out of the terminal.
-for _key, _value in {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
-                     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "RAY_DEDUP_LOGS": "0",
-                     "PYTHONWARNINGS": "ignore"}.items():
+for _key, _value in {
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "PYTHONWARNINGS": "ignore",
+}.items():
     os.environ.setdefault(_key, _value)
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -44,8 +48,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_suite(suite, args.db, address=args.address, cache=args.cache, force=args.force)
     print()
     print(format_table(leaderboard(args.db, summary["suite_hash"])))
-    print(f"\n{summary['ran']} runs done, {summary['failed']} failed; results in {args.db}. "
-          f"Browse them with: kdbench app --db {args.db}")
+    print(
+        f"\n{summary['ran']} runs done, {summary['failed']} failed; results in {args.db}. "
+        f"Browse them with: kdbench app --db {args.db}"
+    )
     return 1 if summary["failed"] else 0
 
 
@@ -53,9 +59,18 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from kdbench.methods import registry
 
     methods = registry()
-    rows = [{"name": m.name, "family": m.family, "signals": sorted(m.signals),
-             "parameters": m.parameters(), "plugin": m.plugin, "paper": m.paper,
-             "description": m.description} for m in methods.values()]
+    rows = [
+        {
+            "name": m.name,
+            "family": m.family,
+            "signals": sorted(m.signals),
+            "parameters": m.parameters(),
+            "plugin": m.plugin,
+            "paper": m.paper,
+            "description": m.description,
+        }
+        for m in methods.values()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -70,8 +85,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from kdbench.leaderboard import format_table, leaderboard
 
     if not args.db.exists():
-        print(f"kdbench: error: {args.db}: no results database; run "
-              "`kdbench run leaderboards/tiny.toml` first", file=sys.stderr)
+        print(
+            f"kdbench: error: {args.db}: no results database; run "
+            "`kdbench run leaderboards/tiny.toml` first",
+            file=sys.stderr,
+        )
         return 2
     table = leaderboard(args.db, args.suite)
     if args.json:
@@ -82,9 +100,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless=true",
-           f"--server.port={args.port}", "--browser.gatherUsageStats=false", "--", "--db",
-           str(args.db)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.headless=true",
+        f"--server.port={args.port}",
+        "--browser.gatherUsageStats=false",
+        "--",
+        "--db",
+        str(args.db),
+    ]
     print(f"leaderboard at http://localhost:{args.port}  (Ctrl-C to stop)")
     return subprocess.call(cmd)
 
@@ -96,8 +124,9 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a suite (every method x student x seed)")
     r.add_argument("suite", type=Path, help="suite TOML, e.g. leaderboards/tiny.toml")
-    r.add_argument("--address", default=None,
-                   help="Ray cluster address (default: start a local Ray instance)")
+    r.add_argument(
+        "--address", default=None, help="Ray cluster address (default: start a local Ray instance)"
+    )
     r.add_argument("--db", type=Path, default=_default_db(), help="DuckDB results file")
     r.add_argument("--cache", default=None, help="teacher cache folder (default ~/.cache/kdbench)")
     r.add_argument("--force", action="store_true", help="re-run runs already stored as ok")
@@ -135,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdbench: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("kdbench: interrupted; finished runs are stored, rerun to do the rest",
-              file=sys.stderr)
+        print(
+            "kdbench: interrupted; finished runs are stored, rerun to do the rest", file=sys.stderr
+        )
         return 130
 
 

@@ -118,9 +118,18 @@ class Suite:
 _TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
-def _take(path: Path, table: dict[str, Any], prefix: str, key: str, typ: type, default: Any,
-          *, minimum: float | None = None, choices: tuple[str, ...] | None = None,
-          required: bool = False) -> Any:
+def _take(
+    path: Path,
+    table: dict[str, Any],
+    prefix: str,
+    key: str,
+    typ: type,
+    default: Any,
+    *,
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    required: bool = False,
+) -> Any:
     name = f"{prefix}{key}"
     if key not in table:
         if required:
@@ -135,8 +144,11 @@ def _take(path: Path, table: dict[str, Any], prefix: str, key: str, typ: type, d
     if minimum is not None and value < minimum:
         raise SuiteError(path, name, f"must be >= {minimum}, got {value!r}")
     if choices is not None and value not in choices:
-        raise SuiteError(path, name, f"must be one of {', '.join(choices)}; got {value!r}"
-                         + _did_you_mean(value, choices))
+        raise SuiteError(
+            path,
+            name,
+            f"must be one of {', '.join(choices)}; got {value!r}" + _did_you_mean(value, choices),
+        )
     return value
 
 
@@ -151,8 +163,11 @@ def _table(path: Path, raw: dict[str, Any], key: str, known: set[str]) -> dict[s
 def _no_unknown(path: Path, table: dict[str, Any], prefix: str, known: set[str]) -> None:
     for k in table:
         if k not in known:
-            raise SuiteError(path, f"{prefix}{k}", "unknown field; allowed: "
-                             + ", ".join(sorted(known)) + _did_you_mean(k, known))
+            raise SuiteError(
+                path,
+                f"{prefix}{k}",
+                "unknown field; allowed: " + ", ".join(sorted(known)) + _did_you_mean(k, known),
+            )
 
 
 def _did_you_mean(word: str, options: Any) -> str:
@@ -170,8 +185,12 @@ def _model(path: Path, raw: Any, prefix: str) -> dict[str, Any]:
     source = _take(path, raw, prefix, "source", str, None)
     arch = raw.get("arch")
     if (source is None) == (arch is None):
-        raise SuiteError(path, f"{prefix}source", "give exactly one of `source` (a Hugging Face "
-                         "id or local folder) and `arch` (a table of sizes to build)")
+        raise SuiteError(
+            path,
+            f"{prefix}source",
+            "give exactly one of `source` (a Hugging Face "
+            "id or local folder) and `arch` (a table of sizes to build)",
+        )
     if arch is not None:
         if not isinstance(arch, dict):
             raise SuiteError(path, f"{prefix}arch", f"must be a table, got {arch!r}")
@@ -181,27 +200,45 @@ def _model(path: Path, raw: Any, prefix: str) -> dict[str, Any]:
         for k in ("intermediate_size", "max_length"):
             _take(path, arch, f"{prefix}arch.", k, int, None, minimum=1)
         if arch["hidden_size"] % arch["num_heads"]:
-            raise SuiteError(path, f"{prefix}arch.num_heads",
-                             f"must divide hidden_size ({arch['hidden_size']})")
+            raise SuiteError(
+                path, f"{prefix}arch.num_heads", f"must divide hidden_size ({arch['hidden_size']})"
+            )
     elif not (Path(source).exists() or "/" in source):
-        raise SuiteError(path, f"{prefix}source", f"{source!r} is neither a local folder nor a "
-                         "Hugging Face id of the form owner/name")
+        raise SuiteError(
+            path,
+            f"{prefix}source",
+            f"{source!r} is neither a local folder nor a Hugging Face id of the form owner/name",
+        )
     return {"name": name, "source": source, "arch": dict(arch) if arch else None}
 
 
 # --- the loader -----------------------------------------------------------------------------
 
 
-_TOP = {"name", "seeds", "methods", "teacher", "students", "data", "budget", "eval",
-        "resources", "deepspeed", "method_config"}
+_TOP = {
+    "name",
+    "seeds",
+    "methods",
+    "teacher",
+    "students",
+    "data",
+    "budget",
+    "eval",
+    "resources",
+    "deepspeed",
+    "method_config",
+}
 
 
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file. Raises :class:`SuiteError` on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise SuiteError(path, "(file)", "no such file; suites live in leaderboards/, e.g. "
-                         "leaderboards/tiny.toml")
+        raise SuiteError(
+            path,
+            "(file)",
+            "no such file; suites live in leaderboards/, e.g. leaderboards/tiny.toml",
+        )
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
@@ -240,8 +277,11 @@ def load_suite(path: str | Path) -> Suite:
         gate_value=_take(path, gate, "teacher.gate.", "value", float, 0.0, minimum=0),
     )
     if teacher.max_steps < teacher.train_steps:
-        raise SuiteError(path, "teacher.max_steps", f"must be >= teacher.train_steps "
-                         f"({teacher.train_steps}), got {teacher.max_steps}")
+        raise SuiteError(
+            path,
+            "teacher.max_steps",
+            f"must be >= teacher.train_steps ({teacher.train_steps}), got {teacher.max_steps}",
+        )
 
     students_raw = raw.get("students")
     if not (isinstance(students_raw, list) and students_raw):
@@ -261,8 +301,13 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(path, "data.tasks", f"must be a non-empty list, got {data_tasks!r}")
     for task in data_tasks:
         if task not in synthetic.TASKS:
-            raise SuiteError(path, "data.tasks", f"unknown task {task!r}; allowed: "
-                             + ", ".join(synthetic.TASKS) + _did_you_mean(task, synthetic.TASKS))
+            raise SuiteError(
+                path,
+                "data.tasks",
+                f"unknown task {task!r}; allowed: "
+                + ", ".join(synthetic.TASKS)
+                + _did_you_mean(task, synthetic.TASKS),
+            )
     data = DataSpec(
         kind=_take(path, d, "data.", "kind", str, "synthetic", choices=("synthetic",)),
         tasks=tuple(data_tasks),
@@ -279,12 +324,20 @@ def load_suite(path: str | Path) -> Suite:
         warmup=_take(path, b, "budget.", "warmup", float, 0.05, minimum=0),
     )
     if budget.warmup >= 1:
-        raise SuiteError(path, "budget.warmup", f"is a fraction of the steps, in [0, 1); got {budget.warmup}")
+        raise SuiteError(
+            path, "budget.warmup", f"is a fraction of the steps, in [0, 1); got {budget.warmup}"
+        )
 
     e = _table(path, raw, "eval", {"tasks", "limit", "batch_size"})
     eval_tasks = e.get("tasks", list(EvalSpec.tasks))
-    if not (isinstance(eval_tasks, list) and eval_tasks and all(isinstance(x, str) for x in eval_tasks)):
-        raise SuiteError(path, "eval.tasks", f"must be a non-empty list of lm-eval task names, got {eval_tasks!r}")
+    if not (
+        isinstance(eval_tasks, list) and eval_tasks and all(isinstance(x, str) for x in eval_tasks)
+    ):
+        raise SuiteError(
+            path,
+            "eval.tasks",
+            f"must be a non-empty list of lm-eval task names, got {eval_tasks!r}",
+        )
     evals = EvalSpec(
         tasks=tuple(eval_tasks),
         limit=_take(path, e, "eval.", "limit", int, None, minimum=1),
@@ -304,8 +357,16 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(path, "method_config", "must be tables like [method_config.kd]")
 
     return Suite(
-        name=name, path=str(path), teacher=teacher, students=tuple(students), data=data,
-        budget=budget, eval=evals, seeds=tuple(seeds), methods=tuple(methods),
-        method_config={k: dict(v) for k, v in mc.items()}, resources=resources,
+        name=name,
+        path=str(path),
+        teacher=teacher,
+        students=tuple(students),
+        data=data,
+        budget=budget,
+        eval=evals,
+        seeds=tuple(seeds),
+        methods=tuple(methods),
+        method_config={k: dict(v) for k, v in mc.items()},
+        resources=resources,
         deepspeed=dict(ds),
     )

@@ -198,13 +198,16 @@ def format_table(df: pd.DataFrame) -> str:
         return "(no results)"
     columns = list(df.columns)
     headers = [_HEADERS.get(c, c) for c in columns]
-    rows = [[_fmt_cell(c, v) for c, v in zip(columns, rec)] for rec in df.itertuples(index=False)]
+    rows = [
+        [_fmt_cell(c, v) for c, v in zip(columns, rec, strict=True)]
+        for rec in df.itertuples(index=False)
+    ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
         parts = [
             cell.ljust(w) if col in _LEFT_ALIGNED else cell.rjust(w)
-            for col, cell, w in zip(columns, cells, widths)
+            for col, cell, w in zip(columns, cells, widths, strict=True)
         ]
         return "  ".join(parts)
 

@@ -17,8 +17,9 @@ def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
 def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the tokens that count."""
     logits, labels = shift(logits, labels)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1),
-                           ignore_index=IGNORE)
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def token_mask(labels: torch.Tensor) -> torch.Tensor:

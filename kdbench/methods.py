@@ -32,8 +32,10 @@ FAMILIES = ("baseline", "logit", "feature", "attention", "chain_of_thought")
 # student: the model's output (``logits``, and ``hidden_states`` / ``attentions`` when the
 #   method declares them); teacher: a dict with the declared signals (None when none);
 # batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt and padding).
-LossFn = Callable[[Any, dict[str, torch.Tensor] | None, dict[str, torch.Tensor], Any,
-                   dict[str, torch.nn.Module]], torch.Tensor]
+LossFn = Callable[
+    [Any, dict[str, torch.Tensor] | None, dict[str, torch.Tensor], Any, dict[str, torch.nn.Module]],
+    torch.Tensor,
+]
 ModulesFn = Callable[[Any, Any, Any], dict[str, torch.nn.Module]]
 
 
@@ -56,8 +58,10 @@ class Method:
     def __post_init__(self) -> None:
         unknown = set(self.signals) - SIGNALS
         if unknown:
-            raise MethodError(f"method {self.name!r}: unknown teacher signals {sorted(unknown)};"
-                              f" allowed: {sorted(SIGNALS)}")
+            raise MethodError(
+                f"method {self.name!r}: unknown teacher signals {sorted(unknown)};"
+                f" allowed: {sorted(SIGNALS)}"
+            )
         if self.family not in FAMILIES:
             raise MethodError(f"method {self.name!r}: family must be one of {FAMILIES}")
         if not dataclasses.is_dataclass(self.config):
@@ -73,8 +77,10 @@ class Method:
         names = [f.name for f in dataclasses.fields(self.config)]
         for key in overrides:
             if key not in names:
-                raise MethodError(f"method_config.{self.name}.{key}: unknown field; allowed: "
-                                  f"{', '.join(names)}" + _did_you_mean(key, names))
+                raise MethodError(
+                    f"method_config.{self.name}.{key}: unknown field; allowed: "
+                    f"{', '.join(names)}" + _did_you_mean(key, names)
+                )
         try:
             return self.config(**overrides)
         except (TypeError, ValueError) as e:
@@ -82,8 +88,10 @@ class Method:
 
     def parameters(self) -> list[dict[str, Any]]:
         """Name, type and default of each config field (for ``kdbench methods``)."""
-        return [{"name": f.name, "type": getattr(f.type, "__name__", str(f.type)),
-                 "default": f.default} for f in dataclasses.fields(self.config)]
+        return [
+            {"name": f.name, "type": getattr(f.type, "__name__", str(f.type)), "default": f.default}
+            for f in dataclasses.fields(self.config)
+        ]
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -108,8 +116,10 @@ def registry(pm: pluggy.PluginManager | None = None) -> dict[str, Method]:
         plugin_name = impl.plugin_name
         for method in impl.function():
             if method.name in found:
-                raise MethodError(f"method {method.name!r} is registered twice: by "
-                                  f"{found[method.name].plugin} and {plugin_name}")
+                raise MethodError(
+                    f"method {method.name!r} is registered twice: by "
+                    f"{found[method.name].plugin} and {plugin_name}"
+                )
             found[method.name] = dataclasses.replace(method, plugin=plugin_name)
     return dict(sorted(found.items()))
 
@@ -121,8 +131,10 @@ def resolve(names: list[str] | tuple[str, ...], known: dict[str, Method]) -> lis
     out = []
     for name in names:
         if name not in known:
-            raise MethodError(f"unknown method {name!r}{_did_you_mean(name, list(known))}; "
-                              f"registered: {', '.join(known)}")
+            raise MethodError(
+                f"unknown method {name!r}{_did_you_mean(name, list(known))}; "
+                f"registered: {', '.join(known)}"
+            )
         out.append(known[name])
     return out
 

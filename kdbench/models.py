@@ -19,7 +19,9 @@ from transformers import (
 from kdbench.tokenizer import char_tokenizer
 
 
-def build_llama(arch: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+def build_llama(
+    arch: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int
+) -> PreTrainedModel:
     """A freshly initialised Llama-style causal LM with the sizes in ``arch``."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(

@@ -68,14 +68,20 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
         raise SuiteError(suite.path, "methods", str(e)) from None
     for name in suite.method_config:
         if name not in known:
-            raise SuiteError(suite.path, f"method_config.{name}",
-                             str(MethodError(f"unknown method {name!r}"))
-                             + _suggest(name, list(known)))
+            raise SuiteError(
+                suite.path,
+                f"method_config.{name}",
+                str(MethodError(f"unknown method {name!r}")) + _suggest(name, list(known)),
+            )
     local_tasks = task_names()
     for task in suite.eval.tasks:
         if task not in local_tasks:
-            raise SuiteError(suite.path, "eval.tasks", f"unknown task {task!r}; available: "
-                             f"{', '.join(local_tasks)}" + _suggest(task, local_tasks))
+            raise SuiteError(
+                suite.path,
+                "eval.tasks",
+                f"unknown task {task!r}; available: "
+                f"{', '.join(local_tasks)}" + _suggest(task, local_tasks),
+            )
     jobs = []
     for method in methods:
         try:
@@ -84,8 +90,15 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
             raise SuiteError(suite.path, str(e).split(":")[0], str(e).split(": ", 1)[-1]) from None
         for student in suite.students:
             for seed in suite.seeds:
-                jobs.append(Job(run_key(suite, method.name, cfg, student.name, seed),
-                                method.name, student.name, seed, cfg))
+                jobs.append(
+                    Job(
+                        run_key(suite, method.name, cfg, student.name, seed),
+                        method.name,
+                        student.name,
+                        seed,
+                        cfg,
+                    )
+                )
     return methods, jobs
 
 
@@ -103,8 +116,17 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {}
-    for dist in ("kdbench", "torch", "transformers", "deepspeed", "ray", "lm_eval", "duckdb",
-                 "pluggy", "streamlit"):
+    for dist in (
+        "kdbench",
+        "torch",
+        "transformers",
+        "deepspeed",
+        "ray",
+        "lm_eval",
+        "duckdb",
+        "pluggy",
+        "streamlit",
+    ):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
@@ -117,10 +139,21 @@ def versions() -> dict[str, str]:
 def git_commit() -> str:
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -129,8 +162,11 @@ def git_commit() -> str:
 def hardware() -> dict[str, Any]:
     import torch
 
-    hw: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "machine": platform.machine()}
+    hw: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
     if torch.cuda.is_available():
         hw["gpu"] = torch.cuda.get_device_name(0)
         hw["gpu_count"] = torch.cuda.device_count()
@@ -161,7 +197,9 @@ def teacher_stage(suite: Suite, cache: str, cpus: float) -> dict[str, Any]:
     return build_teacher(suite, Path(cache), progress_factory=tqdm)
 
 
-def train_job(suite: Suite, job: Job, teacher_path: str, out_dir: str, cpus: float) -> dict[str, Any]:
+def train_job(
+    suite: Suite, job: Job, teacher_path: str, out_dir: str, cpus: float
+) -> dict[str, Any]:
     """Ray task: train one student with one method; saves it and returns its folder and costs."""
     from ray.experimental.tqdm_ray import tqdm
 
@@ -178,26 +216,40 @@ def train_job(suite: Suite, job: Job, teacher_path: str, out_dir: str, cpus: flo
     if spec.source is not None:
         student, student_tok = load_pretrained(spec.source)
         if method.needs_teacher and len(student_tok) != len(tokenizer):
-            raise ValueError(f"{job.method} needs a shared vocabulary: teacher has "
-                             f"{len(tokenizer)} tokens, student {spec.name} has {len(student_tok)}")
+            raise ValueError(
+                f"{job.method} needs a shared vocabulary: teacher has "
+                f"{len(tokenizer)} tokens, student {spec.name} has {len(student_tok)}"
+            )
         tokenizer = student_tok
     else:
-        student = build_llama({**spec.arch, "max_length": suite.data.max_length}, tokenizer,
-                              seed=job.seed)
+        student = build_llama(
+            {**spec.arch, "max_length": suite.data.max_length}, tokenizer, seed=job.seed
+        )
     if not method.needs_teacher:
         teacher = None
     data = transfer_batch(suite.data, tokenizer, seed=0)
     bar = tqdm(total=suite.budget.steps, desc=f"{job.method} -> {job.student} seed {job.seed}")
-    stats = train(student, method, cfg, data, suite.budget, suite.budget.steps, job.seed,
-                  teacher=teacher, ds_overrides=suite.deepspeed, progress=bar)
+    stats = train(
+        student,
+        method,
+        cfg,
+        data,
+        suite.budget,
+        suite.budget.steps,
+        job.seed,
+        teacher=teacher,
+        ds_overrides=suite.deepspeed,
+        progress=bar,
+    )
     bar.close()
     folder = Path(out_dir) / job.run_id
     size = save(student.cpu(), tokenizer, folder)
     return {**stats, "path": str(folder), "params": n_params(student), "bytes": size}
 
 
-def eval_job(trained: dict[str, Any], tasks: list[str], limit: int | None, batch_size: int,
-             cpus: float) -> dict[str, Any]:
+def eval_job(
+    trained: dict[str, Any], tasks: list[str], limit: int | None, batch_size: int, cpus: float
+) -> dict[str, Any]:
     """Ray task: score a saved model with lm-eval. Loads it the way a Hub model is loaded."""
     from kdbench.evaluate import evaluate
     from kdbench.models import load_pretrained, n_params
@@ -206,8 +258,12 @@ def eval_job(trained: dict[str, Any], tasks: list[str], limit: int | None, batch
     model, tokenizer = load_pretrained(trained["path"])
     start = time.perf_counter()
     metrics = evaluate(model, tokenizer, tasks, limit=limit, batch_size=batch_size)
-    return {**trained, "metrics": metrics, "eval_wall_s": time.perf_counter() - start,
-            "params": trained.get("params") or n_params(model)}
+    return {
+        **trained,
+        "metrics": metrics,
+        "eval_wall_s": time.perf_counter() - start,
+        "params": trained.get("params") or n_params(model),
+    }
 
 
 # --- the driver -----------------------------------------------------------------------------
@@ -218,17 +274,28 @@ def init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-             log_to_driver=True, runtime_env={"env_vars": WORKER_ENV},
-             configure_logging=True)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=True,
+        runtime_env={"env_vars": WORKER_ENV},
+        configure_logging=True,
+    )
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def run_suite(suite: Suite, db: Path, address: str | None = None, cache: str | None = None,
-              force: bool = False, echo: Any = print) -> dict[str, Any]:
+def run_suite(
+    suite: Suite,
+    db: Path,
+    address: str | None = None,
+    cache: str | None = None,
+    force: bool = False,
+    echo: Any = print,
+) -> dict[str, Any]:
     """Run every missing job of ``suite`` and store the results in ``db``."""
     import ray
     from tqdm.auto import tqdm
@@ -242,17 +309,23 @@ def run_suite(suite: Suite, db: Path, address: str | None = None, cache: str | N
         runs = store.read_runs(db, suite.hash)
         done = set(runs.loc[runs.status == "ok", "run_id"]) if len(runs) else set()
     todo = [j for j in jobs if j.run_id not in done]
-    echo(f"suite {suite.name} ({suite.hash}): {len(methods)} methods x {len(suite.students)} "
-         f"students x {len(suite.seeds)} seeds = {len(jobs)} runs, {len(jobs) - len(todo)} "
-         "already stored")
+    echo(
+        f"suite {suite.name} ({suite.hash}): {len(methods)} methods x {len(suite.students)} "
+        f"students x {len(suite.seeds)} seeds = {len(jobs)} runs, {len(jobs) - len(todo)} "
+        "already stored"
+    )
 
     init_ray(address)
     cpus = suite.resources.cpus_per_job
     gpus = suite.resources.gpus_per_job
     total_cpus = max(cpus, float(ray.cluster_resources().get("CPU", 1)))
-    base = {"suite_hash": suite.hash, "kdbench_version": __version__,
-            "versions": json.dumps(versions()), "git_commit": git_commit(),
-            "hardware": json.dumps(hardware())}
+    base = {
+        "suite_hash": suite.hash,
+        "kdbench_version": __version__,
+        "versions": json.dumps(versions()),
+        "git_commit": git_commit(),
+        "hardware": json.dumps(hardware()),
+    }
     store.write_suite(db, suite.hash, suite.name, suite.path, suite.to_dict())
     out_dir = db.parent / "runs"
 
@@ -261,33 +334,76 @@ def run_suite(suite: Suite, db: Path, address: str | None = None, cache: str | N
     started = _now()
     root = str(cache_root(cache))
     teacher_cpus = min(total_cpus, max(cpus, 2.0))
-    teacher = ray.get(remote(teacher_stage).options(num_cpus=teacher_cpus, num_gpus=gpus)
-                      .remote(suite, root, teacher_cpus))
-    echo(f"teacher {suite.teacher.name}: " + ("loaded from cache " if teacher["cached"] else
-         "trained " if teacher.get("trained") else "loaded ") + teacher["path"])
+    teacher = ray.get(
+        remote(teacher_stage)
+        .options(num_cpus=teacher_cpus, num_gpus=gpus)
+        .remote(suite, root, teacher_cpus)
+    )
+    echo(
+        f"teacher {suite.teacher.name}: "
+        + (
+            "loaded from cache "
+            if teacher["cached"]
+            else "trained "
+            if teacher.get("trained")
+            else "loaded "
+        )
+        + teacher["path"]
+    )
     teacher_id = run_key(suite, "teacher", {"recipe": recipe_hash(suite)}, suite.teacher.name, 0)
     if teacher_id not in done:
-        scored = ray.get(remote(eval_job).options(num_cpus=teacher_cpus, num_gpus=gpus).remote(
-            {"path": teacher["path"], "params": teacher.get("params")}, list(suite.eval.tasks),
-            suite.eval.limit, suite.eval.batch_size, teacher_cpus))
-        store.write_run(db, {**base, "run_id": teacher_id, "role": "teacher", "method": "teacher",
-                             "family": "teacher", "method_config": json.dumps(teacher.get("recipe", {})),
-                             "student": suite.teacher.name, "seed": 0, "status": "ok", "error": None,
-                             "started_at": started, "finished_at": _now()},
-                        scored["metrics"],
-                        {"train_wall_s": teacher.get("train_wall_s") if not teacher["cached"] else 0.0,
-                         "eval_wall_s": scored["eval_wall_s"], "total_wall_s": None,
-                         "params": scored["params"], "bytes": teacher.get("bytes"),
-                         "tokens": None, "steps": teacher.get("steps")})
+        scored = ray.get(
+            remote(eval_job)
+            .options(num_cpus=teacher_cpus, num_gpus=gpus)
+            .remote(
+                {"path": teacher["path"], "params": teacher.get("params")},
+                list(suite.eval.tasks),
+                suite.eval.limit,
+                suite.eval.batch_size,
+                teacher_cpus,
+            )
+        )
+        store.write_run(
+            db,
+            {
+                **base,
+                "run_id": teacher_id,
+                "role": "teacher",
+                "method": "teacher",
+                "family": "teacher",
+                "method_config": json.dumps(teacher.get("recipe", {})),
+                "student": suite.teacher.name,
+                "seed": 0,
+                "status": "ok",
+                "error": None,
+                "started_at": started,
+                "finished_at": _now(),
+            },
+            scored["metrics"],
+            {
+                "train_wall_s": teacher.get("train_wall_s") if not teacher["cached"] else 0.0,
+                "eval_wall_s": scored["eval_wall_s"],
+                "total_wall_s": None,
+                "params": scored["params"],
+                "bytes": teacher.get("bytes"),
+                "tokens": None,
+                "steps": teacher.get("steps"),
+            },
+        )
 
     # 2 + 3. train and eval stages: every job at once; Ray packs them onto the resources
     pending: dict[Any, tuple[Job, dt.datetime]] = {}
     for job in todo:
-        trained = remote(train_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=1,
-                                            retry_exceptions=False).remote(
-            suite, job, teacher["path"], str(out_dir), cpus)
-        scored = remote(eval_job).options(num_cpus=cpus, num_gpus=gpus, max_retries=1).remote(
-            trained, list(suite.eval.tasks), suite.eval.limit, suite.eval.batch_size, cpus)
+        trained = (
+            remote(train_job)
+            .options(num_cpus=cpus, num_gpus=gpus, max_retries=1, retry_exceptions=False)
+            .remote(suite, job, teacher["path"], str(out_dir), cpus)
+        )
+        scored = (
+            remote(eval_job)
+            .options(num_cpus=cpus, num_gpus=gpus, max_retries=1)
+            .remote(trained, list(suite.eval.tasks), suite.eval.limit, suite.eval.batch_size, cpus)
+        )
         pending[scored] = (job, _now())
     failed = 0
     with tqdm(total=len(pending), desc="runs", unit="run") as bar:
@@ -295,27 +411,55 @@ def run_suite(suite: Suite, db: Path, address: str | None = None, cache: str | N
             ready, _ = ray.wait(list(pending), num_returns=1)
             job, started = pending.pop(ready[0])
             method = by_name[job.method]
-            run = {**base, "run_id": job.run_id, "role": "student", "method": job.method,
-                   "family": method.family, "method_config": json.dumps(job.config),
-                   "student": job.student, "seed": job.seed, "started_at": started}
+            run = {
+                **base,
+                "run_id": job.run_id,
+                "role": "student",
+                "method": job.method,
+                "family": method.family,
+                "method_config": json.dumps(job.config),
+                "student": job.student,
+                "seed": job.seed,
+                "started_at": started,
+            }
             try:
                 result = ray.get(ready[0])
             except Exception as e:  # a failing plugin fails only its own runs
                 failed += 1
-                store.write_run(db, {**run, "status": "failed", "error": _error_text(e),
-                                     "finished_at": _now()}, [], {})
-                bar.write(f"FAILED {job.method} -> {job.student} seed {job.seed}: "
-                          f"{_error_text(e).strip().splitlines()[-1]}")
+                store.write_run(
+                    db,
+                    {**run, "status": "failed", "error": _error_text(e), "finished_at": _now()},
+                    [],
+                    {},
+                )
+                bar.write(
+                    f"FAILED {job.method} -> {job.student} seed {job.seed}: "
+                    f"{_error_text(e).strip().splitlines()[-1]}"
+                )
             else:
-                store.write_run(db, {**run, "status": "ok", "error": None, "finished_at": _now()},
-                                result["metrics"],
-                                {"train_wall_s": result["train_wall_s"],
-                                 "eval_wall_s": result["eval_wall_s"],
-                                 "total_wall_s": (_now() - started).total_seconds(),
-                                 "params": result["params"], "bytes": result["bytes"],
-                                 "tokens": result["tokens"], "steps": result["steps"]})
+                store.write_run(
+                    db,
+                    {**run, "status": "ok", "error": None, "finished_at": _now()},
+                    result["metrics"],
+                    {
+                        "train_wall_s": result["train_wall_s"],
+                        "eval_wall_s": result["eval_wall_s"],
+                        "total_wall_s": (_now() - started).total_seconds(),
+                        "params": result["params"],
+                        "bytes": result["bytes"],
+                        "tokens": result["tokens"],
+                        "steps": result["steps"],
+                    },
+                )
             bar.update(1)
-    return {"suite_hash": suite.hash, "runs": len(jobs), "ran": len(todo), "failed": failed}
+    return {
+        "suite_hash": suite.hash,
+        "runs": len(jobs),
+        "ran": len(todo),
+        "failed": failed,
+        "teacher_cached": teacher["cached"],
+        "teacher_path": teacher["path"],
+    }
 
 
 def _error_text(e: BaseException) -> str:

@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,10 @@ _LOCK_MARKERS = (
 )
 
 
+# Same as datetime.UTC, which needs Python 3.11 (this package supports 3.10).
+_UTC = timezone(timedelta(0))
+
+
 class StoreError(Exception):
     """A results-store problem with a message meant for the user."""
 
@@ -182,9 +186,7 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         version = _stored_version(con)
         _check_version(version, path)
         if version is None:
-            con.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-            )
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
         for ddl in _TABLES_DDL:
             con.execute(ddl)
         con.execute("COMMIT")
@@ -257,7 +259,7 @@ def _query_df(db_path: str | Path, sql: str, params: Sequence[Any] = ()) -> pd.D
 
 
 def _now_utc() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(_UTC).replace(tzinfo=None)
 
 
 def _ts(value: Any, column: str) -> datetime | None:
@@ -265,7 +267,7 @@ def _ts(value: Any, column: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+        return datetime.fromtimestamp(value, tz=_UTC).replace(tzinfo=None)
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
@@ -273,7 +275,7 @@ def _ts(value: Any, column: str) -> datetime | None:
             raise StoreError(f"{column}: not an ISO timestamp: {value!r}") from exc
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(_UTC).replace(tzinfo=None)
         return value
     raise StoreError(f"{column}: expected a datetime, ISO string or epoch seconds, got {value!r}")
 
@@ -306,7 +308,9 @@ def _run_row(run: Mapping[str, Any]) -> list[Any]:
     if not run.get("run_id"):
         raise StoreError("run: 'run_id' is required")
     if run.get("role") not in ROLES:
-        raise StoreError(f"run {run['run_id']}: role must be one of {ROLES}, got {run.get('role')!r}")
+        raise StoreError(
+            f"run {run['run_id']}: role must be one of {ROLES}, got {run.get('role')!r}"
+        )
     if run.get("status") not in STATUSES:
         raise StoreError(
             f"run {run['run_id']}: status must be one of {STATUSES}, got {run.get('status')!r}"

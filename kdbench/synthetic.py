@@ -108,7 +108,9 @@ def eval_set(task: str, n: int = 200) -> list[dict[str, Any]]:
     return generate(task, n, EVAL_SEED)
 
 
-def transfer_set(tasks: list[str], n_per_task: int, seed: int, n_eval: int = 200) -> list[dict[str, Any]]:
+def transfer_set(
+    tasks: list[str], n_per_task: int, seed: int, n_eval: int = 200
+) -> list[dict[str, Any]]:
     """Training/transfer examples for ``tasks``, disjoint from the evaluation split."""
     out: list[dict[str, Any]] = []
     for task in tasks:

@@ -29,10 +29,22 @@ def cache_root(override: str | Path | None = None) -> Path:
 def recipe(suite: Suite) -> dict[str, Any]:
     """Everything that determines the built teacher's weights."""
     t = suite.teacher
-    return {"arch": t.arch, "train_steps": t.train_steps, "max_steps": t.max_steps, "lr": t.lr,
-            "batch_size": t.batch_size, "gate": [t.gate_task, t.gate_metric, t.gate_value],
-            "data": [list(suite.data.tasks), suite.data.n_per_task, suite.data.max_length,
-                     suite.data.rationales], "seed": 0, "kdbench": __version__.split(".")[0]}
+    return {
+        "arch": t.arch,
+        "train_steps": t.train_steps,
+        "max_steps": t.max_steps,
+        "lr": t.lr,
+        "batch_size": t.batch_size,
+        "gate": [t.gate_task, t.gate_metric, t.gate_value],
+        "data": [
+            list(suite.data.tasks),
+            suite.data.n_per_task,
+            suite.data.max_length,
+            suite.data.rationales,
+        ],
+        "seed": 0,
+        "kdbench": __version__.split(".")[0],
+    }
 
 
 def recipe_hash(suite: Suite) -> str:
@@ -73,31 +85,53 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> dic
     start = time.perf_counter()
     while steps < t.max_steps:
         n = min(t.train_steps, t.max_steps - steps)
-        bar = progress_factory(total=n, desc=f"teacher {t.name}: train {steps}+{n} steps") \
-            if progress_factory else None
-        stats = train(model, sft, sft.make_config(), data, budget, n, seed=steps,
-                      ds_overrides=suite.deepspeed, progress=bar)
+        bar = (
+            progress_factory(total=n, desc=f"teacher {t.name}: train {steps}+{n} steps")
+            if progress_factory
+            else None
+        )
+        train(
+            model,
+            sft,
+            sft.make_config(),
+            data,
+            budget,
+            n,
+            seed=steps,
+            ds_overrides=suite.deepspeed,
+            progress=bar,
+        )
         if bar is not None:
             bar.close()
         steps += n
         if t.gate_task is None:
             break
-        metrics = evaluate(model, tokenizer, [t.gate_task], limit=100,
-                           batch_size=suite.eval.batch_size)
+        metrics = evaluate(
+            model, tokenizer, [t.gate_task], limit=100, batch_size=suite.eval.batch_size
+        )
         score = gate_score(metrics, t.gate_metric)
         rounds.append({"steps": steps, "score": score})
         if score is not None and score >= t.gate_value:
             break
     wall = time.perf_counter() - start
     if t.gate_task is not None and (score is None or score < t.gate_value):
-        raise RuntimeError(f"teacher {t.name} reached {t.gate_metric}={score} on {t.gate_task} "
-                           f"after {steps} steps, below the gate {t.gate_value}; raise "
-                           "teacher.max_steps or lower teacher.gate.value")
+        raise RuntimeError(
+            f"teacher {t.name} reached {t.gate_metric}={score} on {t.gate_task} "
+            f"after {steps} steps, below the gate {t.gate_value}; raise "
+            "teacher.max_steps or lower teacher.gate.value"
+        )
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     size = save(model.cpu(), tokenizer, tmp)
-    meta = {"recipe": recipe(suite), "steps": steps, "train_wall_s": wall, "rounds": rounds,
-            "params": n_params(model), "bytes": size, "trained": True}
+    meta = {
+        "recipe": recipe(suite),
+        "steps": steps,
+        "train_wall_s": wall,
+        "rounds": rounds,
+        "params": n_params(model),
+        "bytes": size,
+        "trained": True,
+    }
     (tmp / "kdbench_teacher.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

@@ -91,11 +91,19 @@ def deepspeed_config(budget: Budget, steps: int, overrides: dict[str, Any]) -> d
         "gradient_accumulation_steps": 1,
         "gradient_clipping": 1.0,
         # torch's AdamW: no JIT-compiled optimizer op is needed on CPU
-        "optimizer": {"type": "AdamW", "params": {"lr": budget.lr, "weight_decay": 0.0,
-                                                  "torch_adam": True}},
-        "scheduler": {"type": "WarmupCosineLR", "params": {
-            "total_num_steps": steps, "warmup_num_steps": max(1, int(budget.warmup * steps)),
-            "warmup_type": "linear", "cos_min_ratio": 0.1}},
+        "optimizer": {
+            "type": "AdamW",
+            "params": {"lr": budget.lr, "weight_decay": 0.0, "torch_adam": True},
+        },
+        "scheduler": {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": steps,
+                "warmup_num_steps": max(1, int(budget.warmup * steps)),
+                "warmup_type": "linear",
+                "cos_min_ratio": 0.1,
+            },
+        },
         "zero_optimization": {"stage": 0},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -122,13 +130,17 @@ class Trainable(torch.nn.Module):
         return self.student(**kwargs)
 
 
-def teacher_signals(teacher: torch.nn.Module, signals: frozenset[str],
-                    batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+def teacher_signals(
+    teacher: torch.nn.Module, signals: frozenset[str], batch: dict[str, torch.Tensor]
+) -> dict[str, Any]:
     """Run the teacher once on a batch and keep only the signals the method declared."""
     with torch.no_grad():
-        out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      output_hidden_states="hidden_states" in signals,
-                      output_attentions="attentions" in signals)
+        out = teacher(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states="hidden_states" in signals,
+            output_attentions="attentions" in signals,
+        )
     keep = {"logits": out.logits}
     if "hidden_states" in signals:
         keep["hidden_states"] = out.hidden_states
@@ -137,9 +149,18 @@ def teacher_signals(teacher: torch.nn.Module, signals: frozenset[str],
     return keep
 
 
-def train(model: torch.nn.Module, method: Method, cfg: Any, data: Batch, budget: Budget,
-          steps: int, seed: int, teacher: torch.nn.Module | None = None,
-          ds_overrides: dict[str, Any] | None = None, progress: Any = None) -> dict[str, Any]:
+def train(
+    model: torch.nn.Module,
+    method: Method,
+    cfg: Any,
+    data: Batch,
+    budget: Budget,
+    steps: int,
+    seed: int,
+    teacher: torch.nn.Module | None = None,
+    ds_overrides: dict[str, Any] | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Train ``model`` for ``steps`` optimiser steps of ``budget.batch_size`` sequences.
 
     Returns statistics: wall time, tokens seen (non-padding), final loss.
@@ -149,11 +170,17 @@ def train(model: torch.nn.Module, method: Method, cfg: Any, data: Batch, budget:
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     init_distributed()
     torch.manual_seed(seed)
-    modules = method.modules(model.config, getattr(teacher, "config", None), cfg) if method.modules else {}
+    modules = (
+        method.modules(model.config, getattr(teacher, "config", None), cfg)
+        if method.modules
+        else {}
+    )
     trainable = Trainable(model, modules)
     engine, _, _, _ = deepspeed.initialize(
-        model=trainable, model_parameters=[p for p in trainable.parameters() if p.requires_grad],
-        config=deepspeed_config(budget, steps, ds_overrides or {}))
+        model=trainable,
+        model_parameters=[p for p in trainable.parameters() if p.requires_grad],
+        config=deepspeed_config(budget, steps, ds_overrides or {}),
+    )
     device = engine.device
     if teacher is not None:
         teacher.to(device).eval()
@@ -168,15 +195,21 @@ def train(model: torch.nn.Module, method: Method, cfg: Any, data: Batch, budget:
     for _ in range(steps):
         if cursor + budget.batch_size > len(order):  # next epoch, reshuffled
             order, cursor = torch.randperm(len(data.input_ids), generator=gen), 0
-        idx = order[cursor: cursor + budget.batch_size]
+        idx = order[cursor : cursor + budget.batch_size]
         cursor += budget.batch_size
         width = int(data.attention_mask[idx].sum(1).max())  # trim padding columns
-        batch = {"input_ids": data.input_ids[idx, :width].to(device),
-                 "attention_mask": data.attention_mask[idx, :width].to(device),
-                 "labels": data.labels[idx, :width].to(device)}
+        batch = {
+            "input_ids": data.input_ids[idx, :width].to(device),
+            "attention_mask": data.attention_mask[idx, :width].to(device),
+            "labels": data.labels[idx, :width].to(device),
+        }
         signals = teacher_signals(teacher, method.signals, batch) if teacher is not None else None
-        out = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     output_hidden_states=want_hidden, output_attentions=want_attn)
+        out = engine(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states=want_hidden,
+            output_attentions=want_attn,
+        )
         loss = method.loss(out, signals, batch, cfg, dict(trainable.extra))
         engine.backward(loss)
         engine.step()
@@ -184,5 +217,9 @@ def train(model: torch.nn.Module, method: Method, cfg: Any, data: Batch, budget:
         loss_value = float(loss.detach())
         if progress is not None:
             progress.update(1)
-    return {"train_wall_s": time.perf_counter() - start, "tokens": tokens, "steps": steps,
-            "final_loss": loss_value}
+    return {
+        "train_wall_s": time.perf_counter() - start,
+        "tokens": tokens,
+        "steps": steps,
+        "final_loss": loss_value,
+    }

@@ -36,8 +36,12 @@ class KDConfig:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
 
-def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                  mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
     """``T^2 * KL(softmax(t/T) || softmax(s/T))`` per token, averaged over ``mask``."""
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
@@ -45,8 +49,13 @@ def kd_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return temperature**2 * masked_mean(kl, mask)
 
 
-def kd_loss(student, teacher: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
-            cfg: KDConfig, modules: dict[str, torch.nn.Module]) -> torch.Tensor:
+def kd_loss(
+    student,
+    teacher: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    cfg: KDConfig,
+    modules: dict[str, torch.nn.Module],
+) -> torch.Tensor:
     labels = batch["labels"]
     s_logits, _ = shift(student.logits, labels)
     t_logits, _ = shift(teacher["logits"], labels)
@@ -58,7 +67,15 @@ def kd_loss(student, teacher: dict[str, torch.Tensor], batch: dict[str, torch.Te
 
 @hookimpl
 def kdbench_methods() -> list[Method]:
-    return [Method(name="kd", family="logit", config=KDConfig, loss=kd_loss,
-                   signals=frozenset({"logits"}), paper="Hinton et al. 2015",
-                   description="Hinton logit distillation: T^2-scaled KL at temperature T, "
-                   "mixed with the task loss by alpha")]
+    return [
+        Method(
+            name="kd",
+            family="logit",
+            config=KDConfig,
+            loss=kd_loss,
+            signals=frozenset({"logits"}),
+            paper="Hinton et al. 2015",
+            description="Hinton logit distillation: T^2-scaled KL at temperature T, "
+            "mixed with the task loss by alpha",
+        )
+    ]

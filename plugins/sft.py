@@ -22,12 +22,24 @@ class SFTConfig:
     """No hyper-parameters: the optimiser and budget come from the suite."""
 
 
-def sft_loss(student, teacher, batch: dict[str, torch.Tensor], cfg: SFTConfig,
-             modules: dict[str, torch.nn.Module]) -> torch.Tensor:
+def sft_loss(
+    student,
+    teacher,
+    batch: dict[str, torch.Tensor],
+    cfg: SFTConfig,
+    modules: dict[str, torch.nn.Module],
+) -> torch.Tensor:
     return token_ce(student.logits, batch["labels"])
 
 
 @hookimpl
 def kdbench_methods() -> list[Method]:
-    return [Method(name="sft", family="baseline", config=SFTConfig, loss=sft_loss,
-                   description="student on ground truth only (no teacher)")]
+    return [
+        Method(
+            name="sft",
+            family="baseline",
+            config=SFTConfig,
+            loss=sft_loss,
+            description="student on ground truth only (no teacher)",
+        )
+    ]

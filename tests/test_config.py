@@ -38,10 +38,19 @@ def test_hash_ignores_path_and_comments(write_suite) -> None:
         ("steps = 300", 'steps = "many"', "budget.steps", "an integer"),
         ("lr = 3e-3\nwarmup", "lr = true\nwarmup", "budget.lr", "a number"),
         ("seeds = [0]", "seeds = []", "seeds", "non-empty"),
-        ('tasks = ["addition", "compare"]', 'tasks = ["additon"]', "data.tasks", "did you mean 'addition'"),
+        (
+            'tasks = ["addition", "compare"]',
+            'tasks = ["additon"]',
+            "data.tasks",
+            "did you mean 'addition'",
+        ),
         ("[budget]", "[budgte]", "budgte", "did you mean 'budget'"),
-        ("num_heads = 4, intermediate_size = 192", "num_heads = 5, intermediate_size = 192",
-         "students[0].arch.num_heads", "divide"),
+        (
+            "num_heads = 4, intermediate_size = 192",
+            "num_heads = 5, intermediate_size = 192",
+            "students[0].arch.num_heads",
+            "divide",
+        ),
         ("cpus_per_job = 1", "cpus_per_job = 0", "resources.cpus_per_job", ">="),
     ],
 )
@@ -64,7 +73,12 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
 
 
 def test_model_needs_source_or_arch(write_suite) -> None:
-    path = write_suite(('name = "student-0.1M"\narch = { hidden_size = 64, num_layers = 2, '
-                        'num_heads = 4, intermediate_size = 192 }', 'name = "x"'))
+    path = write_suite(
+        (
+            'name = "student-0.1M"\narch = { hidden_size = 64, num_layers = 2, '
+            "num_heads = 4, intermediate_size = 192 }",
+            'name = "x"',
+        )
+    )
     with pytest.raises(SuiteError, match=r"students\[0\]\.source: give exactly one"):
         load_suite(path)

@@ -56,6 +56,8 @@ def test_an_inline_plugin_registers_and_duplicates_are_refused() -> None:
 
 def test_method_declarations_are_validated() -> None:
     with pytest.raises(MethodError, match="unknown teacher signals"):
-        Method(name="x", family="logit", config=_Cfg, loss=lambda *a: 0, signals=frozenset({"vibes"}))
+        Method(
+            name="x", family="logit", config=_Cfg, loss=lambda *a: 0, signals=frozenset({"vibes"})
+        )
     with pytest.raises(MethodError, match="family"):
         Method(name="x", family="magic", config=_Cfg, loss=lambda *a: 0)

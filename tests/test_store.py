@@ -68,7 +68,9 @@ def db(tmp_path: Path) -> Path:
 def test_connect_creates_parent_and_schema_idempotently(db: Path) -> None:
     for _ in range(2):
         con = store.connect(db)
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         con.close()
         assert {"meta", "suites", "runs", "metrics", "costs"} <= tables
@@ -123,7 +125,10 @@ def test_write_suite_upserts_and_keeps_created_at(db: Path) -> None:
 
 def test_write_run_roundtrip(db: Path) -> None:
     started = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
-    store.write_run(db, make_run("r1", started_at=started), make_metrics(), COSTS)
+    epoch = 1714564800  # 2024-05-01T12:00:00Z
+    store.write_run(
+        db, make_run("r1", started_at=started, finished_at=epoch), make_metrics(), COSTS
+    )
     store.write_run(db, make_run("r2", suite_hash="elsewhere"), make_metrics(), {})
 
     runs = store.read_runs(db, SUITE)
@@ -133,6 +138,7 @@ def test_write_run_roundtrip(db: Path) -> None:
     assert json.loads(r["method_config"]) == {"temperature": 2.0}
     assert json.loads(r["hardware"]) == {"cpus": 2, "gpu": None}
     assert r["started_at"] == datetime(2024, 5, 1, 12, 0)  # stored as naive UTC
+    assert r["finished_at"] == datetime(2024, 5, 1, 12, 0)
     assert r["params"] == 250_000 and r["total_wall_s"] == 12.5
     assert len(store.read_runs(db)) == 2
 
@@ -240,7 +246,7 @@ def test_lock_conflicts_are_retried_then_reported(db: Path) -> None:
 
 def test_reader_and_writer_processes_run_concurrently(db: Path) -> None:
     """A writer process writes runs in a loop while this process keeps reading."""
-    n_runs = 25
+    n_runs = 20
     writer = _python(
         f"""
         from kdbench import store
@@ -255,27 +261,29 @@ def test_reader_and_writer_processes_run_concurrently(db: Path) -> None:
         """
     )
     reads = 0
-    seen_counts: set[int] = set()
     deadline = time.monotonic() + 60
-    while writer.poll() is None and time.monotonic() < deadline:
-        metrics = store.read_metrics(db, SUITE)
-        runs = store.read_runs(db, SUITE)  # read after metrics: a superset of their runs
-        store.list_suites(db)
-        # every visible run is complete: costs joined and all three metrics present
-        assert runs["params"].notna().all()
-        per_run = metrics.groupby("run_id").size()
-        assert (per_run == 3).all()
-        assert set(per_run.index) <= set(runs["run_id"])
-        with store.reader(db) as con:  # one snapshot: no run without its metrics
-            incomplete = con.execute(
-                "SELECT count(*) FROM runs r WHERE (SELECT count(*) FROM metrics m"
-                " WHERE m.run_id = r.run_id) != 3"
-            ).fetchone()
-        assert incomplete == (0,)
-        seen_counts.add(len(runs))
-        reads += 1
-    print(reads, sorted(seen_counts))
-    out, err = writer.communicate(timeout=30)
+    try:
+        while writer.poll() is None and time.monotonic() < deadline:
+            metrics = store.read_metrics(db, SUITE)
+            runs = store.read_runs(db, SUITE)  # read after metrics: a superset of their runs
+            store.list_suites(db)
+            # every visible run is complete: costs joined and all three metrics present
+            assert runs["params"].notna().all()
+            per_run = metrics.groupby("run_id").size()
+            assert (per_run == 3).all()
+            assert set(per_run.index) <= set(runs["run_id"])
+            with store.reader(db) as con:  # one snapshot: no run without its metrics
+                incomplete = con.execute(
+                    "SELECT count(*) FROM runs r WHERE (SELECT count(*) FROM metrics m"
+                    " WHERE m.run_id = r.run_id) != 3"
+                ).fetchone()
+            assert incomplete == (0,)
+            reads += 1
+        out, err = writer.communicate(timeout=30)
+    finally:
+        if writer.poll() is None:  # a failed assertion above: do not leave it running
+            writer.kill()
+            writer.wait()
     assert writer.returncode == 0, err
     assert out.strip() == "done"
     assert reads > 0

@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from kdbench_plugins.kd import KDConfig, kd_divergence, kd_loss
 
 
@@ -26,7 +25,7 @@ def test_golden_value_by_hand() -> None:
     temp = 2.0
     p = [math.exp(0.5) / (1 + math.exp(0.5)), 1 / (1 + math.exp(0.5))]  # softmax(t/T)
     q = [p[1], p[0]]  # softmax(s/T)
-    expected = temp**2 * sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    expected = temp**2 * sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=False))
     got = kd_divergence(s, t, torch.ones(1, 1, dtype=torch.bool), temp)
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
@@ -71,8 +70,9 @@ def test_alpha_mixes_distillation_and_task_loss() -> None:
 def test_finite_gradients_from_bfloat16() -> None:
     s = torch.randn(2, 3, 9).to(torch.bfloat16).requires_grad_()
     t = torch.randn(2, 3, 9).to(torch.bfloat16)
-    loss = kd_loss(SimpleNamespace(logits=s), {"logits": t}, _batch([[-100, 1, 2]] * 2),
-                   KDConfig(), {})
+    loss = kd_loss(
+        SimpleNamespace(logits=s), {"logits": t}, _batch([[-100, 1, 2]] * 2), KDConfig(), {}
+    )
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(s.grad.float()).all()
 

@@ -1,0 +1,236 @@
+"""Score a model on the leaderboard tasks with lm-eval, in memory.
+
+The tasks are lm-eval YAMLs under ``leaderboards/tasks`` (``kd_addition``, ``kd_compare``, ...).
+A model, whether built from scratch, just trained, or loaded with
+``kdbench.models.load_pretrained``, is wrapped in lm-eval's ``HFLM`` as is, so every model is
+scored through the same code path as a model from the Hub.
+
+``evaluate`` leaves the model, the tokenizer and the global random state as it found them:
+lm-eval switches the model to ``eval()`` and reseeds ``random``/``numpy``/``torch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import math
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+#: Local lm-eval task YAMLs; ``KDBENCH_TASKS_DIR`` overrides the in-repo folder.
+TASKS_DIR = Path(
+    os.environ.get(
+        "KDBENCH_TASKS_DIR", Path(__file__).resolve().parent.parent / "leaderboards" / "tasks"
+    )
+)
+
+_LM_EVAL_LOGGERS = ("lm_eval",)
+# lm-eval modules that draw tqdm bars (building requests, tokenizing, running the model)
+_TQDM_MODULES = ("lm_eval.api.task", "lm_eval.api.model", "lm_eval.models.huggingface")
+_SAMPLE_BOOTSTRAP_ITERS = 1000  # only for metrics without a closed-form stderr (mean has one)
+
+
+def _task_manager(include_path: str | Path | list[str | Path] | None = None) -> Any:
+    """A TaskManager over the local tasks only (indexing lm-eval's ~15k built-ins takes ~17 s)."""
+    from lm_eval.tasks import TaskManager
+
+    paths = include_path if isinstance(include_path, (list, tuple)) else [include_path or TASKS_DIR]
+    missing = [str(p) for p in paths if not Path(p).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"task folder(s) not found: {', '.join(missing)}")
+    return TaskManager(include_path=[str(p) for p in paths], include_defaults=False)
+
+
+def task_names(include_path: str | Path | list[str | Path] | None = None) -> list[str]:
+    """Names of the tasks defined in ``include_path`` (default: ``TASKS_DIR``), sorted."""
+    return list(_task_manager(include_path).all_subtasks)
+
+
+def _check_tasks(tasks: list[str], known: list[str]) -> None:
+    if not tasks:
+        raise ValueError(f"no tasks given; known tasks: {', '.join(known)}")
+    for name in tasks:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise ValueError(f"unknown task {name!r}; {hint}known tasks: {', '.join(known)}")
+
+
+def _silent_tqdm(tqdm_cls: Any) -> Any:
+    def make(*args: Any, **kwargs: Any) -> Any:
+        kwargs["disable"] = True
+        return tqdm_cls(*args, **kwargs)
+
+    return make
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool = True) -> Iterator[None]:
+    """Silence lm-eval's INFO/WARNING logs and its per-request progress bars for the block."""
+    if not enabled:
+        yield
+        return
+    import importlib
+
+    levels = {logging.getLogger(name): logging.getLogger(name).level for name in _LM_EVAL_LOGGERS}
+    patched = []
+    for name in _TQDM_MODULES:
+        with contextlib.suppress(ImportError):
+            module = importlib.import_module(name)
+            if hasattr(module, "tqdm"):
+                patched.append((module, module.tqdm))
+                module.tqdm = _silent_tqdm(module.tqdm)
+    for logger in levels:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in levels.items():
+            logger.setLevel(level)
+        for module, original in patched:
+            module.tqdm = original
+
+
+@contextlib.contextmanager
+def _preserved_state(model: PreTrainedModel, device: str | None) -> Iterator[None]:
+    """Move ``model`` to ``device`` for the block; restore its device, train mode and the RNGs."""
+    was_training = model.training
+    param = next(model.parameters(), None)
+    original_device = param.device if param is not None else None
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    if (
+        device is not None
+        and original_device is not None
+        and torch.device(device) != original_device
+    ):
+        model.to(device)
+    try:
+        yield
+    finally:
+        if device is not None and original_device is not None:
+            model.to(original_device)
+        model.train(was_training)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def _as_float(value: Any) -> float | None:
+    """lm-eval reports a missing stderr as ``"N/A"``; map that (and NaN) to None."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def _primary_metric(config: dict[str, Any], higher_is_better: dict[str, Any]) -> str | None:
+    """The first metric the task config lists (its lm-eval default metric if it lists none)."""
+    for entry in config.get("metric_list") or []:
+        name = entry.get("metric") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            return name
+        if callable(name):
+            return name.__name__
+    return next(iter(higher_is_better), None)
+
+
+def _filter_names(config: dict[str, Any]) -> list[str]:
+    """The task's filter names in the order it lists them (lm-eval's default is ``none``)."""
+    names = [f.get("name") for f in config.get("filter_list") or [] if isinstance(f, dict)]
+    return [n for n in names if n] or ["none"]
+
+
+def parse_results(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flatten ``lm_eval.simple_evaluate`` output into one row per (task, metric).
+
+    Metric keys come as ``"<metric>,<filter>"`` with ``"<metric>_stderr,<filter>"`` beside them.
+    The filter name is dropped when the task has a single filter; with several, the metric is
+    reported as ``"<metric>/<filter>"`` so the rows stay distinct.
+    """
+    rows: list[dict[str, Any]] = []
+    for task, config in results.get("configs", {}).items():
+        task_results = results["results"].get(task, {})
+        hib = results.get("higher_is_better", {}).get(task, {})
+        primary = _primary_metric(config, hib)
+        filters = _filter_names(config)
+        keys = [k for k in task_results if "," in k]
+        pairs = [tuple(k.split(",", 1)) for k in keys]
+        metrics = {m for m, _ in pairs}
+        pairs = [(m, f) for m, f in pairs if not (m.endswith("_stderr") and m[:-7] in metrics)]
+        rank = {f: i for i, f in enumerate(filters)}
+        used_filters = sorted({f for _, f in pairs}, key=lambda f: (rank.get(f, len(rank)), f))
+        for metric, filt in pairs:
+            first_filter = filt == used_filters[0]
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric if len(used_filters) == 1 else f"{metric}/{filt}",
+                    "value": _as_float(task_results[f"{metric},{filt}"]),
+                    "stderr": _as_float(task_results.get(f"{metric}_stderr,{filt}")),
+                    "higher_is_better": hib.get(metric),
+                    "is_primary": metric == primary and first_filter,
+                }
+            )
+    return rows
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: list[str],
+    include_path: str | Path | list[str | Path] | None = None,
+    limit: int | None = None,
+    batch_size: int = 64,
+    device: str | None = "cpu",
+    max_length: int | None = None,
+    *,
+    quiet: bool = True,
+) -> list[dict[str, Any]]:
+    """Score ``model`` on ``tasks`` with lm-eval and return one row per (task, metric).
+
+    Each row is ``{"task", "metric", "value", "stderr", "higher_is_better", "is_primary"}``:
+    ``stderr`` is a float or None, ``higher_is_better`` is what the task YAML declares and
+    ``is_primary`` marks the first metric it lists. ``device`` is where the model runs for the
+    evaluation (None: where it already is); ``max_length`` overrides the context length that
+    lm-eval otherwise reads from ``config.max_position_embeddings``; ``limit`` caps the number of
+    documents per task (for tests). Raises ValueError for an unknown task name.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    tasks = list(tasks)
+    with _quiet(quiet):
+        manager = _task_manager(include_path)
+        _check_tasks(tasks, list(manager.all_tasks))
+        with _preserved_state(model, device):
+            lm = HFLM(
+                pretrained=model,
+                tokenizer=tokenizer,
+                device=device,
+                batch_size=batch_size,
+                max_length=max_length,
+            )
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=tasks,
+                task_manager=manager,
+                limit=limit,
+                log_samples=False,
+                bootstrap_iters=_SAMPLE_BOOTSTRAP_ITERS,
+            )
+    if results is None:  # only on non-zero ranks of a distributed run
+        return []
+    return parse_results(results)

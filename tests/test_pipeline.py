@@ -1,0 +1,91 @@
+"""End-to-end tier: a shrunken suite through the real Ray + DeepSpeed + lm-eval + DuckDB path,
+then the Streamlit app rendered over the database it produced."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kdbench.config import SuiteError, load_suite
+from kdbench.pipeline import plan
+
+from .conftest import ROOT
+
+SHRINK = (
+    (
+        "arch = { hidden_size = 128, num_layers = 4, num_heads = 4, intermediate_size = 384 }",
+        "arch = { hidden_size = 32, num_layers = 2, num_heads = 2, intermediate_size = 64 }",
+    ),
+    ("train_steps = 600", "train_steps = 6"),
+    ("max_steps = 1800", "max_steps = 12"),
+    (
+        'gate = { task = "kd_addition", metric = "exact_match", value = 0.9 }',
+        'gate = { task = "kd_addition", metric = "exact_match", value = 0.0 }',
+    ),
+    ("n_per_task = 8000", "n_per_task = 64"),
+    ("steps = 300", "steps = 4"),
+    ("batch_size = 64\nlr = 3e-3\nwarmup", "batch_size = 8\nlr = 3e-3\nwarmup"),
+    ('tasks = ["kd_addition", "kd_compare"]', 'tasks = ["kd_addition", "kd_compare"]\nlimit = 6'),
+)
+
+
+def test_plan_refuses_unknown_method_before_anything(write_suite, tmp_path: Path) -> None:
+    path = write_suite(("methods = []", 'methods = ["sft", "kdd"]'))
+    with pytest.raises(SuiteError, match=r"methods: unknown method 'kdd' \(did you mean 'kd'\?\)"):
+        plan(load_suite(path))
+    path = write_suite(("[method_config.kd]\ntemperature", "[method_config.kd]\ntemprature"))
+    with pytest.raises(SuiteError, match="did you mean 'temperature'"):
+        plan(load_suite(path))
+
+
+def test_plan_is_methods_x_students_x_seeds(write_suite) -> None:
+    methods, jobs = plan(load_suite(write_suite(("seeds = [0]", "seeds = [0, 1]"))))
+    assert len(jobs) == len(methods) * 2 * 2
+    assert len({j.run_id for j in jobs}) == len(jobs)
+
+
+@pytest.mark.e2e
+def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None:
+    import ray
+    from streamlit.testing.v1 import AppTest
+
+    from kdbench import store
+    from kdbench.leaderboard import leaderboard
+    from kdbench.pipeline import run_suite
+
+    suite = load_suite(write_suite(*SHRINK))
+    db = tmp_path / "results" / "kdbench.duckdb"
+    cache = tmp_path / "cache"
+    try:
+        summary = run_suite(suite, db, cache=str(cache))
+        assert summary == {**summary, "runs": 4, "ran": 4, "failed": 0, "teacher_cached": False}
+        assert (Path(summary["teacher_path"]) / "kdbench_teacher.json").is_file()
+
+        runs = store.read_runs(db, suite.hash)
+        assert sorted(runs.role) == ["student"] * 4 + ["teacher"]
+        assert set(runs.status) == {"ok"}
+        assert runs.git_commit.str.len().min() > 0 and runs.versions.str.contains("deepspeed").all()
+        assert (runs.loc[runs.role == "student", "tokens"] > 0).all()
+        metrics = store.read_metrics(db, suite.hash)
+        assert set(metrics.task) == {"kd_addition", "kd_compare"}
+        assert metrics.stderr.notna().all() and metrics.value.between(0, 1).all()
+        assert metrics.groupby("run_id").size().min() >= 2
+
+        # a second run reuses the cached teacher and runs nothing already stored
+        again = run_suite(suite, db, cache=str(cache))
+        assert again["teacher_cached"] and again["ran"] == 0
+        assert len(store.read_runs(db, suite.hash)) == 5
+    finally:
+        ray.shutdown()
+
+    table = leaderboard(db, suite.hash)
+    assert set(table.method) == {"teacher", "sft", "kd"}
+    monkeypatch.setenv("KDBENCH_DB", str(db))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception
+    shown = at.dataframe[0].value
+    assert len(shown) == len(table) == 5
+    assert set(shown["method"]) == {"teacher", "sft", "kd"}
+    assert os.path.exists(db)
