@@ -33,8 +33,13 @@ TASKS_DIR = Path(
 )
 
 _LM_EVAL_LOGGERS = ("lm_eval",)
-# lm-eval modules that draw tqdm bars (building requests, tokenizing, running the model)
-_TQDM_MODULES = ("lm_eval.api.task", "lm_eval.api.model", "lm_eval.models.huggingface")
+# lm-eval modules that draw tqdm bars (building requests, tokenizing, scoring, bootstrapping)
+_TQDM_MODULES = (
+    "lm_eval.api.task",
+    "lm_eval.api.model",
+    "lm_eval.api.metrics",
+    "lm_eval.models.huggingface",
+)
 _SAMPLE_BOOTSTRAP_ITERS = 1000  # only for metrics without a closed-form stderr (mean has one)
 
 
@@ -66,6 +71,8 @@ def _check_tasks(tasks: list[str], known: list[str]) -> None:
 
 
 def _silent_tqdm(tqdm_cls: Any) -> Any:
+    """``tqdm_cls`` with ``disable=True`` forced (lm-eval passes its own ``disable=``)."""
+
     def make(*args: Any, **kwargs: Any) -> Any:
         kwargs["disable"] = True
         return tqdm_cls(*args, **kwargs)
@@ -73,31 +80,40 @@ def _silent_tqdm(tqdm_cls: Any) -> Any:
     return make
 
 
+def _no_env_info(storage: dict[str, Any]) -> None:
+    """Stand-in for ``lm_eval.evaluator.add_env_info``, which shells out (pip, nvidia-smi, ...)
+    for ~0.5 s per call to collect an environment report that ``evaluate`` does not return."""
+
+
 @contextlib.contextmanager
-def _quiet(enabled: bool = True) -> Iterator[None]:
-    """Silence lm-eval's INFO/WARNING logs and its per-request progress bars for the block."""
-    if not enabled:
-        yield
-        return
+def _lm_eval_patched(quiet: bool = True) -> Iterator[None]:
+    """For the block: skip lm-eval's environment report and, if ``quiet``, silence its
+    INFO/WARNING logs and its per-request progress bars. Everything is restored on exit."""
     import importlib
 
-    levels = {logging.getLogger(name): logging.getLogger(name).level for name in _LM_EVAL_LOGGERS}
-    patched = []
-    for name in _TQDM_MODULES:
-        with contextlib.suppress(ImportError):
+    patches: list[tuple[Any, str, Any]] = []  # (module, attribute, replacement)
+    evaluator = importlib.import_module("lm_eval.evaluator")
+    if hasattr(evaluator, "add_env_info"):
+        patches.append((evaluator, "add_env_info", _no_env_info))
+    if quiet:
+        for name in _TQDM_MODULES:
             module = importlib.import_module(name)
             if hasattr(module, "tqdm"):
-                patched.append((module, module.tqdm))
-                module.tqdm = _silent_tqdm(module.tqdm)
-    for logger in levels:
-        logger.setLevel(logging.ERROR)
+                patches.append((module, "tqdm", _silent_tqdm(module.tqdm)))
+    originals = [(module, attr, getattr(module, attr)) for module, attr, _ in patches]
+    levels = {logging.getLogger(n): logging.getLogger(n).level for n in _LM_EVAL_LOGGERS}
+    for module, attr, replacement in patches:
+        setattr(module, attr, replacement)
+    if quiet:
+        for logger in levels:
+            logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         for logger, level in levels.items():
             logger.setLevel(level)
-        for module, original in patched:
-            module.tqdm = original
+        for module, attr, original in originals:
+            setattr(module, attr, original)
 
 
 @contextlib.contextmanager
@@ -108,16 +124,13 @@ def _preserved_state(model: PreTrainedModel, device: str | None) -> Iterator[Non
     original_device = param.device if param is not None else None
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    if (
-        device is not None
-        and original_device is not None
-        and torch.device(device) != original_device
-    ):
+    moved = device is not None and param is not None and torch.device(device) != param.device
+    if moved:
         model.to(device)
     try:
         yield
     finally:
-        if device is not None and original_device is not None:
+        if moved:
             model.to(original_device)
         model.train(was_training)
         random.setstate(rng[0])
@@ -212,7 +225,7 @@ def evaluate(
     from lm_eval.models.huggingface import HFLM
 
     tasks = list(tasks)
-    with _quiet(quiet):
+    with _lm_eval_patched(quiet):
         manager = _task_manager(include_path)
         _check_tasks(tasks, list(manager.all_tasks))
         with _preserved_state(model, device):
@@ -233,4 +246,5 @@ def evaluate(
             )
     if results is None:  # only on non-zero ranks of a distributed run
         return []
-    return parse_results(results)
+    order = {name: i for i, name in enumerate(tasks)}
+    return sorted(parse_results(results), key=lambda row: order.get(row["task"], len(order)))

@@ -298,7 +298,7 @@ def run_suite(
 ) -> dict[str, Any]:
     """Run every missing job of ``suite`` and store the results in ``db``."""
     import ray
-    from tqdm.auto import tqdm
+    from ray.experimental.tqdm_ray import tqdm
 
     from kdbench.teacher import cache_root, recipe_hash
 
@@ -406,52 +406,53 @@ def run_suite(
         )
         pending[scored] = (job, _now())
     failed = 0
-    with tqdm(total=len(pending), desc="runs", unit="run") as bar:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            job, started = pending.pop(ready[0])
-            method = by_name[job.method]
-            run = {
-                **base,
-                "run_id": job.run_id,
-                "role": "student",
-                "method": job.method,
-                "family": method.family,
-                "method_config": json.dumps(job.config),
-                "student": job.student,
-                "seed": job.seed,
-                "started_at": started,
-            }
-            try:
-                result = ray.get(ready[0])
-            except Exception as e:  # a failing plugin fails only its own runs
-                failed += 1
-                store.write_run(
-                    db,
-                    {**run, "status": "failed", "error": _error_text(e), "finished_at": _now()},
-                    [],
-                    {},
-                )
-                bar.write(
-                    f"FAILED {job.method} -> {job.student} seed {job.seed}: "
-                    f"{_error_text(e).strip().splitlines()[-1]}"
-                )
-            else:
-                store.write_run(
-                    db,
-                    {**run, "status": "ok", "error": None, "finished_at": _now()},
-                    result["metrics"],
-                    {
-                        "train_wall_s": result["train_wall_s"],
-                        "eval_wall_s": result["eval_wall_s"],
-                        "total_wall_s": (_now() - started).total_seconds(),
-                        "params": result["params"],
-                        "bytes": result["bytes"],
-                        "tokens": result["tokens"],
-                        "steps": result["steps"],
-                    },
-                )
-            bar.update(1)
+    bar = tqdm(total=len(pending), desc="runs", unit="run")
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        job, started = pending.pop(ready[0])
+        method = by_name[job.method]
+        run = {
+            **base,
+            "run_id": job.run_id,
+            "role": "student",
+            "method": job.method,
+            "family": method.family,
+            "method_config": json.dumps(job.config),
+            "student": job.student,
+            "seed": job.seed,
+            "started_at": started,
+        }
+        try:
+            result = ray.get(ready[0])
+        except Exception as e:  # a failing plugin fails only its own runs
+            failed += 1
+            store.write_run(
+                db,
+                {**run, "status": "failed", "error": _error_text(e), "finished_at": _now()},
+                [],
+                {},
+            )
+            print(
+                f"FAILED {job.method} -> {job.student} seed {job.seed}: "
+                f"{_error_text(e).strip().splitlines()[-1]}"
+            )
+        else:
+            store.write_run(
+                db,
+                {**run, "status": "ok", "error": None, "finished_at": _now()},
+                result["metrics"],
+                {
+                    "train_wall_s": result["train_wall_s"],
+                    "eval_wall_s": result["eval_wall_s"],
+                    "total_wall_s": (_now() - started).total_seconds(),
+                    "params": result["params"],
+                    "bytes": result["bytes"],
+                    "tokens": result["tokens"],
+                    "steps": result["steps"],
+                },
+            )
+        bar.update(1)
+    bar.close()
     return {
         "suite_hash": suite.hash,
         "runs": len(jobs),
