@@ -36,6 +36,7 @@ WORKER_ENV = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "PYTHONWARNINGS": "ignore",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "RAY_DEDUP_LOGS": "0",
 }
 
@@ -330,69 +331,49 @@ def run_suite(
     out_dir = db.parent / "runs"
 
     # 1. teacher stage: one task with the whole machine (its training is the longest job)
-    remote = ray.remote(max_calls=1)
-    started = _now()
-    root = str(cache_root(cache))
+    remote = ray.remote  # workers are reused across tasks: imports are paid once per worker
+    clock = time.perf_counter()
     teacher_cpus = min(total_cpus, max(cpus, 2.0))
     teacher = ray.get(
         remote(teacher_stage)
         .options(num_cpus=teacher_cpus, num_gpus=gpus)
-        .remote(suite, root, teacher_cpus)
+        .remote(suite, str(cache_root(cache)), teacher_cpus)
+    )
+    how = (
+        "loaded from cache"
+        if teacher["cached"]
+        else "trained"
+        if teacher.get("trained")
+        else "loaded"
     )
     echo(
-        f"teacher {suite.teacher.name}: "
-        + (
-            "loaded from cache "
-            if teacher["cached"]
-            else "trained "
-            if teacher.get("trained")
-            else "loaded "
-        )
-        + teacher["path"]
+        f"teacher {suite.teacher.name}: {how} in {time.perf_counter() - clock:.0f}s ({teacher['path']})"
     )
+
+    # 2 + 3. train and eval stages: every job at once, Ray packs them onto the resources; the
+    # teacher is scored (once per suite) alongside the students.
+    pending: dict[Any, tuple[Job | None, dt.datetime]] = {}
     teacher_id = run_key(suite, "teacher", {"recipe": recipe_hash(suite)}, suite.teacher.name, 0)
     if teacher_id not in done:
-        scored = ray.get(
+        ref = (
             remote(eval_job)
-            .options(num_cpus=teacher_cpus, num_gpus=gpus)
+            .options(num_cpus=cpus, num_gpus=gpus, max_retries=1)
             .remote(
-                {"path": teacher["path"], "params": teacher.get("params")},
+                {
+                    "path": teacher["path"],
+                    "params": teacher.get("params"),
+                    "tokens": None,
+                    "steps": teacher.get("steps"),
+                    "train_wall_s": teacher.get("train_wall_s"),
+                    "bytes": teacher.get("bytes"),
+                },
                 list(suite.eval.tasks),
                 suite.eval.limit,
                 suite.eval.batch_size,
-                teacher_cpus,
+                cpus,
             )
         )
-        store.write_run(
-            db,
-            {
-                **base,
-                "run_id": teacher_id,
-                "role": "teacher",
-                "method": "teacher",
-                "family": "teacher",
-                "method_config": json.dumps(teacher.get("recipe", {})),
-                "student": suite.teacher.name,
-                "seed": 0,
-                "status": "ok",
-                "error": None,
-                "started_at": started,
-                "finished_at": _now(),
-            },
-            scored["metrics"],
-            {
-                "train_wall_s": teacher.get("train_wall_s") if not teacher["cached"] else 0.0,
-                "eval_wall_s": scored["eval_wall_s"],
-                "total_wall_s": None,
-                "params": scored["params"],
-                "bytes": teacher.get("bytes"),
-                "tokens": None,
-                "steps": teacher.get("steps"),
-            },
-        )
-
-    # 2 + 3. train and eval stages: every job at once; Ray packs them onto the resources
-    pending: dict[Any, tuple[Job, dt.datetime]] = {}
+        pending[ref] = (None, _now())
     for job in todo:
         trained = (
             remote(train_job)
@@ -406,53 +387,59 @@ def run_suite(
         )
         pending[scored] = (job, _now())
     failed = 0
-    bar = tqdm(total=len(pending), desc="runs", unit="run")
+    bar = tqdm(total=len(pending), desc="runs (train + eval)", unit="run")
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         job, started = pending.pop(ready[0])
-        method = by_name[job.method]
-        run = {
-            **base,
-            "run_id": job.run_id,
-            "role": "student",
-            "method": job.method,
-            "family": method.family,
-            "method_config": json.dumps(job.config),
-            "student": job.student,
-            "seed": job.seed,
-            "started_at": started,
-        }
+        if job is None:
+            run = {
+                **base,
+                "run_id": teacher_id,
+                "role": "teacher",
+                "method": "teacher",
+                "family": "teacher",
+                "method_config": json.dumps(teacher.get("recipe", {})),
+                "student": suite.teacher.name,
+                "seed": 0,
+            }
+            what = f"teacher {suite.teacher.name}"
+        else:
+            run = {
+                **base,
+                "run_id": job.run_id,
+                "role": "student",
+                "method": job.method,
+                "family": by_name[job.method].family,
+                "method_config": json.dumps(job.config),
+                "student": job.student,
+                "seed": job.seed,
+            }
+            what = f"{job.method} -> {job.student} seed {job.seed}"
+        run["started_at"] = started
         try:
             result = ray.get(ready[0])
         except Exception as e:  # a failing plugin fails only its own runs
             failed += 1
+            error = _error_text(e)
             store.write_run(
-                db,
-                {**run, "status": "failed", "error": _error_text(e), "finished_at": _now()},
-                [],
-                {},
+                db, {**run, "status": "failed", "error": error, "finished_at": _now()}, [], {}
             )
-            print(
-                f"FAILED {job.method} -> {job.student} seed {job.seed}: "
-                f"{_error_text(e).strip().splitlines()[-1]}"
-            )
+            print(f"FAILED {what}: {error.strip().splitlines()[-1]}")
         else:
+            costs = {
+                key: result.get(key)
+                for key in ("train_wall_s", "eval_wall_s", "params", "bytes", "tokens", "steps")
+            }
+            costs["total_wall_s"] = (_now() - started).total_seconds()
             store.write_run(
                 db,
                 {**run, "status": "ok", "error": None, "finished_at": _now()},
                 result["metrics"],
-                {
-                    "train_wall_s": result["train_wall_s"],
-                    "eval_wall_s": result["eval_wall_s"],
-                    "total_wall_s": (_now() - started).total_seconds(),
-                    "params": result["params"],
-                    "bytes": result["bytes"],
-                    "tokens": result["tokens"],
-                    "steps": result["steps"],
-                },
+                costs,
             )
         bar.update(1)
     bar.close()
+    echo(f"train + eval stages: {time.perf_counter() - clock:.0f}s since the teacher stage began")
     return {
         "suite_hash": suite.hash,
         "runs": len(jobs),
