@@ -62,8 +62,9 @@ def column_config(tasks: list[str]) -> dict[str, object]:
     """``st.dataframe`` column configuration for a leaderboard frame."""
     cc = st.column_config
     config: dict[str, object] = {
-        "rank": cc.NumberColumn(
-            "rank", help="1 = best average retention. The teacher is not ranked.", format="%d"
+        "rank": cc.TextColumn(
+            "rank",
+            help="1 = best average retention. The teacher (shown for reference) is not ranked.",
         ),
         "method": cc.TextColumn("method", help="Distillation method (plugin name)."),
         "family": cc.TextColumn("family", help="Method family."),
@@ -158,6 +159,7 @@ def main() -> None:
     else:
         per_task = st.checkbox("per-task columns", value=False)
         view = board if per_task else board.drop(columns=per_task_columns(tasks))
+        view = view.assign(rank=[("-" if pd.isna(r) else str(int(r))) for r in view["rank"]])
         st.dataframe(view, column_config=column_config(tasks), hide_index=True)
     show_failed_runs(runs)
     st.caption(f"Database: `{db}` · data refreshes every 5 s on rerun.")

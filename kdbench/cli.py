@@ -109,6 +109,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         "--server.headless=true",
         f"--server.port={args.port}",
         "--browser.gatherUsageStats=false",
+        "--client.toolbarMode=viewer",
         "--",
         "--db",
         str(args.db),

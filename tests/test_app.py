@@ -100,7 +100,7 @@ def test_leaderboard_table(db: Path) -> None:
     )
     assert rows.loc[("kd", "tiny"), "param_ratio"] == pytest.approx(0.1)
     assert rows.loc[("kd", "tiny"), "failed"] == 1
-    assert list(df["rank"].iloc[1:]) == [1, 2, 3]
+    assert list(df["rank"]) == ["-", "1", "2", "3"]
 
     config = json.loads(at.dataframe[0].proto.columns)
     retention = config["retention_avg"]
