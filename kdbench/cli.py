@@ -118,6 +118,35 @@ def cmd_app(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_plugin_new(args: argparse.Namespace) -> int:
+    from kdbench.scaffold import new_plugin
+
+    try:
+        root = new_plugin(args.name, args.dir)
+    except ValueError as e:
+        print(f"kdbench: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {root}\nnext:\n  pip install -e {root}\n  kdbench plugin check {args.name}"
+          f"\n  pytest {root}")
+    return 0
+
+
+def cmd_plugin_check(args: argparse.Namespace) -> int:
+    from kdbench.methods import MethodError
+    from kdbench.testing import run_checks
+
+    try:
+        results = run_checks(args.name)
+    except MethodError as e:
+        print(f"kdbench: error: {e}", file=sys.stderr)
+        return 2
+    for check, ok, message in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {check:<32} {message}")
+    failed = sum(not ok for _, ok, _ in results)
+    print(f"{args.name}: {len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdbench", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"kdbench {__version__}")
@@ -143,6 +172,16 @@ def parser() -> argparse.ArgumentParser:
     lb.add_argument("--suite", default=None, help="suite hash (default: the latest suite)")
     lb.add_argument("--json", action="store_true")
     lb.set_defaults(func=cmd_leaderboard)
+
+    pl = sub.add_parser("plugin", help="write or check a method plugin")
+    plsub = pl.add_subparsers(dest="plugin_command", required=True)
+    new = plsub.add_parser("new", help="write a pip-installable method plugin package")
+    new.add_argument("name", help="method name (a Python identifier, lower case)")
+    new.add_argument("--dir", type=Path, default=Path("."), help="where to write it")
+    new.set_defaults(func=cmd_plugin_new)
+    check = plsub.add_parser("check", help="run the conformance checks on a registered method")
+    check.add_argument("name")
+    check.set_defaults(func=cmd_plugin_check)
 
     a = sub.add_parser("app", help="start the Streamlit leaderboard app")
     a.add_argument("--db", type=Path, default=_default_db())

@@ -195,6 +195,12 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise
 
 
+def is_memory(db_path: str | Path) -> bool:
+    """``:memory:NAME`` is a named in-memory DuckDB database, shared by the connections of one
+    process while at least one of them is open (used by conformance checks and tests)."""
+    return str(db_path).startswith(":memory:")
+
+
 def connect(
     db_path: str | Path, read_only: bool = False, *, timeout: float = LOCK_TIMEOUT_S
 ) -> duckdb.DuckDBPyConnection:
@@ -206,6 +212,10 @@ def connect(
     :class:`StoreError`; also raises it when the file has a newer schema version.
     """
     path = Path(db_path)
+    if is_memory(db_path):  # a named in-memory database: lives while a connection holds it
+        con = duckdb.connect(str(db_path))
+        _ensure_schema(con, path)
+        return con
     if read_only and not path.exists():
         raise StoreError(f"no results database at {path}; run `kdbench run <suite.toml>` first")
     if not read_only:
@@ -240,7 +250,10 @@ def reader(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     Never creates the file.
     """
     path = Path(db_path)
-    con = connect(path, read_only=True) if path.exists() else _schema_only_connection()
+    if is_memory(db_path):
+        con = connect(db_path)
+    else:
+        con = connect(path, read_only=True) if path.exists() else _schema_only_connection()
     try:
         if not all(_has_table(con, t) for t in _TABLES):
             con.close()
