@@ -126,8 +126,10 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"kdbench: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {root}\nnext:\n  pip install -e {root}\n  kdbench plugin check {args.name}"
-          f"\n  pytest {root}")
+    print(
+        f"wrote {root}\nnext:\n  pip install -e {root}\n  kdbench plugin check {args.name}"
+        f"\n  pytest {root}"
+    )
     return 0
 
 

@@ -3,6 +3,8 @@ the tokens that count (``labels != -100``: completion tokens, never prompt or pa
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -31,3 +33,209 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` (B, T) over ``mask`` (B, T); 0 when nothing counts."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def with_task_loss(
+    distill: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """``alpha * distill + (1 - alpha) * CE(y, p_S)``; just ``distill`` when ``alpha == 1``."""
+    if alpha == 1.0:
+        return distill
+    return alpha * distill + (1 - alpha) * token_ce(student_logits, labels)
+
+
+# --- teacher distributions: full logits or top-k -------------------------------------------
+#
+# A teacher reaches a logit-family loss in one of two forms:
+#
+# - full:  ``{"logits": (B, T, V)}``;
+# - top-k: ``{"topk_logits": (B, T, k) float, "topk_indices": (B, T, k) long,
+#   "logsumexp": (B, T)}``, the teacher's k largest logits, their vocabulary ids, and the
+#   log-normaliser of its full softmax at temperature 1 (what a logit cache stores, see
+#   :func:`topk_signals`).
+#
+# :func:`distributions` turns either into a pair of log-distributions over the same support,
+# so that every divergence is a pure function of ``(log_p_teacher, log_q_student)``:
+#
+# - full teacher: both full softmaxes at temperature T, ``log_softmax(z / T)``;
+# - top-k teacher (k < V): both distributions *coarse-grained* to k + 1 buckets, the teacher's
+#   k tokens plus one "rest of the vocabulary" bucket holding the missing mass:
+#       teacher  p_i = exp(z_i - logsumexp),   p_rest = 1 - sum_i p_i   (from ``logsumexp``)
+#       student  q_i = softmax(s)_i at the teacher's ids,  q_rest = sum of the student's
+#                probabilities on every other id (a logsumexp over the complement: exact, no
+#                cancellation, finite even when the tail holds 1e-40 of the mass).
+#   A divergence between the bucketed distributions is the divergence of the coarse-grained
+#   distributions: at T = 1, for every f-divergence (KL both ways, JSD, skew KL, TV), it is
+#   <= the full one and grows to it as k grows (data processing inequality); a student that
+#   matches the teacher's top-k probabilities but spreads its tail mass differently over the
+#   vocabulary is at zero loss (the tail's total mass still counts, its shape does not).
+#   The teacher's rest is ``log(1 - exp(logsumexp_i(z_i - logsumexp)))``, accurate only to the
+#   float32 rounding of the stored ``logsumexp`` (~1e-7 of the mass); it is floored at
+#   ``REST_FLOOR`` (float32 eps) so that a teacher whose top-k holds all the mass to float
+#   precision does not give an infinite reverse KL; the buckets are then renormalised.
+# - top-k with k = V: there is no rest; the buckets are the full vocabulary and the result is
+#   the full-teacher result (up to float rounding).
+#
+# Temperature with a top-k teacher: the teacher's normaliser is known only at T = 1, so the
+# temperature is applied to the bucketed distribution, ``p_i^(1/T) / sum_j p_j^(1/T)`` over the
+# k + 1 buckets (student alike). On the full vocabulary this is exactly ``softmax(z / T)``
+# (hence k = V gives the full result at any T); for k < V the rest bucket is tempered as one
+# token, which for T > 1 gives it less mass than the tempered tail tokens would have together.
+
+TOPK_KEYS = ("topk_logits", "topk_indices", "logsumexp")
+REST_FLOOR = math.log(torch.finfo(torch.float32).eps)  # log of the smallest teacher rest mass
+_LN2 = math.log(2.0)
+
+
+def topk_signals(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """The top-k form of teacher logits ``(..., V)``: ``topk_logits`` (the k largest logits,
+    descending, in the logits' dtype), ``topk_indices`` (their ids, long) and ``logsumexp``
+    (the full log-normaliser at temperature 1, float32)."""
+    vocab = logits.size(-1)
+    if not 1 <= k <= vocab:
+        raise ValueError(f"k must be in [1, {vocab}] (the vocabulary size), got {k}")
+    values, indices = logits.topk(k, dim=-1)
+    return {
+        "topk_logits": values,
+        "topk_indices": indices,
+        "logsumexp": logits.float().logsumexp(-1),
+    }
+
+
+def _log1mexp(a: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(a))`` for ``a <= 0``, accurate on both sides of ``-ln 2``."""
+    return torch.where(a > -_LN2, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+
+
+def log_distributions(
+    student_logits: torch.Tensor, teacher: dict[str, torch.Tensor], temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log_p_teacher, log_q_student)`` at temperature T, float32, position by position (no
+    shift, no mask): over the vocabulary for a full teacher, over k + 1 buckets (k when k = V)
+    for a top-k teacher. A teacher dict with ``logits`` uses them even if top-k keys are there.
+    """
+    s = student_logits.float()
+    if teacher.get("logits") is not None:
+        t = teacher["logits"]
+        if t.shape != s.shape:
+            raise ValueError(
+                f"teacher logits {tuple(t.shape)} and student logits {tuple(s.shape)} differ"
+            )
+        return F.log_softmax(t.float() / temperature, -1), F.log_softmax(s / temperature, -1)
+    missing = [key for key in TOPK_KEYS if teacher.get(key) is None]
+    if missing:
+        raise KeyError(
+            f"teacher needs 'logits' or all of {list(TOPK_KEYS)}; missing {missing}, "
+            f"got {sorted(teacher)}"
+        )
+    idx = teacher["topk_indices"].long()  # a cache may store int32 ids
+    k, vocab = idx.size(-1), s.size(-1)
+    if (
+        teacher["topk_logits"].shape != idx.shape
+        or idx.shape[:-1] != s.shape[:-1]
+        or teacher["logsumexp"].shape != idx.shape[:-1]
+        or k > vocab
+    ):
+        raise ValueError(
+            f"top-k teacher shapes: topk_logits {tuple(teacher['topk_logits'].shape)}, "
+            f"topk_indices {tuple(idx.shape)}, logsumexp {tuple(teacher['logsumexp'].shape)} "
+            f"do not fit student logits {tuple(s.shape)}"
+        )
+    lse_s = s.logsumexp(-1, keepdim=True)
+    log_q = s.gather(-1, idx) - lse_s
+    log_p = teacher["topk_logits"].float() - teacher["logsumexp"].float().unsqueeze(-1)
+    if k < vocab:
+        in_top = log_p.logsumexp(-1, keepdim=True).clamp(max=0.0)
+        rest_p = _log1mexp(in_top).clamp_min(REST_FLOOR)
+        # scatter's backward zeroes the masked entries: no gradient flows through the -inf
+        rest_q = s.scatter(-1, idx, -math.inf).logsumexp(-1, keepdim=True) - lse_s
+        log_p = torch.cat([log_p, rest_p], -1)
+        log_q = torch.cat([log_q, rest_q], -1)
+    # renormalise (the floored teacher rest) and temper the buckets: p_i^(1/T) / sum_j p_j^(1/T)
+    return F.log_softmax(log_p / temperature, -1), F.log_softmax(log_q / temperature, -1)
+
+
+def distributions(
+    student_logits: torch.Tensor,
+    teacher: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher and student next-token log-distributions at temperature T, shifted like
+    :func:`shift` (position t predicts token t+1), and the mask of the positions that count.
+
+    Returns ``(log_p_teacher, log_q_student, mask)``: ``(B, T-1, V)`` twice for a full teacher
+    (``(B, T-1, k+1)`` for a top-k teacher, see the notes above), float32, and ``(B, T-1)`` bool.
+    """
+    keys = ("logits", *TOPK_KEYS)
+    shifted = {key: teacher[key][:, :-1] for key in keys if teacher.get(key) is not None}
+    log_p, log_q = log_distributions(student_logits[:, :-1], shifted, temperature)
+    return log_p, log_q, token_mask(labels)
+
+
+# --- divergences between log-distributions (last dim), per position -------------------------
+
+
+def kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    """``KL(a || b) = sum_v a_v (log a_v - log b_v)`` over the last dim, with ``0 log 0 = 0``:
+    entries where ``a`` is 0 add nothing and pass no NaN to the gradient."""
+    a = log_a.exp()
+    live = a > 0
+    diff = torch.where(live, log_a, 0.0) - torch.where(live, log_b, 0.0)
+    return (a * diff).sum(-1)
+
+
+def log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, w: float) -> torch.Tensor:
+    """``log(w a + (1 - w) b)``; exactly ``log_b`` at ``w = 0`` and ``log_a`` at ``w = 1``."""
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"mixture weight must be in [0, 1], got {w}")
+    if w == 0.0:
+        return log_b
+    if w == 1.0:
+        return log_a
+    # clamp -inf to the float32 minimum so a token with no mass on either side stays finite
+    low = torch.finfo(torch.float32).min
+    return torch.logaddexp(
+        log_a.clamp_min(low) + math.log(w), log_b.clamp_min(low) + math.log1p(-w)
+    )
+
+
+# --- per-example weights (``batch["weight"]``, from a method's ``data``) ---------------------
+
+
+def weighted_token_ce(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    per_example: bool = False,
+) -> torch.Tensor:
+    """Next-token cross-entropy over the tokens that count, example ``i`` weighted by
+    ``weight[i]`` (B,) (None: all 1).
+
+    - ``per_example=False``: weighted mean over tokens,
+      ``sum_i w_i sum_t ce_it / sum_i w_i n_i`` (``n_i`` tokens that count in example i);
+      equals :func:`token_ce` when all weights are equal;
+    - ``per_example=True``: weighted mean over examples of each example's mean token CE,
+      ``sum_i w_i ce_i / sum_i w_i`` (examples with no token that counts are left out), so a
+      long target does not outweigh a short one.
+
+    0 when nothing counts or every weight is 0.
+    """
+    logits, labels = shift(logits, labels)
+    b = labels.size(0)
+    ce = F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="none",
+    ).view(b, -1)
+    mask = (labels != IGNORE).float()
+    w = torch.ones(b, device=ce.device) if weight is None else weight.to(ce.device).float()
+    tiny = torch.finfo(torch.float32).tiny
+    if per_example:
+        n = mask.sum(1)
+        w = w * (n > 0)
+        per = (ce * mask).sum(1) / n.clamp_min(1.0)
+        return (w * per).sum() / w.sum().clamp_min(tiny)
+    wm = mask * w[:, None]
+    return (ce * wm).sum() / wm.sum().clamp_min(tiny)

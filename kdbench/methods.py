@@ -3,11 +3,26 @@
 A method is data plus a pure loss function. It knows nothing of Ray or DeepSpeed:
 
 - ``signals``: which teacher signals the loss reads (:data:`SIGNALS`); the trainer computes
-  only those (the teacher is not even loaded for a method that declares none);
+  only those (the teacher is not even loaded for a method that declares none). ``logits``,
+  ``hidden_states`` (HF tuple: embeddings + one per layer, each (B, T, H)) and ``attentions``
+  (tuple per layer of (B, heads, T, T) softmax maps) are the HF outputs; ``qkv`` is the last
+  decoder layer's ``self_attn.q_proj`` / ``k_proj`` / ``v_proj`` outputs (before RoPE and the
+  head split), a tuple ``(q, k, v)`` each (B, T, width), captured by forward hooks
+  (:func:`kdbench.train.capture_qkv`); ``hidden_states``, ``attentions`` and ``qkv``, when
+  declared, are computed for the student too;
 - ``config``: a dataclass whose defaults are the paper's and whose ``__post_init__`` checks
   ranges; a suite overrides fields under ``[method_config.<name>]``;
 - ``modules``: optional extra trainable modules (e.g. a projection for feature matching),
   trained with the student and dropped afterwards;
+- ``data``: optional ``(examples, generations, cfg) -> training examples``: a method that
+  changes the *training data* instead of (or besides) the per-batch teacher signal. It gets
+  the transfer examples (:func:`kdbench.synthetic.transfer_set`), the teacher's greedy
+  generations for them (``generations[i]`` for ``examples[i]``, records of
+  :mod:`kdbench.generations`; empty unless the method declares the ``"generations"`` signal,
+  which makes the teacher stage produce them once per suite) and its config, and returns the
+  examples the student trains on, each with ``prompt``, ``target`` (the completion text,
+  trailing ``"\\n"`` included; omitted: the ground truth) and optional ``weight`` (float,
+  default 1.0), which reaches the loss as ``batch["weight"]``;
 - ``loss(student, teacher, batch, cfg, modules) -> scalar tensor``.
 """
 
@@ -26,17 +41,22 @@ import torch
 from kdbench import hookspecs
 from kdbench.hookspecs import PROJECT
 
-SIGNALS = frozenset({"logits", "hidden_states", "attentions", "generations"})
+SIGNALS = frozenset({"logits", "hidden_states", "attentions", "generations", "qkv"})
 FAMILIES = ("baseline", "logit", "feature", "attention", "chain_of_thought")
 
 # student: the model's output (``logits``, and ``hidden_states`` / ``attentions`` when the
-#   method declares them); teacher: a dict with the declared signals (None when none);
-# batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt and padding).
+#   method declares them; with ``qkv`` declared, its attribute ``student.qkv`` holds the
+#   student's (q, k, v) like ``teacher["qkv"]``); teacher: a dict with the declared signals
+#   and ``logits`` (None when none);
+# batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt and padding), ``weight``
+#   (B,) float: each example's loss weight (1.0 unless the method's ``data`` sets it).
 LossFn = Callable[
     [Any, dict[str, torch.Tensor] | None, dict[str, torch.Tensor], Any, dict[str, torch.nn.Module]],
     torch.Tensor,
 ]
 ModulesFn = Callable[[Any, Any, Any], dict[str, torch.nn.Module]]
+# (transfer examples, teacher generations, cfg) -> training examples (see the module docstring)
+DataFn = Callable[[list[dict[str, Any]], list[dict[str, Any]], Any], list[dict[str, Any]]]
 
 
 class MethodError(ValueError):
@@ -45,12 +65,18 @@ class MethodError(ValueError):
 
 @dataclass(frozen=True)
 class Method:
+    """A registered method; each field is described in the module docstring. ``data`` (None:
+    train on the transfer set's ground truth) builds the training examples from the transfer
+    examples and the teacher's generations, e.g. sequence-level KD trains on the teacher's
+    outputs, distilling step-by-step adds the teacher's rationales as weighted extra targets."""
+
     name: str
     family: str
     config: type
     loss: LossFn
     signals: frozenset[str] = frozenset()
     modules: ModulesFn | None = None  # (student_config, teacher_config, cfg) -> modules
+    data: DataFn | None = None  # (examples, generations, cfg) -> training examples
     description: str = ""
     paper: str = ""
     plugin: str = field(default="", compare=False)  # filled in by the registry
@@ -69,7 +95,10 @@ class Method:
 
     @property
     def needs_teacher(self) -> bool:
-        return bool(self.signals)
+        """The teacher runs on every batch (any signal but generations, which are text made
+        once per suite). Such a method also needs teacher and student to share a vocabulary:
+        logits are compared token for token, hidden states and attention position by position."""
+        return bool(self.signals - {"generations"})
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> Any:
         """The config dataclass with ``overrides``; unknown fields are refused by name."""

@@ -1,6 +1,7 @@
 """The suite pipeline, top to bottom: validate and plan, then three Ray stages.
 
 1. teacher stage, once per suite: load or build (and cache) the teacher, score it with lm-eval;
+   when a method trains on the teacher's generations, generate (and cache) them once here;
 2. train stage, one Ray task per (method, student, seed): DeepSpeed engine, the method's loss,
    the same budget for every method;
 3. eval stage, one Ray task per trained student: lm-eval on the suite's tasks.
@@ -83,6 +84,7 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
                 f"unknown task {task!r}; available: "
                 f"{', '.join(local_tasks)}" + _suggest(task, local_tasks),
             )
+    _check_vocabularies(suite, [m for m in methods if m.needs_teacher])
     jobs = []
     for method in methods:
         try:
@@ -101,6 +103,40 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
                     )
                 )
     return methods, jobs
+
+
+def vocab_size(spec: Any) -> int | None:
+    """The vocabulary size of a model spec, without loading weights (None if unknown offline)."""
+    from kdbench.models import default_tokenizer
+
+    if spec.arch is not None:
+        return len(default_tokenizer())
+    try:
+        from transformers import AutoTokenizer
+
+        return len(AutoTokenizer.from_pretrained(spec.source))
+    except (OSError, ValueError):
+        return None  # checked again in the training job, once the model is at hand
+
+
+def _check_vocabularies(suite: Suite, methods: list[Method]) -> None:
+    """Methods that compare teacher and student token by token refuse different vocabularies
+    before anything trains."""
+    if not methods:
+        return
+    teacher = vocab_size(suite.teacher)
+    for i, student in enumerate(suite.students):
+        size = vocab_size(student)
+        if teacher is not None and size is not None and size != teacher:
+            names = ", ".join(m.name for m in methods)
+            raise SuiteError(
+                suite.path,
+                f"students[{i}]",
+                f"{names} need a vocabulary shared "
+                f"with the teacher: teacher {suite.teacher.name} has {teacher} "
+                f"tokens, student {student.name} has {size}; use the teacher's "
+                "tokenizer or only methods without per-batch teacher signals",
+            )
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -188,35 +224,52 @@ def _worker_setup(cpus: float) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def teacher_stage(suite: Suite, cache: str, cpus: float) -> dict[str, Any]:
-    """Ray task: load or build the teacher (cached by recipe hash)."""
+def teacher_stage(
+    suite: Suite, cache: str, cpus: float, generations: bool = False
+) -> dict[str, Any]:
+    """Ray task: load or build the teacher (cached by recipe hash); with ``generations``, also
+    its greedy generations on the transfer set (cached by teacher, data and settings)."""
     from ray.experimental.tqdm_ray import tqdm
 
+    from kdbench.generations import cached_generations
     from kdbench.teacher import build_teacher
 
     _worker_setup(cpus)
-    return build_teacher(suite, Path(cache), progress_factory=tqdm)
+    teacher = build_teacher(suite, Path(cache), progress_factory=tqdm)
+    if generations:
+        teacher["generations"] = str(cached_generations(teacher["path"], suite.data, cache))
+    return teacher
 
 
 def train_job(
-    suite: Suite, job: Job, teacher_path: str, out_dir: str, cpus: float
+    suite: Suite,
+    job: Job,
+    teacher_path: str,
+    out_dir: str,
+    cpus: float,
+    generations: str | None = None,
 ) -> dict[str, Any]:
-    """Ray task: train one student with one method; saves it and returns its folder and costs."""
+    """Ray task: train one student with one method; saves it and returns its folder and costs.
+
+    ``generations``: the teacher stage's generations file, read (never made) here for a method
+    with ``data``."""
     from ray.experimental.tqdm_ray import tqdm
 
+    from kdbench.generations import training_examples
     from kdbench.models import build_llama, default_tokenizer, load_pretrained, n_params, save
-    from kdbench.train import train, transfer_batch
+    from kdbench.train import encode, train, transfer_batch
 
     _worker_setup(cpus)
     method = registry()[job.method]
     cfg = method.make_config(job.config)
     spec = next(s for s in suite.students if s.name == job.student)
+    per_batch = method.needs_teacher  # generations are text, made once in the teacher stage
     teacher, tokenizer = None, default_tokenizer()
-    if method.needs_teacher or spec.source is None:
+    if per_batch or spec.source is None:
         teacher, tokenizer = load_pretrained(teacher_path)
     if spec.source is not None:
         student, student_tok = load_pretrained(spec.source)
-        if method.needs_teacher and len(student_tok) != len(tokenizer):
+        if per_batch and len(student_tok) != len(tokenizer):
             raise ValueError(
                 f"{job.method} needs a shared vocabulary: teacher has "
                 f"{len(tokenizer)} tokens, student {spec.name} has {len(student_tok)}"
@@ -226,9 +279,13 @@ def train_job(
         student = build_llama(
             {**spec.arch, "max_length": suite.data.max_length}, tokenizer, seed=job.seed
         )
-    if not method.needs_teacher:
+    if not per_batch:
         teacher = None
-    data = transfer_batch(suite.data, tokenizer, seed=0)
+    if method.data is not None:
+        examples = training_examples(method, cfg, suite.data, generations)
+        data = encode(examples, tokenizer, suite.data.max_length, suite.data.rationales)
+    else:
+        data = transfer_batch(suite.data, tokenizer, seed=0)
     bar = tqdm(total=suite.budget.steps, desc=f"{job.method} -> {job.student} seed {job.seed}")
     stats = train(
         student,
@@ -334,10 +391,11 @@ def run_suite(
     remote = ray.remote  # workers are reused across tasks: imports are paid once per worker
     clock = time.perf_counter()
     teacher_cpus = min(total_cpus, max(cpus, 2.0))
+    generations = any("generations" in by_name[j.method].signals for j in todo)
     teacher = ray.get(
         remote(teacher_stage)
         .options(num_cpus=teacher_cpus, num_gpus=gpus)
-        .remote(suite, str(cache_root(cache)), teacher_cpus)
+        .remote(suite, str(cache_root(cache)), teacher_cpus, generations)
     )
     how = (
         "loaded from cache"
@@ -348,6 +406,7 @@ def run_suite(
     )
     echo(
         f"teacher {suite.teacher.name}: {how} in {time.perf_counter() - clock:.0f}s ({teacher['path']})"
+        + (f"; generations: {teacher['generations']}" if generations else "")
     )
 
     # 2 + 3. train and eval stages: every job at once, Ray packs them onto the resources; the
@@ -378,7 +437,7 @@ def run_suite(
         trained = (
             remote(train_job)
             .options(num_cpus=cpus, num_gpus=gpus, max_retries=1, retry_exceptions=False)
-            .remote(suite, job, teacher["path"], str(out_dir), cpus)
+            .remote(suite, job, teacher["path"], str(out_dir), cpus, teacher.get("generations"))
         )
         scored = (
             remote(eval_job)

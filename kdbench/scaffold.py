@@ -11,7 +11,7 @@ import keyword
 import re
 from pathlib import Path
 
-PYPROJECT = '''[build-system]
+PYPROJECT = """[build-system]
 requires = ["setuptools>=69"]
 build-backend = "setuptools.build_meta"
 
@@ -31,7 +31,7 @@ test = ["pytest>=8"]
 
 [tool.setuptools]
 packages = ["kdbench_{name}"]
-'''
+"""
 
 METHOD = '''"""``{name}``: <one line on what the method does>.
 
@@ -121,7 +121,7 @@ def test_zero_distillation_when_student_equals_teacher() -> None:
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 '''
 
-README = '''# kdbench-{dist}
+README = """# kdbench-{dist}
 
 The `{name}` distillation method for [kdbench](https://pypi.org/project/kdbench/).
 
@@ -133,7 +133,7 @@ pytest                      # the same checks, plus this method's own tests
 ```
 
 Then name it in a suite: `methods = ["sft", "{name}"]`, tune it under `[method_config.{name}]`.
-'''
+"""
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -141,13 +141,18 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 def new_plugin(name: str, where: Path) -> Path:
     """Write ``where/kdbench-NAME/`` and return it. Raises ValueError on a bad name or folder."""
     if not NAME.match(name) or keyword.iskeyword(name):
-        raise ValueError(f"plugin name {name!r}: use lower-case letters, digits and _ , "
-                         "starting with a letter (it becomes a Python module name)")
+        raise ValueError(
+            f"plugin name {name!r}: use lower-case letters, digits and _ , "
+            "starting with a letter (it becomes a Python module name)"
+        )
     root = where / f"kdbench-{name.replace('_', '-')}"
     if root.exists():
         raise ValueError(f"{root} already exists; choose another name or folder")
-    fields = {"name": name, "dist": name.replace("_", "-"),
-              "cls": "".join(part.capitalize() for part in name.split("_"))}
+    fields = {
+        "name": name,
+        "dist": name.replace("_", "-"),
+        "cls": "".join(part.capitalize() for part in name.split("_")),
+    }
     files = {
         "pyproject.toml": PYPROJECT,
         f"kdbench_{name}/__init__.py": '"""The {name} method for kdbench."""\n',

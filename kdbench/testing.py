@@ -70,8 +70,12 @@ class Context:
             from kdbench.train import method_batch
 
             self.cache["data"] = method_batch(
-                self.method, self.method.make_config(), DATA, self.tokenizer,
-                str(self.teacher_path), self.tmp / "cache",
+                self.method,
+                self.method.make_config(),
+                DATA,
+                self.tokenizer,
+                str(self.teacher_path),
+                self.tmp / "cache",
             )
         return self.cache["data"]
 
@@ -82,8 +86,11 @@ class Context:
 def check_config_defaults(ctx: Context) -> str:
     """The config dataclass builds from its defaults alone and survives a round trip."""
     m = ctx.method
-    missing = [f.name for f in dataclasses.fields(m.config)
-               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        f.name
+        for f in dataclasses.fields(m.config)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise ConformanceError(f"{m.name}: config fields without a default: {missing}")
     cfg = m.make_config()
@@ -105,7 +112,8 @@ class _SignalGuard(dict):
         if key not in self:
             raise ConformanceError(
                 f"{self.name}: the loss read teacher[{key!r}] but the method declares signals "
-                f"{sorted(self.declared)}; add it to `signals`")
+                f"{sorted(self.declared)}; add it to `signals`"
+            )
         return super().__getitem__(key)
 
 
@@ -117,10 +125,21 @@ def _one_loss(ctx: Context) -> tuple[torch.Tensor, torch.nn.Module, dict[str, An
     student = ctx.student()
     modules = m.modules(student.config, ctx.teacher.config, cfg) if m.modules else {}
     data = ctx.data()
-    batch = {"input_ids": data.input_ids[:4], "attention_mask": data.attention_mask[:4],
-             "labels": data.labels[:4], "weight": data.weight[:4]}
-    loss = method_loss(m, cfg, student, ctx.teacher if m.needs_teacher else None, batch,
-                       modules, guard=lambda s: _SignalGuard(s, m.signals, m.name))
+    batch = {
+        "input_ids": data.input_ids[:4],
+        "attention_mask": data.attention_mask[:4],
+        "labels": data.labels[:4],
+        "weight": data.weight[:4],
+    }
+    loss = method_loss(
+        m,
+        cfg,
+        student,
+        ctx.teacher if m.needs_teacher else None,
+        batch,
+        modules,
+        guard=lambda s: _SignalGuard(s, m.signals, m.name),
+    )
     return loss, student, modules
 
 
@@ -157,8 +176,16 @@ def check_engine_steps(ctx: Context) -> str:
     m = ctx.method
     student = ctx.student()
     before = [p.detach().clone() for p in student.parameters()]
-    stats = train(student, m, m.make_config(), ctx.data(), Budget(steps=3, batch_size=4, lr=1e-2),
-                  3, seed=0, teacher=ctx.teacher if m.needs_teacher else None)
+    stats = train(
+        student,
+        m,
+        m.make_config(),
+        ctx.data(),
+        Budget(steps=3, batch_size=4, lr=1e-2),
+        3,
+        seed=0,
+        teacher=ctx.teacher if m.needs_teacher else None,
+    )
     if not math.isfinite(stats["final_loss"]):
         raise ConformanceError(f"{m.name}: training loss is not finite: {stats['final_loss']}")
     if all(torch.equal(a, b.detach()) for a, b in zip(before, student.parameters(), strict=True)):
@@ -174,14 +201,35 @@ def check_result_reaches_store(ctx: Context) -> str:
     keep = store.connect(db)  # holds the named in-memory database open
     try:
         cfg = dataclasses.asdict(ctx.method.make_config())
-        store.write_run(db, {"run_id": f"check-{ctx.method.name}", "suite_hash": "conformance",
-                             "role": "student", "method": ctx.method.name,
-                             "family": ctx.method.family, "method_config": cfg,
-                             "student": "tiny", "seed": 0, "status": "ok"},
-                        [{"task": "check", "metric": "loss", "value": 0.0, "stderr": None,
-                          "higher_is_better": False, "is_primary": True}], {"params": 1})
+        store.write_run(
+            db,
+            {
+                "run_id": f"check-{ctx.method.name}",
+                "suite_hash": "conformance",
+                "role": "student",
+                "method": ctx.method.name,
+                "family": ctx.method.family,
+                "method_config": cfg,
+                "student": "tiny",
+                "seed": 0,
+                "status": "ok",
+            },
+            [
+                {
+                    "task": "check",
+                    "metric": "loss",
+                    "value": 0.0,
+                    "stderr": None,
+                    "higher_is_better": False,
+                    "is_primary": True,
+                }
+            ],
+            {"params": 1},
+        )
         runs = store.read_runs(db, "conformance")
-        if list(runs.method) != [ctx.method.name] or json.loads(runs.method_config[0]) != cfg:
+        if list(runs.method) != [ctx.method.name] or json.loads(
+            runs.method_config[0]
+        ) != json.loads(json.dumps(cfg)):
             raise ConformanceError(f"{ctx.method.name}: stored run does not read back")
     finally:
         keep.close()

@@ -24,19 +24,30 @@ from kdbench.methods import Method
 
 @dataclass
 class Batch:
-    """The whole transfer set, tokenised once: right-padded ids, mask and labels."""
+    """The whole transfer set, tokenised once: right-padded ids, mask, labels and weights."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor  # IGNORE on prompt and padding: only completions are learnt
+    weight: torch.Tensor | None = None  # (N,) float per-example loss weight; None: all 1.0
+
+    def __post_init__(self) -> None:
+        if self.weight is None:
+            self.weight = torch.ones(len(self.input_ids), dtype=torch.float32)
 
 
 def encode(examples: list[dict[str, Any]], tokenizer, max_length: int, rationales: bool) -> Batch:
-    """Tokenise ``prompt + completion``; the loss sees completion tokens only."""
+    """Tokenise ``prompt + completion``; the loss sees completion tokens only.
+
+    The completion is ``ex["target"]`` when given (a method's ``data``), else the ground truth
+    ``synthetic.target_text(ex, rationales)``; ``ex["weight"]`` (default 1.0) is kept per example.
+    """
     ids, labels = [], []
+    weights = [float(ex.get("weight", 1.0)) for ex in examples]
     for ex in examples:
         p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
-        t = tokenizer(synthetic.target_text(ex, rationales), add_special_tokens=False)["input_ids"]
+        target = ex["target"] if "target" in ex else synthetic.target_text(ex, rationales)
+        t = tokenizer(target, add_special_tokens=False)["input_ids"]
         seq = (p + t)[:max_length]
         ids.append(seq)
         labels.append(([IGNORE] * len(p) + t)[:max_length])
@@ -48,7 +59,7 @@ def encode(examples: list[dict[str, Any]], tokenizer, max_length: int, rationale
         out_ids[i, : len(seq)] = torch.tensor(seq)
         out_labels[i, : len(lab)] = torch.tensor(lab)
         mask[i, : len(seq)] = 1
-    return Batch(out_ids, mask, out_labels)
+    return Batch(out_ids, mask, out_labels, torch.tensor(weights, dtype=torch.float32))
 
 
 def transfer_batch(data: DataSpec, tokenizer, seed: int) -> Batch:
@@ -101,6 +112,7 @@ def deepspeed_config(budget: Budget, steps: int, overrides: dict[str, Any]) -> d
                 "total_num_steps": steps,
                 "warmup_num_steps": max(1, int(budget.warmup * steps)),
                 "warmup_type": "linear",
+                "warmup_min_ratio": 0.1,  # no step at learning rate 0, even in a 2-step smoke test
                 "cos_min_ratio": 0.1,
             },
         },
@@ -130,11 +142,54 @@ class Trainable(torch.nn.Module):
         return self.student(**kwargs)
 
 
+QKV_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
+
+
+def last_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """The last decoder layer's ``self_attn`` of a Hugging Face decoder (Llama and alike)."""
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(base, "layers", None)
+    if not layers or not all(hasattr(layers[-1].self_attn, n) for n in QKV_PROJECTIONS):
+        raise ValueError(
+            f"the 'qkv' signal needs decoder layers with self_attn.{'/'.join(QKV_PROJECTIONS)}"
+            f" (HF Llama layout); {type(model).__name__} has none"
+        )
+    return layers[-1].self_attn
+
+
+@contextlib.contextmanager
+def capture_qkv(model: torch.nn.Module, enabled: bool = True):
+    """Forward hooks on the last decoder layer's ``q_proj`` / ``k_proj`` / ``v_proj``.
+
+    Yields a list that, after a forward pass inside the block, holds ``(q, k, v)``, each
+    (B, T, width): the projections' outputs, before RoPE and the head split, with their autograd
+    graph. The hooks are removed on exit. With ``enabled=False`` nothing is hooked.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    result: list[torch.Tensor] = []
+    handles = []
+    if enabled:
+        attn = last_attention(model)
+        for name in QKV_PROJECTIONS:
+
+            def hook(module, inputs, output, name=name):
+                captured[name] = output  # a recomputed forward overwrites: the last one wins
+
+            handles.append(getattr(attn, name).register_forward_hook(hook))
+    try:
+        yield result
+        if enabled:
+            result[:] = [captured[name] for name in QKV_PROJECTIONS]
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def teacher_signals(
     teacher: torch.nn.Module, signals: frozenset[str], batch: dict[str, torch.Tensor]
 ) -> dict[str, Any]:
     """Run the teacher once on a batch and keep only the signals the method declared."""
-    with torch.no_grad():
+    with torch.no_grad(), capture_qkv(teacher, enabled="qkv" in signals) as qkv:
         out = teacher(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -146,7 +201,39 @@ def teacher_signals(
         keep["hidden_states"] = out.hidden_states
     if "attentions" in signals:
         keep["attentions"] = out.attentions
+    if "qkv" in signals:
+        keep["qkv"] = tuple(qkv)
     return keep
+
+
+def method_loss(
+    method: Method,
+    cfg: Any,
+    student: Any,
+    teacher: torch.nn.Module | None,
+    batch: dict[str, torch.Tensor],
+    modules: dict[str, torch.nn.Module],
+    guard: Any = None,
+) -> torch.Tensor:
+    """One forward of the student (and, for per-batch signals, the teacher) and the method's
+    loss. ``student`` is the model or the DeepSpeed engine around it; ``guard`` may wrap the
+    teacher dict (the conformance checks use it to refuse undeclared signals)."""
+    signals = teacher_signals(teacher, method.signals, batch) if teacher is not None else None
+    if signals is not None and guard is not None:
+        signals = guard(signals)
+    want_qkv = "qkv" in method.signals
+    inner = getattr(student, "module", student)  # the engine's Trainable, or the model
+    inner = getattr(inner, "student", inner)
+    with capture_qkv(inner, enabled=want_qkv) as qkv:
+        out = student(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_hidden_states="hidden_states" in method.signals,
+            output_attentions="attentions" in method.signals,
+        )
+    if want_qkv:
+        out.qkv = tuple(qkv)  # the student's (q, k, v), as teacher["qkv"]
+    return method.loss(out, signals, batch, cfg, modules)
 
 
 def train(
@@ -184,8 +271,6 @@ def train(
     device = engine.device
     if teacher is not None:
         teacher.to(device).eval()
-    want_hidden = "hidden_states" in method.signals
-    want_attn = "attentions" in method.signals
 
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data.input_ids), generator=gen)
@@ -202,15 +287,9 @@ def train(
             "input_ids": data.input_ids[idx, :width].to(device),
             "attention_mask": data.attention_mask[idx, :width].to(device),
             "labels": data.labels[idx, :width].to(device),
+            "weight": data.weight[idx].to(device),
         }
-        signals = teacher_signals(teacher, method.signals, batch) if teacher is not None else None
-        out = engine(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            output_hidden_states=want_hidden,
-            output_attentions=want_attn,
-        )
-        loss = method.loss(out, signals, batch, cfg, dict(trainable.extra))
+        loss = method_loss(method, cfg, engine, teacher, batch, dict(trainable.extra))
         engine.backward(loss)
         engine.step()
         tokens += int(batch["attention_mask"].sum())
@@ -223,3 +302,12 @@ def train(
         "steps": steps,
         "final_loss": loss_value,
     }
+
+
+def method_batch(
+    method: Method, cfg: Any, data: DataSpec, tokenizer, teacher_path=None, cache=None
+) -> Batch:
+    """The encoded training set a method sees (see :func:`kdbench.generations.method_batch`)."""
+    from kdbench.generations import method_batch as build
+
+    return build(method, cfg, data, tokenizer, teacher_path, cache)

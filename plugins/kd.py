@@ -5,11 +5,15 @@ Neural Network", arXiv:1503.02531).
 
 Loss card:
 - divergence: forward KL, teacher distribution first (``KL(p_T || p_S)``), over the full vocabulary;
+  it includes the teacher-entropy term, so it is 0 when the student matches the teacher;
 - temperature: both logits divided by ``T``; the KL term is multiplied by ``T^2`` so its
   gradient magnitude does not shrink as ``1/T^2`` when ``T`` grows (Hinton et al., sec. 2);
 - reduction: summed over the vocabulary, averaged over the completion tokens (prompt and
   padding masked), computed in float32 whatever the training dtype;
-- ``alpha`` weighs the distillation term against the ground-truth cross-entropy.
+- ``alpha`` weighs the distillation term against the ground-truth cross-entropy;
+- top-k teacher (``topk_logits`` / ``topk_indices`` / ``logsumexp``): the KL between the k + 1
+  bucket distributions of :func:`kdbench.losses.distributions` (temperature applied to the
+  buckets); with k = V it is the full-vocabulary loss.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from kdbench.hookspecs import hookimpl
-from kdbench.losses import masked_mean, shift, token_ce, token_mask
+from kdbench.losses import distributions, kl, log_distributions, masked_mean, with_task_loss
 from kdbench.methods import Method
 
 
@@ -38,15 +41,15 @@ class KDConfig:
 
 def kd_divergence(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | dict[str, torch.Tensor],
     mask: torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
-    """``T^2 * KL(softmax(t/T) || softmax(s/T))`` per token, averaged over ``mask``."""
-    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    kl = (t.exp() * (t - s)).sum(-1)  # (B, T)
-    return temperature**2 * masked_mean(kl, mask)
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))`` per token, averaged over ``mask`` (logits
+    already aligned; the teacher as logits or as a teacher dict, full or top-k)."""
+    teacher = teacher_logits if isinstance(teacher_logits, dict) else {"logits": teacher_logits}
+    log_p, log_q = log_distributions(student_logits, teacher, temperature)
+    return temperature**2 * masked_mean(kl(log_p, log_q), mask)
 
 
 def kd_loss(
@@ -57,12 +60,9 @@ def kd_loss(
     modules: dict[str, torch.nn.Module],
 ) -> torch.Tensor:
     labels = batch["labels"]
-    s_logits, _ = shift(student.logits, labels)
-    t_logits, _ = shift(teacher["logits"], labels)
-    distill = kd_divergence(s_logits, t_logits, token_mask(labels), cfg.temperature)
-    if cfg.alpha == 1.0:
-        return distill
-    return cfg.alpha * distill + (1 - cfg.alpha) * token_ce(student.logits, labels)
+    log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)
+    distill = cfg.temperature**2 * masked_mean(kl(log_p, log_q), mask)
+    return with_task_loss(distill, student.logits, labels, cfg.alpha)
 
 
 @hookimpl

@@ -42,8 +42,14 @@ def test_hook_kdbench_methods() -> None:
     class Inline:
         @hookimpl
         def kdbench_methods(self) -> list[Method]:
-            return [Method(name="inline_sft", family="baseline",
-                           config=registry()["sft"].config, loss=registry()["sft"].loss)]
+            return [
+                Method(
+                    name="inline_sft",
+                    family="baseline",
+                    config=registry()["sft"].config,
+                    loss=registry()["sft"].loss,
+                )
+            ]
 
     pm = plugin_manager()
     pm.register(Inline(), name="inline")
