@@ -74,10 +74,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    print(f"{'name':<12} {'family':<17} {'signals':<24} parameters")
+    print(f"{'name':<14} {'family':<17} {'signals':<14} parameters")
     for r in rows:
-        params = ", ".join(f"{p['name']}={p['default']}" for p in r["parameters"]) or "-"
-        print(f"{r['name']:<12} {r['family']:<17} {','.join(r['signals']) or '-':<24} {params}")
+        params = ", ".join(f"{p['name']}={p['default']!r}" for p in r["parameters"]) or "-"
+        print(f"{r['name']:<14} {r['family']:<17} {','.join(r['signals']) or '-':<14} {params}")
     return 0
 
 

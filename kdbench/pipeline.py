@@ -263,13 +263,12 @@ def train_job(
     method = registry()[job.method]
     cfg = method.make_config(job.config)
     spec = next(s for s in suite.students if s.name == job.student)
-    per_batch = method.needs_teacher  # generations are text, made once in the teacher stage
     teacher, tokenizer = None, default_tokenizer()
-    if per_batch or spec.source is None:
+    if method.needs_teacher or spec.source is None:
         teacher, tokenizer = load_pretrained(teacher_path)
     if spec.source is not None:
         student, student_tok = load_pretrained(spec.source)
-        if per_batch and len(student_tok) != len(tokenizer):
+        if method.needs_teacher and len(student_tok) != len(tokenizer):
             raise ValueError(
                 f"{job.method} needs a shared vocabulary: teacher has "
                 f"{len(tokenizer)} tokens, student {spec.name} has {len(student_tok)}"
@@ -279,7 +278,7 @@ def train_job(
         student = build_llama(
             {**spec.arch, "max_length": suite.data.max_length}, tokenizer, seed=job.seed
         )
-    if not per_batch:
+    if not method.needs_teacher:  # generations are text, made once in the teacher stage
         teacher = None
     if method.data is not None:
         examples = training_examples(method, cfg, suite.data, generations)

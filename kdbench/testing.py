@@ -51,12 +51,13 @@ class Context:
 
     @classmethod
     def build(cls, method: Method, tmp: Path) -> Context:
-        from kdbench.models import build_llama, default_tokenizer, save
+        from kdbench.models import build_llama, default_tokenizer, load_pretrained, save
 
         tok = default_tokenizer()
         teacher = build_llama({**TEACHER_ARCH, "max_length": DATA.max_length}, tok, seed=0)
         path = tmp / "teacher"
         save(teacher, tok, path)
+        teacher, _ = load_pretrained(path)  # as the pipeline loads it (default attention kernel)
         return cls(method=method, tmp=tmp, tokenizer=tok, teacher=teacher, teacher_path=path)
 
     def student(self, seed: int = 0) -> Any:
@@ -118,11 +119,12 @@ class _SignalGuard(dict):
 
 
 def _one_loss(ctx: Context) -> tuple[torch.Tensor, torch.nn.Module, dict[str, Any]]:
-    from kdbench.train import method_loss
+    from kdbench.train import method_loss, prepare_models
 
     m = ctx.method
     cfg = m.make_config()
     student = ctx.student()
+    prepare_models(m, student, ctx.teacher)
     modules = m.modules(student.config, ctx.teacher.config, cfg) if m.modules else {}
     data = ctx.data()
     batch = {

@@ -206,6 +206,15 @@ def teacher_signals(
     return keep
 
 
+def prepare_models(method: Method, *models: torch.nn.Module | None) -> None:
+    """Attention maps exist only with eager attention: a model loaded with the default (sdpa)
+    kernel returns none, so switch the models over for a method that reads them."""
+    if "attentions" in method.signals:
+        for model in models:
+            if model is not None and model.config._attn_implementation != "eager":
+                model.set_attn_implementation("eager")
+
+
 def method_loss(
     method: Method,
     cfg: Any,
@@ -257,6 +266,7 @@ def train(
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     init_distributed()
     torch.manual_seed(seed)
+    prepare_models(method, model, teacher)
     modules = (
         method.modules(model.config, getattr(teacher, "config", None), cfg)
         if method.modules

@@ -28,7 +28,64 @@ SHRINK = (
     ("steps = 300", "steps = 4"),
     ("batch_size = 64\nlr = 3e-3\nwarmup", "batch_size = 8\nlr = 3e-3\nwarmup"),
     ('tasks = ["kd_addition", "kd_compare"]', 'tasks = ["kd_addition", "kd_compare"]\nlimit = 6'),
+    ("methods = []", 'methods = ["sft", "kd", "seqkd", "boom"]'),
 )
+
+BOOM = """
+from dataclasses import dataclass
+
+from kdbench.hookspecs import hookimpl
+from kdbench.methods import Method
+
+
+@dataclass
+class BoomConfig:
+    pass
+
+
+def boom_loss(student, teacher, batch, cfg, modules):
+    raise RuntimeError("boom: a deliberately broken plugin")
+
+
+@hookimpl
+def kdbench_methods():
+    return [Method(name="boom", family="logit", config=BoomConfig, loss=boom_loss,
+                   signals=frozenset({"logits"}))]
+"""
+
+
+def _install_broken_plugin(tmp_path: Path, monkeypatch) -> None:
+    """pip-install a third-party plugin whose loss raises, into a folder on the path of this
+    process and of the Ray workers it starts."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "kdbench-boom"
+    (pkg / "kdbench_boom").mkdir(parents=True)
+    (pkg / "kdbench_boom" / "__init__.py").write_text(BOOM)
+    (pkg / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "kdbench-boom"\nversion = "0.1"\n'
+        '[project.entry-points.kdbench]\nboom = "kdbench_boom"\n'
+    )
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(pkg),
+        ],
+        check=True,
+    )
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
 
 
 def test_plan_refuses_unknown_method_before_anything(write_suite, tmp_path: Path) -> None:
@@ -38,6 +95,32 @@ def test_plan_refuses_unknown_method_before_anything(write_suite, tmp_path: Path
     path = write_suite(("[method_config.kd]\ntemperature", "[method_config.kd]\ntemprature"))
     with pytest.raises(SuiteError, match="did you mean 'temperature'"):
         plan(load_suite(path))
+
+
+def test_shared_vocabulary_is_checked_before_training(write_suite, tmp_path: Path) -> None:
+    """A student loaded from a local folder (the Hugging Face path) with another vocabulary:
+    logit methods refuse at plan time, text-level ones (seqkd) and sft go ahead."""
+    from kdbench.models import build_llama, default_tokenizer, save
+
+    tok = default_tokenizer()
+    tok.add_tokens(["<extra>"])
+    local = tmp_path / "other-vocab"
+    save(build_llama({"hidden_size": 16, "num_layers": 1, "num_heads": 2}, tok, 0), tok, local)
+    arch = "arch = { hidden_size = 64, num_layers = 2, num_heads = 4, intermediate_size = 192 }"
+    path = write_suite((arch, f'source = "{local}"'), ("methods = []", 'methods = ["sft", "kd"]'))
+    with pytest.raises(
+        SuiteError,
+        match=r"students\[0\]: kd need a vocabulary shared with the "
+        r"teacher: teacher tiny-teacher-0.9M has 25 tokens, student "
+        r"student-0.1M has 26",
+    ):
+        plan(load_suite(path))
+    ok = write_suite(
+        (arch, f'source = "{local}"'),
+        ("methods = []", 'methods = ["sft", "seqkd"]'),
+        name="ok.toml",
+    )
+    assert len(plan(load_suite(ok))[1]) == 4
 
 
 def test_plan_is_methods_x_students_x_seeds(write_suite) -> None:
@@ -55,17 +138,23 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
     from kdbench.leaderboard import leaderboard
     from kdbench.pipeline import run_suite
 
+    _install_broken_plugin(tmp_path, monkeypatch)
     suite = load_suite(write_suite(*SHRINK))
     db = tmp_path / "results" / "kdbench.duckdb"
     cache = tmp_path / "cache"
     try:
         summary = run_suite(suite, db, cache=str(cache))
-        assert summary == {**summary, "runs": 4, "ran": 4, "failed": 0, "teacher_cached": False}
+        assert summary == {**summary, "runs": 8, "ran": 8, "failed": 2, "teacher_cached": False}
         assert (Path(summary["teacher_path"]) / "kdbench_teacher.json").is_file()
 
+        # the broken plugin failed only its own runs, stored with their traceback
         runs = store.read_runs(db, suite.hash)
-        assert sorted(runs.role) == ["student"] * 4 + ["teacher"]
-        assert set(runs.status) == {"ok"}
+        failed = runs[runs.status == "failed"]
+        assert set(failed.method) == {"boom"} and len(failed) == 2
+        assert failed.error.str.contains("boom: a deliberately broken plugin").all()
+        assert failed.error.str.contains("Traceback").all()
+        runs = runs[runs.status == "ok"]
+        assert sorted(runs.role) == ["student"] * 6 + ["teacher"]
         assert runs.git_commit.str.len().min() > 0 and runs.versions.str.contains("deepspeed").all()
         assert (runs.loc[runs.role == "student", "tokens"] > 0).all()
         metrics = store.read_metrics(db, suite.hash)
@@ -75,17 +164,17 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
 
         # a second run reuses the cached teacher and runs nothing already stored
         again = run_suite(suite, db, cache=str(cache))
-        assert again["teacher_cached"] and again["ran"] == 0
-        assert len(store.read_runs(db, suite.hash)) == 5
+        assert again["teacher_cached"] and again["ran"] == 2  # only the failed runs again
+        assert len(store.read_runs(db, suite.hash)) == 9
     finally:
         ray.shutdown()
 
     table = leaderboard(db, suite.hash)
-    assert set(table.method) == {"teacher", "sft", "kd"}
+    assert set(table.method) == {"teacher", "sft", "kd", "seqkd"}
     monkeypatch.setenv("KDBENCH_DB", str(db))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
     shown = at.dataframe[0].value
-    assert len(shown) == len(table) == 5
-    assert set(shown["method"]) == {"teacher", "sft", "kd"}
+    assert len(shown) == len(table) == 7
+    assert set(shown["method"]) == {"teacher", "sft", "kd", "seqkd"}
     assert os.path.exists(db)
