@@ -509,8 +509,14 @@ def run_suite(
 
 
 def _error_text(e: BaseException) -> str:
+    """The failure as a plain Python traceback (a Ray task error carries the remote one)."""
+    import re
+
     import ray
 
     if isinstance(e, ray.exceptions.RayTaskError):
-        return str(e)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", getattr(e, "traceback_str", "") or str(e))
+        return (
+            text if text.startswith("Traceback") else "Traceback (most recent call last):\n" + text
+        )
     return "".join(traceback.format_exception(e))

@@ -17,6 +17,9 @@ from kdbench.config import Budget, Suite
 from kdbench.methods import registry
 
 CACHE_ENV = "KDBENCH_CACHE"
+# Bump when the training code changes what a recipe produces (schedule, data order, init):
+# a teacher cached by older code is then rebuilt instead of silently reused.
+TRAINER_VERSION = 2
 
 
 def cache_root(override: str | Path | None = None) -> Path:
@@ -44,6 +47,7 @@ def recipe(suite: Suite) -> dict[str, Any]:
         ],
         "seed": 0,
         "kdbench": __version__.split(".")[0],
+        "trainer": TRAINER_VERSION,
     }
 
 

@@ -25,7 +25,7 @@ SHRINK = (
         'gate = { task = "kd_addition", metric = "exact_match", value = 0.0 }',
     ),
     ("n_per_task = 8000", "n_per_task = 64"),
-    ("steps = 300", "steps = 4"),
+    ("steps = 200", "steps = 4"),
     ("batch_size = 64\nlr = 3e-3\nwarmup", "batch_size = 8\nlr = 3e-3\nwarmup"),
     ('tasks = ["kd_addition", "kd_compare"]', 'tasks = ["kd_addition", "kd_compare"]\nlimit = 6'),
     ("methods = []", 'methods = ["sft", "kd", "seqkd", "boom"]'),
