@@ -63,11 +63,12 @@ def test_launcher_has_the_required_keys(launcher: dict[str, Any]) -> None:
 def test_launcher_matches_rays_schema(launcher: dict[str, Any]) -> None:
     """Validated against the schema the installed Ray's launcher uses (read without importing
     Ray, so this stays fast)."""
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # installed with ray[default], a kdbench dependency
+
     spec = importlib.util.find_spec("ray")
-    schema_path = Path(spec.origin).parent / "autoscaler" / "ray-schema.json" if spec else None
-    if schema_path is None or not schema_path.exists():
-        pytest.skip("Ray's cluster config schema is not installed")
+    assert spec is not None and spec.origin, "ray is a kdbench dependency"
+    schema_path = Path(spec.origin).parent / "autoscaler" / "ray-schema.json"
+    assert schema_path.exists(), f"Ray's cluster config schema is missing: {schema_path}"
     jsonschema.validate(launcher, json.loads(schema_path.read_text()))
 
 
