@@ -84,6 +84,7 @@ class Resources:
 
     cpus_per_job: float = 1.0
     gpus_per_job: float = 0.0
+    checkpoint_every: int = 50  # steps; a killed training job resumes from its last checkpoint
 
 
 @dataclass(frozen=True)
@@ -344,10 +345,11 @@ def load_suite(path: str | Path) -> Suite:
         batch_size=_take(path, e, "eval.", "batch_size", int, 64, minimum=1),
     )
 
-    r = _table(path, raw, "resources", {"cpus_per_job", "gpus_per_job"})
+    r = _table(path, raw, "resources", {"cpus_per_job", "gpus_per_job", "checkpoint_every"})
     resources = Resources(
         cpus_per_job=_take(path, r, "resources.", "cpus_per_job", float, 1.0, minimum=0.01),
         gpus_per_job=_take(path, r, "resources.", "gpus_per_job", float, 0.0, minimum=0),
+        checkpoint_every=_take(path, r, "resources.", "checkpoint_every", int, 50, minimum=0),
     )
     ds = raw.get("deepspeed", {})
     if not isinstance(ds, dict):

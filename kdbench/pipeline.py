@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import time
 import traceback
@@ -297,9 +298,12 @@ def train_job(
         teacher=teacher,
         ds_overrides=suite.deepspeed,
         progress=bar,
+        checkpoint_dir=Path(out_dir) / job.run_id / "checkpoints",
+        checkpoint_every=suite.resources.checkpoint_every,
     )
     bar.close()
     folder = Path(out_dir) / job.run_id
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: resume state not needed
     size = save(student.cpu(), tokenizer, folder)
     return {**stats, "path": str(folder), "params": n_params(student), "bytes": size}
 
@@ -435,7 +439,9 @@ def run_suite(
     for job in todo:
         trained = (
             remote(train_job)
-            .options(num_cpus=cpus, num_gpus=gpus, max_retries=1, retry_exceptions=False)
+            # a crashed worker is retried (and resumes from its checkpoint); an exception
+            # raised by a method is not: it would fail the same way again
+            .options(num_cpus=cpus, num_gpus=gpus, max_retries=2, retry_exceptions=False)
             .remote(suite, job, teacher["path"], str(out_dir), cpus, teacher.get("generations"))
         )
         scored = (
@@ -489,6 +495,8 @@ def run_suite(
                 for key in ("train_wall_s", "eval_wall_s", "params", "bytes", "tokens", "steps")
             }
             costs["total_wall_s"] = (_now() - started).total_seconds()
+            if result.get("resumed_from"):
+                print(f"{what}: resumed from its checkpoint at step {result['resumed_from']}")
             store.write_run(
                 db,
                 {**run, "status": "ok", "error": None, "finished_at": _now()},

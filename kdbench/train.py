@@ -9,9 +9,11 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -256,10 +258,15 @@ def train(
     teacher: torch.nn.Module | None = None,
     ds_overrides: dict[str, Any] | None = None,
     progress: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` for ``steps`` optimiser steps of ``budget.batch_size`` sequences.
 
-    Returns statistics: wall time, tokens seen (non-padding), final loss.
+    With ``checkpoint_dir`` and ``checkpoint_every``, the engine (weights, optimiser, schedule)
+    and the data order are checkpointed every ``checkpoint_every`` steps, and a job that finds
+    a checkpoint there (its process was killed, Ray retried it) resumes from it.
+    Returns statistics: wall time, tokens seen (non-padding), final loss, the step resumed from.
     """
     import deepspeed
 
@@ -284,10 +291,18 @@ def train(
 
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data.input_ids), generator=gen)
-    cursor, tokens, loss_value = 0, 0, float("nan")
+    cursor, tokens, loss_value, first = 0, 0, float("nan"), 0
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / "latest").is_file():
+        # "latest" is written after a checkpoint's files: a save cut short is never loaded
+        _, state = engine.load_checkpoint(str(checkpoint_dir))
+        first, cursor, tokens = state["step"], state["cursor"], state["tokens"]
+        order = state["order"]
+        gen.set_state(state["generator"])
+        if progress is not None:
+            progress.update(first)
     start = time.perf_counter()
     engine.train()
-    for _ in range(steps):
+    for step in range(first, steps):
         if cursor + budget.batch_size > len(order):  # next epoch, reshuffled
             order, cursor = torch.randperm(len(data.input_ids), generator=gen), 0
         idx = order[cursor : cursor + budget.batch_size]
@@ -306,11 +321,30 @@ def train(
         loss_value = float(loss.detach())
         if progress is not None:
             progress.update(1)
+        done = step + 1
+        if (
+            checkpoint_dir is not None
+            and checkpoint_every
+            and done % checkpoint_every == 0
+            and done < steps
+        ):
+            state = {
+                "step": done,
+                "cursor": cursor,
+                "tokens": tokens,
+                "order": order,
+                "generator": gen.get_state(),
+            }
+            engine.save_checkpoint(str(checkpoint_dir), tag=f"step{done}", client_state=state)
+            for old in Path(checkpoint_dir).glob("step*"):  # keep only the newest
+                if old.name != f"step{done}":
+                    shutil.rmtree(old, ignore_errors=True)
     return {
         "train_wall_s": time.perf_counter() - start,
         "tokens": tokens,
         "steps": steps,
         "final_loss": loss_value,
+        "resumed_from": first,
     }
 
 
