@@ -78,17 +78,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+OWN_GROUP = "KDBENCH_SINGLE_PROCESS_GROUP"
+
+
 def init_distributed() -> None:
     """A one-process group unless a launcher (Ray Train, deepspeed) already set one up."""
     import deepspeed
 
     if torch.distributed.is_initialized():
         return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
+    if "RANK" not in os.environ or os.environ.get(OWN_GROUP) == "1":
+        # No launcher set this process up: a group of one on a free port. The marker tells a
+        # child process that inherits these variables to pick its own port, not to join ours.
+        os.environ.update(
+            {
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(_free_port()),
+                "RANK": "0",
+                "LOCAL_RANK": "0",
+                "WORLD_SIZE": "1",
+                OWN_GROUP: "1",
+            }
+        )
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     # DeepSpeed prints build messages of its CPU ops on stdout: keep them out of the user's way
     with contextlib.redirect_stdout(io.StringIO()):
