@@ -19,7 +19,10 @@ leaderboard app read while a benchmark is writing, nobody keeps the file open:
 Schema
 ------
 Versioned by ``meta.schema_version`` (:data:`SCHEMA_VERSION`). Tables are created idempotently
-when a read-write connection opens. Opening a database written by a newer kdbench raises
+when a read-write connection opens, and an older file is upgraded in place then (version 2
+added cost columns: resume step, peak memory, teacher passes, FLOPs, device-hours, queueing
+time, inference speed; and the ``samples`` table of per-question results). A read-only
+connection refuses an older file with a message that says how to upgrade it. Opening a database written by a newer kdbench raises
 :class:`StoreError`. Timestamps are stored as naive UTC. JSON columns are stored as JSON text
 and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
 """
@@ -38,7 +41,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results/kdbench.duckdb")
 LOCK_TIMEOUT_S = 10.0
 """How long :func:`connect` keeps retrying while another process holds the database file."""
@@ -77,13 +80,26 @@ COST_COLUMNS: tuple[str, ...] = (
     "bytes",
     "tokens",
     "steps",
+    # schema 2
+    "resumed_from",
+    "peak_rss_mb",
+    "teacher_forwards",
+    "train_flops",
+    "teacher_flops",
+    "device_hours",
+    "queue_s",
+    "infer_tokens_per_s",
+    "infer_latency_ms",
 )
+SAMPLE_COLUMNS: tuple[str, ...] = ("task", "doc_id", "correct", "confidence")
 ROLES = ("teacher", "student")
 STATUSES = ("ok", "failed")
 
 _JSON_RUN_COLUMNS = frozenset({"method_config", "versions", "hardware"})
 _TS_RUN_COLUMNS = frozenset({"started_at", "finished_at"})
-_INT_COST_COLUMNS = frozenset({"params", "bytes", "tokens", "steps"})
+_INT_COST_COLUMNS = frozenset(
+    {"params", "bytes", "tokens", "steps", "resumed_from", "teacher_forwards"}
+)
 
 _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
 _TABLES_DDL: tuple[str, ...] = (
@@ -100,9 +116,34 @@ _TABLES_DDL: tuple[str, ...] = (
         higher_is_better BOOLEAN, is_primary BOOLEAN, PRIMARY KEY (run_id, task, metric))""",
     """CREATE TABLE IF NOT EXISTS costs (
         run_id VARCHAR PRIMARY KEY, train_wall_s DOUBLE, eval_wall_s DOUBLE,
-        total_wall_s DOUBLE, params BIGINT, bytes BIGINT, tokens BIGINT, steps INTEGER)""",
+        total_wall_s DOUBLE, params BIGINT, bytes BIGINT, tokens BIGINT, steps INTEGER,
+        resumed_from INTEGER, peak_rss_mb DOUBLE, teacher_forwards BIGINT,
+        train_flops DOUBLE, teacher_flops DOUBLE, device_hours DOUBLE, queue_s DOUBLE,
+        infer_tokens_per_s DOUBLE, infer_latency_ms DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS samples (
+        run_id VARCHAR, task VARCHAR, doc_id INTEGER, correct DOUBLE, confidence DOUBLE,
+        PRIMARY KEY (run_id, task, doc_id))""",
 )
-_TABLES = ("meta", "suites", "runs", "metrics", "costs")
+_TABLES = ("meta", "suites", "runs", "metrics", "costs", "samples")
+# Upgrades, applied in order inside the schema transaction: _MIGRATIONS[v] takes v to v + 1.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        *(
+            f"ALTER TABLE costs ADD COLUMN IF NOT EXISTS {name} {kind}"
+            for name, kind in (
+                ("resumed_from", "INTEGER"),
+                ("peak_rss_mb", "DOUBLE"),
+                ("teacher_forwards", "BIGINT"),
+                ("train_flops", "DOUBLE"),
+                ("teacher_flops", "DOUBLE"),
+                ("device_hours", "DOUBLE"),
+                ("queue_s", "DOUBLE"),
+                ("infer_tokens_per_s", "DOUBLE"),
+                ("infer_latency_ms", "DOUBLE"),
+            )
+        ),
+    ),
+}
 
 # Substrings of DuckDB errors raised while another connection holds the file.
 _LOCK_MARKERS = (
@@ -172,9 +213,14 @@ def _check_version(version: int | None, path: Path) -> None:
             f"results database {path} has schema version {version}, but this kdbench only "
             f"understands version {SCHEMA_VERSION}: upgrade kdbench or use another --db"
         )
-    if version is not None and version < SCHEMA_VERSION:  # pragma: no cover - no v0 exists
+
+
+def _check_readable(version: int | None, path: Path) -> None:
+    _check_version(version, path)
+    if version is not None and version < SCHEMA_VERSION:
         raise StoreError(
-            f"results database {path} has old schema version {version} (need {SCHEMA_VERSION})"
+            f"results database {path} has old schema version {version} (need "
+            f"{SCHEMA_VERSION}): any `kdbench run --db {path}` upgrades it in place"
         )
 
 
@@ -187,6 +233,13 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         _check_version(version, path)
         if version is None:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        else:
+            for step in range(version, SCHEMA_VERSION):  # upgrade an older file in place
+                for sql in _MIGRATIONS[step]:
+                    con.execute(sql)
+            con.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+            )
         for ddl in _TABLES_DDL:
             con.execute(ddl)
         con.execute("COMMIT")
@@ -223,7 +276,7 @@ def connect(
     con = _open_with_retry(path, read_only, timeout)
     try:
         if read_only:
-            _check_version(_stored_version(con), path)
+            _check_readable(_stored_version(con), path)
         else:
             _ensure_schema(con, path)
     except BaseException:
@@ -366,6 +419,17 @@ def _cost_row(run_id: str, costs: Mapping[str, Any]) -> list[Any]:
     ]
 
 
+def _sample_row(run_id: str, sample: Mapping[str, Any]) -> list[Any]:
+    _check_keys(sample, SAMPLE_COLUMNS, f"run {run_id} sample")
+    return [
+        run_id,
+        str(sample["task"]),
+        int(sample["doc_id"]),
+        _opt(sample.get("correct"), float),
+        _opt(sample.get("confidence"), float),
+    ]
+
+
 # --------------------------------------------------------------------------- writes
 
 
@@ -391,26 +455,30 @@ def write_run(
     run: Mapping[str, Any],
     metrics: Sequence[Mapping[str, Any]],
     costs: Mapping[str, Any],
+    samples: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Write one run with its metrics and costs in a single transaction.
+    """Write one run with its metrics, costs and per-question samples in one transaction.
 
     ``run`` has keys from :data:`RUN_COLUMNS` (``run_id``, ``role`` and ``status`` required;
     missing keys are NULL; JSON columns take Python objects or JSON text; timestamps take
     datetimes, ISO strings or epoch seconds). ``metrics`` are dicts with keys from
     :data:`METRIC_COLUMNS` (``higher_is_better`` defaults to True, ``is_primary`` to False).
-    ``costs`` has keys from :data:`COST_COLUMNS`. An existing run with the same ``run_id``
+    ``costs`` has keys from :data:`COST_COLUMNS`. ``samples`` are dicts with keys from
+    :data:`SAMPLE_COLUMNS`: per evaluated question, whether the model got it right (``correct``
+    in [0, 1]) and how confident it was (``confidence``, a probability). An existing run with the same ``run_id``
     is replaced. On any error the transaction is rolled back: nothing is half-written.
     """
     run_row = _run_row(run)
     run_id = run_row[0]
     metric_rows = [_metric_row(run_id, m) for m in metrics]
     cost_row = _cost_row(run_id, costs)
+    sample_rows = [_sample_row(run_id, x) for x in samples]
 
     con = connect(db_path)
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            for table in ("metrics", "costs", "runs"):
+            for table in ("metrics", "costs", "samples", "runs"):
                 # table names come from the literal tuple above, never from input
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             placeholders = ", ".join("?" * len(RUN_COLUMNS))
@@ -422,6 +490,12 @@ def write_run(
                     "INSERT INTO metrics (run_id, task, metric, value, stderr, higher_is_better,"
                     " is_primary) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     metric_rows,
+                )
+            if sample_rows:
+                con.executemany(
+                    "INSERT INTO samples (run_id, task, doc_id, correct, confidence)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    sample_rows,
                 )
             con.execute(
                 f"INSERT INTO costs (run_id, {', '.join(COST_COLUMNS)})"
@@ -481,6 +555,22 @@ def read_metrics(db_path: str | Path, suite_hash: str | None = None) -> pd.DataF
     :data:`METRIC_COLUMNS`. Empty if the database is missing.
     """
     return _query_df(db_path, _METRICS_SQL, [suite_hash, suite_hash])
+
+
+_SAMPLES_SQL = """
+SELECT s.run_id, s.task, s.doc_id, s.correct, s.confidence
+FROM samples s JOIN runs r USING (run_id)
+WHERE (?::VARCHAR IS NULL OR r.suite_hash = ?) AND (?::VARCHAR IS NULL OR s.run_id = ?)
+ORDER BY s.run_id, s.task, s.doc_id
+"""
+
+
+def read_samples(
+    db_path: str | Path, suite_hash: str | None = None, run_id: str | None = None
+) -> pd.DataFrame:
+    """Per-question results (columns: run_id, then :data:`SAMPLE_COLUMNS`), optionally of one
+    suite and/or one run. Empty if the database is missing."""
+    return _query_df(db_path, _SAMPLES_SQL, [suite_hash, suite_hash, run_id, run_id])
 
 
 def list_suites(db_path: str | Path) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from kdbench import store
@@ -291,3 +292,37 @@ def test_reader_and_writer_processes_run_concurrently(db: Path) -> None:
     assert len(runs) == n_runs
     assert sorted(runs["params"]) == [1000 + i for i in range(n_runs)]
     assert len(store.read_metrics(db, SUITE)) == 3 * n_runs
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    """A file written by schema 1 keeps its runs and gains the version 2 columns and table."""
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for ddl in store._TABLES_DDL[:3]:
+        con.execute(ddl)
+    con.execute(
+        """CREATE TABLE costs (run_id VARCHAR PRIMARY KEY, train_wall_s DOUBLE,
+        eval_wall_s DOUBLE, total_wall_s DOUBLE, params BIGINT, bytes BIGINT, tokens BIGINT,
+        steps INTEGER)"""
+    )
+    con.execute("INSERT INTO runs (run_id, role, status) VALUES ('old', 'student', 'ok')")
+    con.execute("INSERT INTO costs (run_id, params) VALUES ('old', 7)")
+    con.close()
+    with pytest.raises(store.StoreError, match="old schema version 1.*kdbench run"):
+        store.connect(path, read_only=True).close()
+    store.write_run(
+        path,
+        {"run_id": "new", "role": "student", "status": "ok"},
+        [],
+        {"params": 3, "peak_rss_mb": 512.0},
+        [{"task": "t", "doc_id": 0, "correct": 1.0, "confidence": 0.9}],
+    )
+    runs = store.read_runs(path).set_index("run_id")
+    assert runs.loc["old", "params"] == 7 and pd.isna(runs.loc["old", "peak_rss_mb"])
+    assert runs.loc["new", "peak_rss_mb"] == 512.0
+    assert store.read_samples(path, run_id="new").correct.tolist() == [1.0]
+    con = store.connect(path, read_only=True)
+    assert con.execute("SELECT value FROM meta").fetchone()[0] == str(store.SCHEMA_VERSION)
+    con.close()
