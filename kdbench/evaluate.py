@@ -160,6 +160,17 @@ def _primary_metric(config: dict[str, Any], higher_is_better: dict[str, Any]) ->
     return next(iter(higher_is_better), None)
 
 
+def _aggregations(config: dict[str, Any]) -> dict[str, str]:
+    """How the task YAML says each metric is aggregated over questions (``mean``, ...)."""
+    out = {}
+    for entry in config.get("metric_list") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("metric"), str):
+            agg = entry.get("aggregation")
+            if agg is not None:
+                out[entry["metric"]] = agg if isinstance(agg, str) else agg.__name__
+    return out
+
+
 def _filter_names(config: dict[str, Any]) -> list[str]:
     """The task's filter names in the order it lists them (lm-eval's default is ``none``)."""
     names = [f.get("name") for f in config.get("filter_list") or [] if isinstance(f, dict)]
@@ -178,6 +189,7 @@ def parse_results(results: dict[str, Any]) -> list[dict[str, Any]]:
         task_results = results["results"].get(task, {})
         hib = results.get("higher_is_better", {}).get(task, {})
         primary = _primary_metric(config, hib)
+        aggregations = _aggregations(config)
         filters = _filter_names(config)
         keys = [k for k in task_results if "," in k]
         pairs = [tuple(k.split(",", 1)) for k in keys]
@@ -195,9 +207,62 @@ def parse_results(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "stderr": _as_float(task_results.get(f"{metric}_stderr,{filt}")),
                     "higher_is_better": hib.get(metric),
                     "is_primary": metric == primary and first_filter,
+                    "aggregation": aggregations.get(metric),
                 }
             )
     return rows
+
+
+def question_samples(
+    results: dict[str, Any], primary: dict[str, str], model: Any, tokenizer: Any
+) -> list[dict[str, Any]]:
+    """Per question: ``task``, ``doc_id``, ``correct`` (the primary metric's per-question value
+    that lm-eval logged) and ``confidence``, the model's probability for its own answer:
+
+    - multiple choice: softmax over the choices' log-likelihoods lm-eval computed, the maximum;
+    - generation: ``exp`` of the mean log-probability of the generated tokens given the prompt,
+      from one forward pass (lm-eval logs no generation scores).
+
+    These feed the routing simulation (send the least confident questions to the teacher).
+    """
+    out: list[dict[str, Any]] = []
+    for task, samples in (results.get("samples") or {}).items():
+        metric = primary.get(task)
+        first = _filter_names(results.get("configs", {}).get(task, {}))[0]
+        for sample in samples:
+            if sample.get("filter", first) != first:  # one row per question: the first filter
+                continue
+            value = _as_float(sample.get(metric)) if metric else None
+            resps = sample.get("resps") or []
+            confidence = None
+            if resps and isinstance(resps[0][0], (tuple, list)):  # log-likelihoods per choice
+                lls = torch.tensor([float(r[0][0]) for r in resps])
+                confidence = float(torch.softmax(lls, 0).max())
+            elif resps and isinstance(resps[0][0], str):
+                confidence = _generation_confidence(
+                    model, tokenizer, sample["arguments"][0][0], resps[0][0]
+                )
+            out.append(
+                {
+                    "task": task,
+                    "doc_id": int(sample["doc_id"]),
+                    "correct": value,
+                    "confidence": confidence,
+                }
+            )
+    return out
+
+
+@torch.no_grad()
+def _generation_confidence(model: Any, tokenizer: Any, prompt: str, answer: str) -> float | None:
+    """``exp(mean log p(answer tokens | prompt))`` under ``model`` (None for an empty answer)."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if not a:
+        return None
+    ids = torch.tensor([p + a], device=model.device)
+    logp = torch.log_softmax(model(input_ids=ids).logits[0, len(p) - 1 : -1].float(), -1)
+    return float(logp.gather(-1, ids[0, len(p) :, None]).mean().exp())
 
 
 def evaluate(
@@ -211,7 +276,8 @@ def evaluate(
     max_length: int | None = None,
     *,
     quiet: bool = True,
-) -> list[dict[str, Any]]:
+    samples: bool = False,
+) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Score ``model`` on ``tasks`` with lm-eval and return one row per (task, metric).
 
     Each row is ``{"task", "metric", "value", "stderr", "higher_is_better", "is_primary"}``:
@@ -219,7 +285,8 @@ def evaluate(
     ``is_primary`` marks the first metric it lists. ``device`` is where the model runs for the
     evaluation (None: where it already is); ``max_length`` overrides the context length that
     lm-eval otherwise reads from ``config.max_position_embeddings``; ``limit`` caps the number of
-    documents per task (for tests). Raises ValueError for an unknown task name.
+    documents per task (for tests). With ``samples``, returns ``(rows, questions)``, the second
+    from :func:`question_samples`. Raises ValueError for an unknown task name.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -241,10 +308,15 @@ def evaluate(
                 tasks=tasks,
                 task_manager=manager,
                 limit=limit,
-                log_samples=False,
+                log_samples=samples,
                 bootstrap_iters=_SAMPLE_BOOTSTRAP_ITERS,
             )
     if results is None:  # only on non-zero ranks of a distributed run
-        return []
+        return ([], []) if samples else []
     order = {name: i for i, name in enumerate(tasks)}
-    return sorted(parse_results(results), key=lambda row: order.get(row["task"], len(order)))
+    rows = sorted(parse_results(results), key=lambda row: order.get(row["task"], len(order)))
+    if not samples:
+        return rows
+    primary = {r["task"]: r["metric"].split("/")[0] for r in rows if r["is_primary"]}
+    with _preserved_state(model, device):
+        return rows, question_samples(results, primary, model.eval(), tokenizer)

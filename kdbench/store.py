@@ -71,6 +71,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "stderr",
     "higher_is_better",
     "is_primary",
+    "aggregation",  # schema 2: how lm-eval aggregates the metric over questions ("mean", ...)
 )
 COST_COLUMNS: tuple[str, ...] = (
     "train_wall_s",
@@ -113,7 +114,8 @@ _TABLES_DDL: tuple[str, ...] = (
         versions JSON, git_commit VARCHAR, hardware JSON)""",
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE, stderr DOUBLE,
-        higher_is_better BOOLEAN, is_primary BOOLEAN, PRIMARY KEY (run_id, task, metric))""",
+        higher_is_better BOOLEAN, is_primary BOOLEAN, aggregation VARCHAR,
+        PRIMARY KEY (run_id, task, metric))""",
     """CREATE TABLE IF NOT EXISTS costs (
         run_id VARCHAR PRIMARY KEY, train_wall_s DOUBLE, eval_wall_s DOUBLE,
         total_wall_s DOUBLE, params BIGINT, bytes BIGINT, tokens BIGINT, steps INTEGER,
@@ -128,6 +130,7 @@ _TABLES = ("meta", "suites", "runs", "metrics", "costs", "samples")
 # Upgrades, applied in order inside the schema transaction: _MIGRATIONS[v] takes v to v + 1.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
+        "ALTER TABLE metrics ADD COLUMN IF NOT EXISTS aggregation VARCHAR",
         *(
             f"ALTER TABLE costs ADD COLUMN IF NOT EXISTS {name} {kind}"
             for name, kind in (
@@ -409,6 +412,7 @@ def _metric_row(run_id: str, metric: Mapping[str, Any]) -> list[Any]:
         _opt(metric.get("stderr"), float),
         bool(metric.get("higher_is_better", True)),
         bool(metric.get("is_primary", False)),
+        _opt(metric.get("aggregation"), str),
     ]
 
 
@@ -488,7 +492,7 @@ def write_run(
             if metric_rows:
                 con.executemany(
                     "INSERT INTO metrics (run_id, task, metric, value, stderr, higher_is_better,"
-                    " is_primary) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " is_primary, aggregation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     metric_rows,
                 )
             if sample_rows:
@@ -523,7 +527,7 @@ ORDER BY r.started_at NULLS LAST, r.run_id
 
 _METRICS_SQL = """
 SELECT m.run_id, r.suite_hash, r.role, r.method, r.family, r.student, r.seed, r.status,
-       m.task, m.metric, m.value, m.stderr, m.higher_is_better, m.is_primary
+       m.task, m.metric, m.value, m.stderr, m.higher_is_better, m.is_primary, m.aggregation
 FROM metrics m JOIN runs r USING (run_id)
 WHERE ?::VARCHAR IS NULL OR r.suite_hash = ?
 ORDER BY m.run_id, m.task, m.metric

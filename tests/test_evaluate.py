@@ -115,7 +115,16 @@ def _check_rows(rows):
         ("kd_compare", "acc"),
     ]
     for row in rows:
-        assert set(row) == {"task", "metric", "value", "stderr", "higher_is_better", "is_primary"}
+        assert set(row) == {
+            "task",
+            "metric",
+            "value",
+            "stderr",
+            "higher_is_better",
+            "is_primary",
+            "aggregation",
+        }
+        assert row["aggregation"] == "mean"  # as the task YAML declares
         assert 0.0 <= row["value"] <= 1.0
         assert isinstance(row["stderr"], float) and not math.isnan(row["stderr"])
         assert row["higher_is_better"] is True
@@ -199,4 +208,19 @@ def test_parse_results_keeps_filters_apart_and_maps_missing_stderr():
         "stderr": None,
         "higher_is_better": False,
         "is_primary": False,
+        "aggregation": None,
     }
+
+
+def test_evaluate_logs_each_question_with_a_confidence(tiny, tokenizer):
+    """Per-question results agree with the aggregate lm-eval reports, and every question has a
+    confidence in (0, 1]: from the choices' likelihoods or the generation's own probability."""
+    rows, questions = evaluate(
+        tiny, tokenizer, ["kd_addition", "kd_compare"], limit=5, samples=True
+    )
+    assert len(questions) == 10
+    for row in rows:
+        mine = [q["correct"] for q in questions if q["task"] == row["task"]]
+        assert sum(mine) / len(mine) == pytest.approx(row["value"])
+    assert all(0.0 < q["confidence"] <= 1.0 for q in questions)
+    assert sorted({q["doc_id"] for q in questions}) == [0, 1, 2, 3, 4]
