@@ -157,7 +157,10 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a suite (every method x student x seed)")
     r.add_argument("suite", type=Path, help="suite TOML, e.g. leaderboards/tiny.toml")
     r.add_argument(
-        "--address", default=None, help="Ray cluster address (default: start a local Ray instance)"
+        "--address",
+        default=None,
+        help="Ray cluster address, or 'auto' for the cluster started on this machine with `ray start`"
+        " (default: $RAY_ADDRESS, else a private local Ray instance)",
     )
     r.add_argument("--db", type=Path, default=_default_db(), help="DuckDB results file")
     r.add_argument("--cache", default=None, help="teacher cache folder (default ~/.cache/kdbench)")

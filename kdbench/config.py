@@ -85,6 +85,20 @@ class Resources:
     cpus_per_job: float = 1.0
     gpus_per_job: float = 0.0
     checkpoint_every: int = 50  # steps; a killed training job resumes from its last checkpoint
+    workers_per_job: int = 1  # > 1: one job spans several workers (Ray Train TorchTrainer)
+    zero_stage: int = 0  # DeepSpeed ZeRO stage of every training engine (0-2)
+
+
+CACHEABLE = ("logits", "hidden_states", "attentions", "qkv")
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """The teacher-signal cache (:mod:`kdbench.signal_cache`): which teacher signals are
+    computed once per suite and read from disk by every method's jobs, and in what form."""
+
+    signals: tuple[str, ...] | None = None  # None: every cacheable signal the methods read
+    topk: int = 16  # logits kept per token (top-k plus the rest mass); 0: the full distribution
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,7 @@ class Suite:
     method_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: Resources = Resources()
     deepspeed: dict[str, Any] = field(default_factory=dict)
+    cache: CacheSpec = CacheSpec()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,6 +243,7 @@ _TOP = {
     "resources",
     "deepspeed",
     "method_config",
+    "cache",
 }
 
 
@@ -345,11 +361,40 @@ def load_suite(path: str | Path) -> Suite:
         batch_size=_take(path, e, "eval.", "batch_size", int, 64, minimum=1),
     )
 
-    r = _table(path, raw, "resources", {"cpus_per_job", "gpus_per_job", "checkpoint_every"})
+    r = _table(
+        path,
+        raw,
+        "resources",
+        {"cpus_per_job", "gpus_per_job", "checkpoint_every", "workers_per_job", "zero_stage"},
+    )
     resources = Resources(
         cpus_per_job=_take(path, r, "resources.", "cpus_per_job", float, 1.0, minimum=0.01),
         gpus_per_job=_take(path, r, "resources.", "gpus_per_job", float, 0.0, minimum=0),
         checkpoint_every=_take(path, r, "resources.", "checkpoint_every", int, 50, minimum=0),
+        workers_per_job=_take(path, r, "resources.", "workers_per_job", int, 1, minimum=1),
+        zero_stage=_take(path, r, "resources.", "zero_stage", int, 0, minimum=0),
+    )
+    if resources.zero_stage > 2:
+        raise SuiteError(
+            path,
+            "resources.zero_stage",
+            f"must be 0, 1 or 2 (ZeRO-3 partitions the weights kdbench saves), "
+            f"got {resources.zero_stage}",
+        )
+    c = _table(path, raw, "cache", {"signals", "topk"})
+    cache_signals = c.get("signals")
+    if cache_signals is not None and not (
+        isinstance(cache_signals, list) and all(x in CACHEABLE for x in cache_signals)
+    ):
+        raise SuiteError(
+            path,
+            "cache.signals",
+            f"must be a list of {', '.join(CACHEABLE)} (empty: no cache, the teacher runs live"
+            f" in every job), got {cache_signals!r}",
+        )
+    cache = CacheSpec(
+        signals=None if cache_signals is None else tuple(sorted(set(cache_signals))),
+        topk=_take(path, c, "cache.", "topk", int, 16, minimum=0),
     )
     ds = raw.get("deepspeed", {})
     if not isinstance(ds, dict):
@@ -371,4 +416,5 @@ def load_suite(path: str | Path) -> Suite:
         method_config={k: dict(v) for k, v in mc.items()},
         resources=resources,
         deepspeed=dict(ds),
+        cache=cache,
     )

@@ -2,214 +2,712 @@
 
 Definitions
 -----------
-* A *group* is one (method, student) pair; its scores are means over its ``ok`` seeds.
-  The teacher's runs (``role = 'teacher'``) form the teacher row.
-* Per task, the score is the metric flagged ``is_primary``.
-* Retention on a task is ``student_score / teacher_score`` when the primary metric is
-  higher-is-better, and ``teacher_score / student_score`` when it is lower-is-better (e.g.
-  perplexity), so that retention > 1 always means "better than the teacher". A zero
-  denominator gives NaN. Retention assumes non-negative metrics.
-* ``retention_avg`` is the arithmetic mean of the per-task retentions over every task of the
-  suite; it is NaN (and the row is unranked) when any task's retention is missing.
-  The teacher's is 1.0.
-* ``rank`` orders non-teacher rows by ``retention_avg`` (1 = best; ties share the best rank);
-  the teacher row and rows without a ``retention_avg`` have no rank.
+* A *group* is one (method, student) pair of a suite; its runs are its seeds. The teacher's
+  runs (``role = 'teacher'``) form the teacher row, shown for reference and never ranked.
+* Per task, the score is the metric flagged ``is_primary``; whether higher is better comes
+  from that metric's ``higher_is_better``, as lm-eval declares it.
+* Retention of one run on a task is ``student_score / teacher_score`` for a higher-is-better
+  metric and ``teacher_score / student_score`` for a lower-is-better one (e.g. perplexity),
+  so retention > 1 always means "better than the teacher". The teacher score is the mean of
+  the teacher's ok runs. A zero denominator gives NaN; metrics are assumed non-negative.
+* A run's average retention is the **arithmetic mean of its per-task retentions** over every
+  task of the suite (each task weighs the same); NaN when any task is missing.
+* ``retention_avg`` is the mean over the group's seeds of the runs' average retentions, and
+  ``retention_ci`` the half-width of its 95% confidence interval, Student t with n - 1
+  degrees of freedom: ``t(0.975, n-1) x sd / sqrt(n)``. With one seed there is no interval
+  (NaN). Per-task columns (``retention_<task>``, ``score_<task>``) work the same way.
+* ``gain_vs_sft`` is ``retention_avg`` minus that of the ``sft`` group of the same student in
+  the same suite (retention points, i.e. fractions of the teacher's score); ``gain_ci`` is
+  Welch's 95% interval for that difference, NaN unless both have two or more seeds.
+* Ranks: a group's interval is ``retention_avg ± retention_ci`` (a point with one seed). Its
+  best rank is 1 + the number of groups whose interval lies entirely above it, its worst rank
+  the number of ranked groups minus those entirely below it. Groups whose intervals overlap
+  thus share ranks, shown as ``rank_label`` ``"2–4"`` (``"3"`` when best = worst). Ranks are
+  computed among the rows left after the method / family / student filters.
+* Closed track: only runs of the same suite (same hash: teacher, students, data, budget,
+  seeds, tasks) are ranked together. :func:`open_track` shows other suites apart, each with
+  its own ranks and a label naming what differs.
+
+All SQL takes parameters; filters and statistics run in pandas on one row per group.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-import duckdb
+import numpy as np
 import pandas as pd
 
 from kdbench import store
+from kdbench.economics import PriceTable, cost_per_million_tokens
+
+SYNTHETIC_PREFIX = "SYNTHETIC"
+"""Suites whose name starts with this hold synthetic runs (benchmarks/app_100k.py)."""
 
 BASE_COLUMNS: tuple[str, ...] = (
     "rank",
+    "rank_worst",
+    "rank_label",
     "method",
     "family",
     "student",
     "role",
     "retention_avg",
+    "retention_ci",
+    "gain_vs_sft",
+    "gain_ci",
 )
-TAIL_COLUMNS: tuple[str, ...] = ("params", "param_ratio", "train_wall_s", "seeds", "failed")
+TASK_PREFIXES: tuple[str, ...] = ("retention_", "retention_ci_", "score_", "score_ci_")
+"""Per-task columns are ``<prefix><task>`` for each prefix."""
+TAIL_COLUMNS: tuple[str, ...] = (
+    "params",
+    "param_ratio",
+    "bytes",
+    "train_wall_s",
+    "device_hours",
+    "price_usd",
+    "train_flops",
+    "teacher_flops",
+    "total_flops",
+    "infer_tokens_per_s",
+    "infer_latency_ms",
+    "speedup",
+    "usd_per_mtok",
+    "seeds",
+    "failed",
+    "run_id",
+    "gpu",
+)
 _KEYS = ["is_teacher", "method", "student"]
+# Cost columns averaged over a group's ok seeds (a literal list: never from input).
+_AVG_COSTS = (
+    "params",
+    "bytes",
+    "train_wall_s",
+    "device_hours",
+    "train_flops",
+    "teacher_flops",
+    "infer_tokens_per_s",
+    "infer_latency_ms",
+)
 
-# Shared CTEs; the single parameter is the suite hash.
 _CTES = """
 WITH
 r AS (
-    SELECT r.run_id, r.role = 'teacher' AS is_teacher, r.method, r.family, r.student,
-           r.status, c.params, c.train_wall_s
-    FROM runs r LEFT JOIN costs c USING (run_id)
-    WHERE r.suite_hash = ?
+    SELECT run_id, role = 'teacher' AS is_teacher, method, family, student, seed, status,
+           json_extract_string(hardware, '$.gpu') AS gpu
+    FROM runs WHERE suite_hash = ?
 ),
-g AS (  -- one row per (method, student) with at least one ok run
-    SELECT is_teacher, method, student, min(family) AS family,
-           count(*) FILTER (WHERE status = 'ok') AS seeds,
-           count(*) FILTER (WHERE status = 'failed') AS failed,
-           avg(params) FILTER (WHERE status = 'ok') AS params,
-           avg(train_wall_s) FILTER (WHERE status = 'ok') AS train_wall_s
-    FROM r
-    GROUP BY is_teacher, method, student
-    HAVING count(*) FILTER (WHERE status = 'ok') > 0
-),
-s AS (  -- mean primary score per group and task over ok seeds
-    SELECT r.is_teacher, r.method, r.student, m.task, avg(m.value) AS score,
-           bool_and(m.higher_is_better) AS higher_is_better
+pm AS (  -- primary metric of every ok run and task
+    SELECT r.run_id, r.is_teacher, r.method, r.student, m.task, m.value AS score,
+           m.higher_is_better
     FROM r JOIN metrics m USING (run_id)
     WHERE r.status = 'ok' AND m.is_primary
-    GROUP BY r.is_teacher, r.method, r.student, m.task
 ),
-t AS (  -- the teacher's score per task
-    SELECT task, avg(score) AS teacher_score, bool_and(higher_is_better) AS higher_is_better
-    FROM s WHERE is_teacher GROUP BY task
+t AS (
+    SELECT task, avg(score) AS teacher_score, bool_and(higher_is_better) AS hib
+    FROM pm WHERE is_teacher GROUP BY task
 ),
-tasks AS (SELECT DISTINCT task FROM s),
-cells AS (  -- every group x every task, with score and retention (NULL when missing)
-    SELECT g.is_teacher, g.method, g.student, tasks.task, s.score,
-           CASE WHEN coalesce(t.higher_is_better, s.higher_is_better)
-                THEN s.score / nullif(t.teacher_score, 0)
-                ELSE t.teacher_score / nullif(s.score, 0) END AS retention
-    FROM g CROSS JOIN tasks
-    LEFT JOIN s USING (is_teacher, method, student, task)
-    LEFT JOIN t USING (task)
+n_tasks AS (SELECT count(DISTINCT task) AS n FROM pm),
+rt AS (  -- per run and task
+    SELECT pm.run_id, pm.is_teacher, pm.method, pm.student, pm.task, pm.score,
+           CASE WHEN coalesce(t.hib, pm.higher_is_better)
+                THEN pm.score / nullif(t.teacher_score, 0)
+                ELSE t.teacher_score / nullif(pm.score, 0) END AS retention
+    FROM pm LEFT JOIN t USING (task)
 ),
-avg_ret AS (
-    SELECT is_teacher, method, student,
-           CASE WHEN count(retention) = (SELECT count(*) FROM tasks)
-                THEN avg(retention) END AS retention_avg
-    FROM cells GROUP BY is_teacher, method, student
-),
-summary AS (
-    SELECT g.*, a.retention_avg,
-           g.params / nullif((SELECT avg(params) FROM g WHERE is_teacher), 0) AS param_ratio,
-           NOT g.is_teacher AND a.retention_avg IS NOT NULL AS ranked
-    FROM g LEFT JOIN avg_ret a USING (is_teacher, method, student)
+ra AS (  -- per run: arithmetic mean over the suite's tasks, NULL unless all are there
+    SELECT rt.run_id,
+           CASE WHEN count(rt.retention) = n_tasks.n THEN avg(rt.retention) END AS retention
+    FROM rt CROSS JOIN n_tasks GROUP BY rt.run_id, n_tasks.n
 )
 """
 
-_SUMMARY_SQL = (
+_GROUPS_SQL = (
+    _CTES
+    + f"""
+SELECT r.is_teacher, r.method, r.student, min(r.family) AS family,
+       count(*) FILTER (WHERE r.status = 'ok') AS seeds,
+       count(*) FILTER (WHERE r.status = 'failed') AS failed,
+       avg(ra.retention) AS retention_avg, stddev_samp(ra.retention) AS retention_sd,
+       count(ra.retention) AS retention_n,
+       arg_min(r.run_id, (coalesce(r.seed, 2147483647), r.run_id))
+           FILTER (WHERE r.status = 'ok') AS run_id,
+       arg_min(r.gpu, (coalesce(r.seed, 2147483647), r.run_id))
+           FILTER (WHERE r.status = 'ok') AS gpu,
+       {", ".join(f"avg(c.{c}) FILTER (WHERE r.status = 'ok') AS {c}" for c in _AVG_COSTS)},
+       avg(CASE WHEN c.train_flops IS NOT NULL OR c.teacher_flops IS NOT NULL
+                THEN coalesce(c.train_flops, 0) + coalesce(c.teacher_flops, 0) END)
+           FILTER (WHERE r.status = 'ok') AS total_flops
+FROM r LEFT JOIN ra USING (run_id) LEFT JOIN costs c USING (run_id)
+GROUP BY r.is_teacher, r.method, r.student
+HAVING count(*) FILTER (WHERE r.status = 'ok') > 0
+"""
+)
+
+_TASKS_SQL = (
     _CTES
     + """
-SELECT is_teacher, method, student, family, retention_avg, params, param_ratio,
-       train_wall_s, seeds, failed,
-       CASE WHEN ranked THEN rank() OVER (PARTITION BY ranked ORDER BY retention_avg DESC)
-       END AS rank,
-       CASE WHEN is_teacher THEN 'teacher' WHEN method = 'sft' THEN 'baseline'
-            ELSE 'method' END AS role
-FROM summary
-ORDER BY is_teacher DESC, rank NULLS LAST, method, student
+SELECT is_teacher, method, student, task,
+       avg(score) AS score, stddev_samp(score) AS score_sd, count(score) AS score_n,
+       avg(retention) AS retention, stddev_samp(retention) AS retention_sd,
+       count(retention) AS retention_n
+FROM rt GROUP BY is_teacher, method, student, task
 """
 )
 
-_CELLS_SQL = _CTES + "SELECT * FROM cells ORDER BY task"
+_DEVICE_HOURS_SQL = """
+SELECT r.role = 'teacher' AS is_teacher, r.method, r.student,
+       json_extract_string(r.hardware, '$.gpu') AS gpu,
+       sum(c.device_hours) AS device_hours, count(*) AS n
+FROM runs r JOIN costs c USING (run_id)
+WHERE r.suite_hash = ? AND r.status = 'ok' AND c.device_hours IS NOT NULL
+GROUP BY ALL
+"""
+
+_RUN_SCORES_SQL = (
+    _CTES
+    + """
+SELECT r.run_id, r.method, r.student, r.seed, rt.task, rt.score, rt.retention
+FROM r JOIN rt USING (run_id)
+WHERE list_contains(?, r.method) AND list_contains(?, r.student)
+UNION ALL
+SELECT r.run_id, r.method, r.student, r.seed, 'average' AS task, NULL AS score, ra.retention
+FROM r JOIN ra USING (run_id)
+WHERE list_contains(?, r.method) AND list_contains(?, r.student)
+ORDER BY method, student, seed, task
+"""
+)
+
+_TASK_INFO_SQL = """
+SELECT m.task, m.metric, bool_and(m.higher_is_better) AS higher_is_better,
+       any_value(m.aggregation) AS aggregation, count(DISTINCT m.run_id) AS runs
+FROM metrics m JOIN runs r USING (run_id)
+WHERE r.suite_hash = ? AND r.status = 'ok' AND m.is_primary
+GROUP BY m.task, m.metric ORDER BY m.task, m.metric
+"""
+
+_SUITES_SQL = """
+SELECT s.suite_hash, s.name, s.path, s.config, s.created_at,
+       json_extract_string(s.config, '$.teacher.name') AS teacher,
+       count(r.run_id) AS n_runs,
+       count(r.run_id) FILTER (WHERE r.status = 'ok') AS n_ok,
+       count(r.run_id) FILTER (WHERE r.status = 'failed') AS n_failed
+FROM suites s LEFT JOIN runs r USING (suite_hash)
+GROUP BY ALL
+ORDER BY s.created_at DESC, s.suite_hash
+"""
 
 _LATEST_SUITE_SQL = "SELECT suite_hash FROM suites ORDER BY created_at DESC, suite_hash LIMIT 1"
 
+_RUN_SQL = f"""
+SELECT {", ".join("r." + c for c in store.RUN_COLUMNS)},
+       {", ".join("c." + c for c in store.COST_COLUMNS)},
+       s.name AS suite_name, s.path AS suite_path, s.config AS suite_config
+FROM runs r LEFT JOIN costs c USING (run_id) LEFT JOIN suites s USING (suite_hash)
+WHERE r.run_id = ?
+"""
+_RUN_METRICS_SQL = """
+SELECT task, metric, value, stderr, higher_is_better, is_primary, aggregation
+FROM metrics WHERE run_id = ? ORDER BY task, NOT is_primary, metric
+"""
+_RUN_SAMPLES_SQL = """
+SELECT task, count(*) AS questions, avg(correct) AS mean_correct,
+       avg(confidence) AS mean_confidence
+FROM samples WHERE run_id = ? GROUP BY task ORDER BY task
+"""
+_SIBLINGS_SQL = """
+SELECT run_id, seed, status FROM runs
+WHERE suite_hash = ? AND role = ? AND method IS NOT DISTINCT FROM ?
+      AND student IS NOT DISTINCT FROM ?
+ORDER BY seed NULLS LAST, run_id
+"""
 
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame(columns=list(BASE_COLUMNS + TAIL_COLUMNS))
+
+# --------------------------------------------------------------------------- statistics
 
 
-def _latest_suite(con: duckdb.DuckDBPyConnection) -> str | None:
-    row = con.execute(_LATEST_SUITE_SQL).fetchone()
+def t_quantile(df: float | np.ndarray) -> float | np.ndarray:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (NaN for df <= 0)."""
+    from scipy.special import stdtrit  # scipy.special imports fast; scipy.stats does not
+
+    df = np.asarray(df, dtype=float)
+    out = np.where(df > 0, stdtrit(np.where(df > 0, df, 1.0), 0.975), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def ci_half_width(sd: Any, n: Any) -> Any:
+    """95% CI half-width of a mean of n values with sample sd: ``t(0.975, n-1) sd / sqrt(n)``;
+    NaN for n < 2. Works on scalars and arrays."""
+    sd = np.asarray(sd, dtype=float)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = np.where(n >= 2, t_quantile(n - 1) * sd / np.sqrt(n), np.nan)
+    return float(half) if half.ndim == 0 else half
+
+
+def mean_ci(values: Iterable[float]) -> tuple[float, float, int]:
+    """(mean, 95% CI half-width, n) of the non-NaN values; half-width NaN when n < 2."""
+    x = np.asarray([v for v in values if v is not None and not _nan(v)], dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan, 0
+    sd = float(x.std(ddof=1)) if x.size >= 2 else math.nan
+    return float(x.mean()), ci_half_width(sd, x.size), int(x.size)
+
+
+def welch_ci(m1: Any, s1: Any, n1: Any, m2: Any, s2: Any, n2: Any) -> tuple[Any, Any]:
+    """Difference ``m1 - m2`` of two independent means and the half-width of its 95% Welch
+    interval: ``t(0.975, nu) sqrt(s1^2/n1 + s2^2/n2)`` with the Welch-Satterthwaite degrees of
+    freedom ``nu = (v1 + v2)^2 / (v1^2/(n1-1) + v2^2/(n2-1))``, ``vi = si^2/ni``.
+    The half-width is NaN unless both n >= 2; 0 when both samples have no spread."""
+    m1, s1, n1, m2, s2, n2 = (np.asarray(v, dtype=float) for v in (m1, s1, n1, m2, s2, n2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v1, v2 = s1**2 / n1, s2**2 / n2
+        se = np.sqrt(v1 + v2)
+        nu = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+        half = np.where(se > 0, t_quantile(np.nan_to_num(nu, nan=0.0)) * se, 0.0)
+        half = np.where((n1 >= 2) & (n2 >= 2), half, np.nan)
+    diff = m1 - m2
+    if diff.ndim == 0:
+        return float(diff), float(half)
+    return diff, half
+
+
+def shared_ranks(mean: Sequence[float], half: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Best and worst rank of each interval ``mean ± half`` (half NaN: a point).
+
+    best = 1 + #intervals entirely above; worst = n - #intervals entirely below, where n is
+    the number of intervals. Overlapping intervals share ranks; intervals closer than 1e-9
+    count as touching. O(n^2) memory in the number of groups (fine for thousands).
+    """
+    m = np.asarray(mean, dtype=float)
+    h = np.nan_to_num(np.asarray(half, dtype=float), nan=0.0)
+    lo, hi = m - h, m + h
+    tol = 1e-9  # float noise (0.005 + 0.865 vs 0.87) is a tie, not a separation
+    above = (lo[None, :] > hi[:, None] + tol).sum(axis=1)  # j entirely above i
+    below = (hi[None, :] < lo[:, None] - tol).sum(axis=1)  # j entirely below i
+    return 1 + above, len(m) - below
+
+
+def _nan(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def rank_label(best: object, worst: object) -> str:
+    """``"3"``, ``"2–4"`` (en dash) or ``"-"`` when unranked."""
+    if _nan(best):
+        return "-"
+    best, worst = int(best), int(worst)  # type: ignore[call-overload]
+    return str(best) if best == worst else f"{best}–{worst}"
+
+
+# --------------------------------------------------------------------------- suites
+
+
+def suites(db_path: str | Path) -> pd.DataFrame:
+    """Suites, newest first: suite_hash, name, path, config (JSON text), created_at, teacher,
+    n_runs, n_ok, n_failed, synthetic (name starts with ``SYNTHETIC``), label."""
+    with store.reader(db_path) as con:
+        df = con.execute(_SUITES_SQL).df()
+    df["synthetic"] = df["name"].fillna("").str.startswith(SYNTHETIC_PREFIX)
+    df["label"] = [f"{n} ({h[:8]})" for n, h in zip(df["name"], df["suite_hash"], strict=True)]
+    return df
+
+
+def latest_suite(db_path: str | Path) -> str | None:
+    """The most recently created suite's hash, or None."""
+    with store.reader(db_path) as con:
+        row = con.execute(_LATEST_SUITE_SQL).fetchone()
     return None if row is None else row[0]
 
 
-def leaderboard(db_path: str | Path, suite_hash: str | None = None) -> pd.DataFrame:
-    """The leaderboard of ``suite_hash`` (default: the most recently created suite).
-
-    One row per (method, student) with at least one ``ok`` run, plus the teacher row first,
-    then by rank. Columns, in order: ``rank`` (nullable Int64), ``method``, ``family``,
-    ``student``, ``role`` ('teacher' / 'baseline' for sft / 'method'), ``retention_avg``,
-    ``retention_<task>`` and ``score_<task>`` per task (tasks sorted), ``params``,
-    ``param_ratio``, ``train_wall_s`` (mean over ok seeds), ``seeds`` (ok runs),
-    ``failed`` (failed runs). See the module docstring for the definitions.
-    Returns an empty frame with the fixed columns when there is nothing to show.
-    """
+def task_info(db_path: str | Path, suite_hash: str) -> pd.DataFrame:
+    """Per task of a suite, its primary metric as lm-eval declared it: task, metric,
+    higher_is_better, aggregation (NULL in rows written before schema 2), runs."""
     with store.reader(db_path) as con:
-        suite = suite_hash if suite_hash is not None else _latest_suite(con)
-        if suite is None:
-            return _empty()
-        summary = con.execute(_SUMMARY_SQL, [suite]).df()
-        cells = con.execute(_CELLS_SQL, [suite]).df()
-    if summary.empty:
-        return _empty()
+        return con.execute(_TASK_INFO_SQL, [suite_hash]).df()
 
-    tasks = sorted(cells["task"].unique())
-    if tasks:
-        wide = cells.pivot(index=_KEYS, columns="task", values=["retention", "score"])
+
+# --------------------------------------------------------------------------- the board
+
+
+def _empty(tasks: Sequence[str] = ()) -> pd.DataFrame:
+    return pd.DataFrame(columns=list(BASE_COLUMNS) + task_columns(tasks) + list(TAIL_COLUMNS))
+
+
+def task_columns(tasks: Sequence[str]) -> list[str]:
+    """The per-task columns of a board, in order."""
+    return [f"{prefix}{t}" for prefix in TASK_PREFIXES for t in tasks]
+
+
+def board_tasks(df: pd.DataFrame) -> list[str]:
+    """The task names of a board frame (from its ``score_<task>`` columns)."""
+    return [
+        c.removeprefix("score_")
+        for c in df.columns
+        if c.startswith("score_") and not c.startswith("score_ci_")
+    ]
+
+
+def _groups(db_path: str | Path, suite: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    with store.reader(db_path) as con:
+        groups = con.execute(_GROUPS_SQL, [suite]).df()
+        tasks = con.execute(_TASKS_SQL, [suite]).df()
+        hours = con.execute(_DEVICE_HOURS_SQL, [suite]).df()
+    return groups, tasks, hours
+
+
+def _add_prices(
+    groups: pd.DataFrame, hours: pd.DataFrame, prices: PriceTable | None
+) -> pd.DataFrame:
+    """price_usd = mean over seeds of device_hours x rate; usd_per_mtok from the
+    representative run's device and the group's mean throughput."""
+    groups["price_usd"] = np.nan
+    groups["usd_per_mtok"] = np.nan
+    if prices is None:
+        return groups
+    if not hours.empty:
+        rates = {g: prices.rate(None if _nan(g) else g) for g in hours["gpu"].unique()}
+        hours = hours.assign(usd=hours["device_hours"] * hours["gpu"].map(rates))
+        per = hours.groupby(_KEYS, dropna=False).agg(usd=("usd", "sum"), n=("n", "sum"))
+        per = (per["usd"] / per["n"]).rename("price_usd").reset_index()
+        groups = groups.drop(columns="price_usd").merge(per, on=_KEYS, how="left")
+    rate = np.array([prices.rate(None if _nan(g) else g) for g in groups["gpu"]], dtype=float)
+    groups["usd_per_mtok"] = [
+        cost_per_million_tokens(r, tps) if not _nan(tps) else math.nan
+        for r, tps in zip(rate, groups["infer_tokens_per_s"].astype(float), strict=True)
+    ]
+    return groups
+
+
+def _in(values: pd.Series, allowed: Sequence[str] | None) -> pd.Series:
+    if allowed is None:
+        return pd.Series(True, index=values.index)
+    return values.isin(list(allowed))
+
+
+def suite_board(
+    db_path: str | Path, suite_hash: str | None = None, *, prices: PriceTable | None = None
+) -> pd.DataFrame:
+    """Every group of a suite with its statistics, unfiltered and unranked (one DuckDB pass;
+    :func:`rank_board` filters and ranks it). Columns: ``is_teacher``, the :func:`leaderboard`
+    columns except the rank ones, and ``retention_sd`` / ``retention_n`` (seeds with a full
+    set of task retentions). An empty frame when there is nothing to show."""
+    suite = suite_hash if suite_hash is not None else latest_suite(db_path)
+    if suite is None:
+        return pd.DataFrame()
+    groups, per_task, hours = _groups(db_path, suite)
+    if groups.empty:
+        return pd.DataFrame()
+    tasks = sorted(per_task["task"].unique())
+
+    groups["retention_ci"] = ci_half_width(groups["retention_sd"], groups["retention_n"])
+    if not per_task.empty:
+        per_task["retention_ci"] = ci_half_width(per_task["retention_sd"], per_task["retention_n"])
+        per_task["score_ci"] = ci_half_width(per_task["score_sd"], per_task["score_n"])
+        wide = per_task.pivot(
+            index=_KEYS, columns="task", values=["retention", "retention_ci", "score", "score_ci"]
+        )
         wide.columns = [f"{kind}_{task}" for kind, task in wide.columns]
-        summary = summary.merge(wide.reset_index(), on=_KEYS, how="left")
+        groups = groups.merge(wide.reset_index(), on=_KEYS, how="left")
+    for col in task_columns(tasks):
+        if col not in groups:
+            groups[col] = np.nan
 
-    summary["rank"] = summary["rank"].astype("Int64")
-    summary["params"] = summary["params"].round().astype("Int64")
-    for col in ("seeds", "failed"):
-        summary[col] = summary[col].astype("int64")
-    task_cols = [f"retention_{t}" for t in tasks] + [f"score_{t}" for t in tasks]
-    columns = list(BASE_COLUMNS) + task_cols + list(TAIL_COLUMNS)
-    return summary[columns].reset_index(drop=True)
+    teacher = groups[groups["is_teacher"]]
+    teacher_params = teacher["params"].mean() if not teacher.empty else math.nan
+    teacher_tps = teacher["infer_tokens_per_s"].mean() if not teacher.empty else math.nan
+    groups["param_ratio"] = groups["params"] / teacher_params
+    groups["speedup"] = groups["infer_tokens_per_s"] / teacher_tps
+    groups = _add_prices(groups, hours, prices)
+
+    # gain over the sft group of the same student, before any filter hides sft
+    is_sft = (groups["method"] == "sft") & ~groups["is_teacher"]
+    sft = groups[is_sft].set_index("student")
+    gain, gain_ci = welch_ci(
+        groups["retention_avg"],
+        groups["retention_sd"],
+        groups["retention_n"],
+        groups["student"].map(sft["retention_avg"]),
+        groups["student"].map(sft["retention_sd"]),
+        groups["student"].map(sft["retention_n"]),
+    )
+    groups["gain_vs_sft"] = np.where(groups["is_teacher"], np.nan, np.where(is_sft, 0.0, gain))
+    groups["gain_ci"] = np.where(groups["is_teacher"] | is_sft, np.nan, gain_ci)
+    groups["role"] = np.where(
+        groups["is_teacher"], "teacher", np.where(is_sft, "baseline", "method")
+    )
+    for col in ("params", "bytes"):
+        groups[col] = groups[col].round().astype("Int64")
+    for col in ("seeds", "failed", "retention_n"):
+        groups[col] = groups[col].astype("int64")
+    return groups
+
+
+def rank_board(
+    board: pd.DataFrame,
+    *,
+    methods: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
+    students: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Filter a :func:`suite_board` frame (the teacher row always stays) and rank what is
+    left with shared ranks; returns the :func:`leaderboard` columns, sorted by retention."""
+    if board.empty:
+        return _empty()
+    keep = board["is_teacher"] | (
+        _in(board["method"], methods) & _in(board["family"], families)
+        & _in(board["student"], students)
+    )  # fmt: skip
+    groups = board[keep].copy()
+    ranked = ~groups["is_teacher"] & groups["retention_avg"].notna()
+    groups["rank"] = pd.array([pd.NA] * len(groups), dtype="Int64")
+    groups["rank_worst"] = pd.array([pd.NA] * len(groups), dtype="Int64")
+    if ranked.any():
+        best, worst = shared_ranks(
+            groups.loc[ranked, "retention_avg"], groups.loc[ranked, "retention_ci"]
+        )
+        groups.loc[ranked, "rank"] = best
+        groups.loc[ranked, "rank_worst"] = worst
+    groups["rank_label"] = [
+        rank_label(b, w) for b, w in zip(groups["rank"], groups["rank_worst"], strict=True)
+    ]
+    groups = groups.sort_values(
+        ["is_teacher", "retention_avg", "rank", "method", "student"],
+        ascending=[False, False, True, True, True],
+        na_position="last",
+        kind="stable",
+    )
+    columns = list(BASE_COLUMNS) + task_columns(board_tasks(board)) + list(TAIL_COLUMNS)
+    return groups[columns].reset_index(drop=True)
+
+
+def leaderboard(
+    db_path: str | Path,
+    suite_hash: str | None = None,
+    *,
+    methods: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
+    students: Sequence[str] | None = None,
+    prices: PriceTable | None = None,
+) -> pd.DataFrame:
+    """The closed-track leaderboard of ``suite_hash`` (default: the most recent suite).
+
+    One row per (method, student) with at least one ``ok`` run, the teacher row first (it
+    stays whatever the filters), then by retention (best first; unranked rows last), best
+    rank, method and student. The
+    filters keep the groups whose method / family / student is in the given list (None: all).
+    ``prices`` fills ``price_usd`` and ``usd_per_mtok`` (NaN without it).
+
+    Columns: :data:`BASE_COLUMNS`; per task (sorted) :data:`TASK_PREFIXES` + task; then
+    :data:`TAIL_COLUMNS`. Means are over ok seeds; see the module docstring for definitions.
+    ``run_id`` is the group's ok run with the lowest seed; ``gpu`` its GPU name (None on CPU).
+    Costs the store lacks (older runs) are NaN. An empty frame when nothing is there.
+    """
+    board = suite_board(db_path, suite_hash, prices=prices)
+    return rank_board(board, methods=methods, families=families, students=students)
+
+
+# --------------------------------------------------------------------------- other suites
+
+_DEFINING = ("teacher", "students", "data", "budget", "eval", "seeds", "methods")
+
+
+def suite_differences(config_a: str | None, config_b: str | None) -> list[str]:
+    """The top-level sections of two suite configs (JSON text) that differ, among teacher,
+    students, data, budget, eval, seeds and methods."""
+    a = json.loads(config_a) if config_a else {}
+    b = json.loads(config_b) if config_b else {}
+    return [k for k in _DEFINING if a.get(k) != b.get(k)]
+
+
+def open_track(
+    db_path: str | Path,
+    suite_hash: str,
+    *,
+    teacher: str | None = None,
+    methods: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
+    students: Sequence[str] | None = None,
+    prices: PriceTable | None = None,
+    limit: int = 20,
+) -> pd.DataFrame:
+    """Rows of the other suites (at most ``limit``, newest first; those with this
+    ``teacher`` name when given), each suite ranked on its own, never with ``suite_hash``.
+
+    Columns: ``suite`` (its label), ``suite_hash``, ``differs`` (what differs from the
+    selected suite, e.g. "budget, data"), then the :func:`leaderboard` columns. Empty when
+    there is no other suite.
+    """
+    all_suites = suites(db_path)
+    this = all_suites[all_suites["suite_hash"] == suite_hash]
+    this_config = this["config"].iloc[0] if not this.empty else None
+    others = all_suites[all_suites["suite_hash"] != suite_hash]
+    if teacher is not None:
+        others = others[others["teacher"] == teacher]
+    frames = []
+    for s in others.head(limit).itertuples(index=False):
+        board = leaderboard(
+            db_path, s.suite_hash, methods=methods, families=families, students=students,
+            prices=prices,
+        )  # fmt: skip
+        if board.empty:
+            continue
+        differs = ", ".join(suite_differences(this_config, s.config)) or "name only"
+        board.insert(0, "differs", differs)
+        board.insert(0, "suite_hash", s.suite_hash)
+        board.insert(0, "suite", s.label)
+        frames.append(board)
+    if not frames:
+        return pd.DataFrame(columns=["suite", "suite_hash", "differs", *BASE_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- compare, runs
+
+
+def run_scores(
+    db_path: str | Path, suite_hash: str, groups: Sequence[tuple[str, str]]
+) -> pd.DataFrame:
+    """Per-run scores of the given (method, student) groups of a suite: run_id, method,
+    student, seed, task, score, retention; plus a row per run with task ``"average"`` (the
+    run's mean retention over tasks, score NaN)."""
+    methods = sorted({m for m, _ in groups})
+    names = sorted({s for _, s in groups})
+    with store.reader(db_path) as con:
+        df = con.execute(_RUN_SCORES_SQL, [suite_hash, methods, names, methods, names]).df()
+    wanted = set(groups)
+    keep = [(m, s) in wanted for m, s in zip(df["method"], df["student"], strict=True)]
+    return df[keep].reset_index(drop=True)
+
+
+def compare(scores: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.DataFrame:
+    """Side by side, per task (and ``"average"``): mean retention of groups ``a`` and ``b``
+    (method, student) over seeds with 95% CIs, the difference a - b with Welch's 95% CI, and
+    whether that interval excludes 0. From a :func:`run_scores` frame."""
+    rows = []
+    for task in sorted(scores["task"].unique(), key=lambda t: (t == "average", t)):
+        sub = scores[scores["task"] == task]
+        stats = []
+        for method, student in (a, b):
+            x = sub.loc[(sub["method"] == method) & (sub["student"] == student), "retention"]
+            x = x.dropna().to_numpy(dtype=float)
+            sd = float(x.std(ddof=1)) if x.size >= 2 else math.nan
+            mean, half, n = mean_ci(x)
+            stats.append((mean, half, n, sd))
+        (ma, ha, na, sa), (mb, hb, nb, sb) = stats
+        diff, dhalf = welch_ci(ma, sa, na, mb, sb, nb)
+        rows.append(
+            {
+                "task": task,
+                "a_retention": ma,
+                "a_ci": ha,
+                "a_seeds": na,
+                "b_retention": mb,
+                "b_ci": hb,
+                "b_seeds": nb,
+                "difference": diff,
+                "difference_ci": dhalf,
+                "significant": bool(not _nan(dhalf) and abs(diff) > dhalf),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_detail(db_path: str | Path, run_id: str) -> dict[str, Any] | None:
+    """Everything stored about one run: ``run`` (its :data:`store.RUN_COLUMNS`, costs and
+    suite name/path/config, JSON as text), ``metrics``, ``samples`` (per-task counts) and
+    ``siblings`` (the runs of the same group: other seeds) as frames. None if unknown."""
+    with store.reader(db_path) as con:
+        run = con.execute(_RUN_SQL, [run_id]).df()
+        if run.empty:
+            return None
+        row = run.iloc[0].to_dict()
+        metrics = con.execute(_RUN_METRICS_SQL, [run_id]).df()
+        samples = con.execute(_RUN_SAMPLES_SQL, [run_id]).df()
+        siblings = con.execute(
+            _SIBLINGS_SQL, [row["suite_hash"], row["role"], row["method"], row["student"]]
+        ).df()
+    return {"run": row, "metrics": metrics, "samples": samples, "siblings": siblings}
 
 
 # --------------------------------------------------------------------------- terminal
 
 
-def _is_missing(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def _fmt_params(value: object) -> str:
-    if _is_missing(value):
+    if _nan(value):
         return "-"
     n = float(value)  # type: ignore[arg-type]
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
 
 
-def _fmt_cell(column: str, value: object) -> str:
-    if _is_missing(value):
+def _fmt_pct_ci(mean: object, half: object) -> str:
+    if _nan(mean):
         return "-"
-    if column == "retention_avg" or column.startswith("retention_"):
-        return f"{float(value):.1%}"  # type: ignore[arg-type]
-    if column.startswith("score_"):
-        return f"{float(value):.4f}"  # type: ignore[arg-type]
-    if column == "params":
-        return _fmt_params(value)
-    if column == "param_ratio":
-        return f"{float(value):.3f}"  # type: ignore[arg-type]
-    if column == "train_wall_s":
-        return f"{float(value):.1f}s"  # type: ignore[arg-type]
-    return str(value)
+    text = f"{float(mean):.1%}"  # type: ignore[arg-type]
+    if not _nan(half):
+        text += f" ±{float(half) * 100:.1f}"  # type: ignore[arg-type]
+    return text
 
 
-_HEADERS = {"retention_avg": "retention", "train_wall_s": "train", "param_ratio": "p_ratio"}
-_LEFT_ALIGNED = {"method", "family", "student", "role"}
+def _fmt_gain(gain: object, half: object) -> str:
+    if _nan(gain):
+        return "-"
+    text = f"{float(gain) * 100:+.1f}"  # type: ignore[arg-type]
+    if not _nan(half):
+        text += f" ±{float(half) * 100:.1f}"  # type: ignore[arg-type]
+    return text
 
 
 def format_table(df: pd.DataFrame) -> str:
     """An aligned plain-text table of a :func:`leaderboard` frame for the terminal.
 
-    Retention is shown in percent, params in millions (``0.25M``), missing values as ``-``.
-    Text columns are left-aligned, numbers right-aligned.
+    Columns: rank (shared ranks as ``2–4``), method, family, student, retention in percent
+    with its 95% CI half-width in points (none with one seed), gain over sft in points, the
+    per-task retentions and scores, params (``0.25M``), train seconds, seeds and failed runs.
+    Missing values are ``-``. Text left-aligned, numbers right-aligned.
     """
     if df.empty:
         return "(no results)"
-    columns = list(df.columns)
-    headers = [_HEADERS.get(c, c) for c in columns]
-    rows = [
-        [_fmt_cell(c, v) for c, v in zip(columns, rec, strict=True)]
-        for rec in df.itertuples(index=False)
-    ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    tasks = board_tasks(df)
+    header = ["rank", "method", "family", "student", "retention", "vs sft"]
+    header += [f"ret.{t}" for t in tasks] + [t for t in tasks]
+    header += ["params", "train", "seeds", "failed"]
+    rows = []
+    for rec in df.to_dict("records"):
+        cells = [
+            rec["rank_label"],
+            str(rec["method"]),
+            str(rec["family"]),
+            str(rec["student"]),
+            _fmt_pct_ci(rec["retention_avg"], rec["retention_ci"]),
+            _fmt_gain(rec["gain_vs_sft"], rec["gain_ci"]),
+        ]
+        cells += [_fmt_pct_ci(rec[f"retention_{t}"], math.nan) for t in tasks]
+        cells += ["-" if _nan(rec[f"score_{t}"]) else f"{rec[f'score_{t}']:.4f}" for t in tasks]
+        cells += [
+            _fmt_params(rec["params"]),
+            "-" if _nan(rec["train_wall_s"]) else f"{rec['train_wall_s']:.1f}s",
+            str(rec["seeds"]),
+            str(rec["failed"]),
+        ]
+        rows.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    left = {1, 2, 3}
 
     def line(cells: list[str]) -> str:
-        parts = [
-            cell.ljust(w) if col in _LEFT_ALIGNED else cell.rjust(w)
-            for col, cell, w in zip(columns, cells, widths, strict=True)
-        ]
-        return "  ".join(parts)
+        return "  ".join(
+            c.ljust(w) if i in left or i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+    single = (df["seeds"] <= 1).all()
+    note = "retention: arithmetic mean over tasks of student/teacher score, mean over seeds" + (
+        " (one seed: no confidence interval)" if single else " ± 95% CI half-width (t)"
+    )
+    return "\n".join([line(header), rule, *(line(r) for r in rows), "", note])

@@ -226,12 +226,18 @@ def _worker_setup(cpus: float) -> None:
 
 
 def teacher_stage(
-    suite: Suite, cache: str, cpus: float, generations: bool = False
+    suite: Suite,
+    cache: str,
+    cpus: float,
+    generations: bool = False,
+    signals: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Ray task: load or build the teacher (cached by recipe hash); with ``generations``, also
-    its greedy generations on the transfer set (cached by teacher, data and settings)."""
+    its greedy generations on the transfer set; with ``signals``, the teacher-signal cache entry
+    (:mod:`kdbench.signal_cache`), verified or (re)built. Both are cached by content."""
     from ray.experimental.tqdm_ray import tqdm
 
+    from kdbench import signal_cache
     from kdbench.generations import cached_generations
     from kdbench.teacher import build_teacher
 
@@ -239,6 +245,15 @@ def teacher_stage(
     teacher = build_teacher(suite, Path(cache), progress_factory=tqdm)
     if generations:
         teacher["generations"] = str(cached_generations(teacher["path"], suite.data, cache))
+    if signals:
+        entry = signal_cache.ensure(
+            teacher["path"], suite.data, signals, suite.cache.topk, cache, progress_factory=tqdm
+        )
+        teacher["signal_cache"] = entry["path"]
+        teacher["signal_cache_built"] = entry["built"]
+        teacher["signal_cache_manifest"] = {
+            k: v for k, v in entry["manifest"].items() if k != "files"
+        }
     return teacher
 
 
@@ -249,23 +264,62 @@ def train_job(
     out_dir: str,
     cpus: float,
     generations: str | None = None,
+    cache_path: str | None = None,
 ) -> dict[str, Any]:
     """Ray task: train one student with one method; saves it and returns its folder and costs.
 
     ``generations``: the teacher stage's generations file, read (never made) here for a method
-    with ``data``."""
+    with ``data``; ``cache_path``: the teacher-signal cache entry, read instead of running the
+    teacher when it holds every signal the method reads. With ``resources.workers_per_job`` > 1
+    this task only drives a Ray Train ``TorchTrainer`` whose workers run :func:`train_worker`.
+    """
+    started = time.time()
+    _worker_setup(cpus)
+    if suite.resources.workers_per_job > 1:
+        from kdbench.distributed import fit
+
+        result = fit(suite, job, teacher_path, out_dir, cpus, generations, cache_path)
+    else:
+        result = train_worker(suite, job, teacher_path, out_dir, cpus, generations, cache_path)
+    return {**result, "job_started": started, "job_ended": time.time()}
+
+
+def train_worker(
+    suite: Suite,
+    job: Job,
+    teacher_path: str,
+    out_dir: str,
+    cpus: float,
+    generations: str | None = None,
+    cache_path: str | None = None,
+) -> dict[str, Any]:
+    """The training job itself, in one process of a group of one (a Ray task) or several (Ray
+    Train workers, which share each global batch); rank 0 saves the student."""
+    import torch
     from ray.experimental.tqdm_ray import tqdm
+    from transformers import AutoConfig
 
     from kdbench.generations import training_examples
     from kdbench.models import build_llama, default_tokenizer, load_pretrained, n_params, save
-    from kdbench.train import encode, train, transfer_batch
+    from kdbench.signal_cache import open_cache
+    from kdbench.speed import PeakMemory
+    from kdbench.train import encode, init_distributed, train, transfer_batch
 
     _worker_setup(cpus)
+    init_distributed()
+    rank = torch.distributed.get_rank()
     method = registry()[job.method]
     cfg = method.make_config(job.config)
     spec = next(s for s in suite.students if s.name == job.student)
-    teacher, tokenizer = None, default_tokenizer()
-    if method.needs_teacher or spec.source is None:
+    cache = open_cache(cache_path) if cache_path else None
+    if cache is not None and not cache.covers(method):
+        cache = None
+    teacher, tokenizer, teacher_config = None, default_tokenizer(), None
+    if cache is not None:  # the signals are on disk: the teacher is not even loaded
+        teacher_config = AutoConfig.from_pretrained(teacher_path)
+        if spec.source is None:
+            _, tokenizer = load_pretrained(teacher_path)
+    elif method.needs_teacher or spec.source is None:
         teacher, tokenizer = load_pretrained(teacher_path)
     if spec.source is not None:
         student, student_tok = load_pretrained(spec.source)
@@ -286,44 +340,78 @@ def train_job(
         data = encode(examples, tokenizer, suite.data.max_length, suite.data.rationales)
     else:
         data = transfer_batch(suite.data, tokenizer, seed=0)
-    bar = tqdm(total=suite.budget.steps, desc=f"{job.method} -> {job.student} seed {job.seed}")
-    stats = train(
-        student,
-        method,
-        cfg,
-        data,
-        suite.budget,
-        suite.budget.steps,
-        job.seed,
-        teacher=teacher,
-        ds_overrides=suite.deepspeed,
-        progress=bar,
-        checkpoint_dir=Path(out_dir) / job.run_id / "checkpoints",
-        checkpoint_every=suite.resources.checkpoint_every,
+    bar = (
+        tqdm(total=suite.budget.steps, desc=f"{job.method} -> {job.student} seed {job.seed}")
+        if rank == 0
+        else None
     )
-    bar.close()
     folder = Path(out_dir) / job.run_id
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: resume state not needed
-    size = save(student.cpu(), tokenizer, folder)
-    return {**stats, "path": str(folder), "params": n_params(student), "bytes": size}
+    with PeakMemory() as memory:
+        stats = train(
+            student,
+            method,
+            cfg,
+            data,
+            suite.budget,
+            suite.budget.steps,
+            job.seed,
+            teacher=teacher,
+            ds_overrides=suite.deepspeed,
+            progress=bar,
+            checkpoint_dir=folder / "checkpoints",
+            checkpoint_every=suite.resources.checkpoint_every,
+            cache=cache,
+            teacher_config=teacher_config,
+            zero_stage=suite.resources.zero_stage,
+        )
+    if bar is not None:
+        bar.close()
+    out = {
+        **stats,
+        "path": str(folder),
+        "params": n_params(student),
+        "peak_rss_mb": memory.peak_mb,
+        "signal_cache": cache is not None,
+        "world_size": torch.distributed.get_world_size(),
+    }
+    if rank == 0:
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: no resume needed
+        out["bytes"] = save(student.cpu(), tokenizer, folder)
+    return out
 
 
 def eval_job(
-    trained: dict[str, Any], tasks: list[str], limit: int | None, batch_size: int, cpus: float
+    trained: dict[str, Any],
+    tasks: list[str],
+    limit: int | None,
+    batch_size: int,
+    cpus: float,
+    prompts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Ray task: score a saved model with lm-eval. Loads it the way a Hub model is loaded."""
+    """Ray task: score a saved model with lm-eval (loaded the way a Hub model is loaded), keep
+    its per-question results, and time its inference on ``prompts``."""
     from kdbench.evaluate import evaluate
     from kdbench.models import load_pretrained, n_params
+    from kdbench.speed import inference_speed
 
+    started = time.time()
     _worker_setup(cpus)
     model, tokenizer = load_pretrained(trained["path"])
     start = time.perf_counter()
-    metrics = evaluate(model, tokenizer, tasks, limit=limit, batch_size=batch_size)
+    metrics, samples = evaluate(
+        model, tokenizer, tasks, limit=limit, batch_size=batch_size, samples=True
+    )
+    wall = time.perf_counter() - start
+    speed = inference_speed(model, tokenizer, prompts) if prompts else {}
     return {
         **trained,
+        **speed,
         "metrics": metrics,
-        "eval_wall_s": time.perf_counter() - start,
+        "samples": samples,
+        "eval_wall_s": wall,
         "params": trained.get("params") or n_params(model),
+        "eval_started": started,
+        "eval_ended": time.time(),
     }
 
 
@@ -336,7 +424,9 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     ray.init(
-        address=address,
+        # no address: a private local instance, never a cluster someone else started on this
+        # machine (Ray's own default would join it); "auto" joins that one on purpose
+        address=address or os.environ.get("RAY_ADDRESS") or "local",
         include_dashboard=False,
         logging_level=logging.ERROR,
         log_to_driver=True,
@@ -360,7 +450,11 @@ def run_suite(
     """Run every missing job of ``suite`` and store the results in ``db``."""
     import ray
     from ray.experimental.tqdm_ray import tqdm
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+    from kdbench import signal_cache, synthetic
+    from kdbench.speed import forward_flops, train_flops
     from kdbench.teacher import cache_root, recipe_hash
 
     methods, jobs = plan(suite)  # every input error surfaces here, before Ray or the database
@@ -377,28 +471,32 @@ def run_suite(
     )
 
     init_ray(address)
-    cpus = suite.resources.cpus_per_job
-    gpus = suite.resources.gpus_per_job
+    res = suite.resources
+    cpus, gpus, workers = res.cpus_per_job, res.gpus_per_job, res.workers_per_job
     total_cpus = max(cpus, float(ray.cluster_resources().get("CPU", 1)))
+    hw = hardware()
     base = {
         "suite_hash": suite.hash,
         "kdbench_version": __version__,
         "versions": json.dumps(versions()),
         "git_commit": git_commit(),
-        "hardware": json.dumps(hardware()),
+        "hardware": json.dumps(hw),
     }
     store.write_suite(db, suite.hash, suite.name, suite.path, suite.to_dict())
     out_dir = db.parent / "runs"
 
-    # 1. teacher stage: one task with the whole machine (its training is the longest job)
+    # 1. teacher stage: one task with the whole machine (its training is the longest job);
+    # it also makes, once, what several methods share: generations and cached teacher signals
     remote = ray.remote  # workers are reused across tasks: imports are paid once per worker
     clock = time.perf_counter()
     teacher_cpus = min(total_cpus, max(cpus, 2.0))
-    generations = any("generations" in by_name[j.method].signals for j in todo)
+    todo_methods = [by_name[j.method] for j in todo]
+    generations = any("generations" in m.signals for m in todo_methods)
+    signals = signal_cache.signals_for(todo_methods, suite.cache.signals)
     teacher = ray.get(
         remote(teacher_stage)
         .options(num_cpus=teacher_cpus, num_gpus=gpus)
-        .remote(suite, str(cache_root(cache)), teacher_cpus, generations)
+        .remote(suite, str(cache_root(cache)), teacher_cpus, generations, signals)
     )
     how = (
         "loaded from cache"
@@ -411,11 +509,47 @@ def run_suite(
         f"teacher {suite.teacher.name}: {how} in {time.perf_counter() - clock:.0f}s ({teacher['path']})"
         + (f"; generations: {teacher['generations']}" if generations else "")
     )
+    manifest = teacher.get("signal_cache_manifest")
+    if manifest:
+        echo(
+            f"teacher signals {', '.join(manifest['signals'])}"
+            + (f" (top-{manifest['topk']} logits)" if manifest["topk"] else "")
+            + f": {'built' if teacher['signal_cache_built'] else 'verified'}, "
+            f"{manifest['bytes'] / 2**20:.0f} MiB, {manifest['bytes_per_token']:.0f} bytes/token "
+            f"({teacher['signal_cache']})"
+        )
 
-    # 2 + 3. train and eval stages: every job at once, Ray packs them onto the resources; the
-    # teacher is scored (once per suite) alongside the students.
-    pending: dict[Any, tuple[Job | None, dt.datetime]] = {}
+    # the teacher's share of each run's FLOPs: one pass for the cache, one for generations,
+    # divided among the runs that read them
+    t_params = teacher.get("params") or 0
+    cache_users = [
+        j
+        for j in jobs
+        if manifest
+        and set(by_name[j.method].signals) - {"generations"}
+        and by_name[j.method].data is None
+        and set(by_name[j.method].signals) - {"generations"} <= set(manifest["signals"])
+    ]
+    gen_users = [j for j in jobs if "generations" in by_name[j.method].signals]
+    cache_share = (
+        forward_flops(t_params, manifest["teacher_tokens"]) / len(cache_users)
+        if cache_users
+        else 0.0
+    )
+    gen_share = (
+        forward_flops(t_params, _generation_tokens(teacher.get("generations"))) / len(gen_users)
+        if gen_users and teacher.get("generations")
+        else 0.0
+    )
+    device_count = (gpus or cpus) * workers  # GPU-hours on GPUs, core-hours on CPUs
+    prompts = [ex["prompt"] for ex in synthetic.transfer_set(list(suite.data.tasks), 16, 1)]
+
+    # 2 + 3. train and eval stages: every job at once. Each single-worker run gets a placement
+    # group (one bundle: its CPUs/GPUs) that its train and eval tasks share, so Ray packs runs
+    # onto the cluster explicitly; a multi-worker run's Ray Train trainer makes its own.
+    pending: dict[Any, tuple[Job | None, dt.datetime, float, Any]] = {}
     teacher_id = run_key(suite, "teacher", {"recipe": recipe_hash(suite)}, suite.teacher.name, 0)
+    bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     if teacher_id not in done:
         ref = (
             remote(eval_job)
@@ -424,7 +558,7 @@ def run_suite(
                 {
                     "path": teacher["path"],
                     "params": teacher.get("params"),
-                    "tokens": None,
+                    "tokens": teacher.get("tokens"),
                     "steps": teacher.get("steps"),
                     "train_wall_s": teacher.get("train_wall_s"),
                     "bytes": teacher.get("bytes"),
@@ -433,28 +567,52 @@ def run_suite(
                 suite.eval.limit,
                 suite.eval.batch_size,
                 cpus,
+                prompts,
             )
         )
-        pending[ref] = (None, _now())
+        pending[ref] = (None, _now(), time.time(), None)
     for job in todo:
+        submitted = time.time()
+        if workers > 1:  # the task only drives Ray Train; its workers hold the resources
+            pg, train_opts, eval_opts = None, {"num_cpus": 0}, {"num_cpus": cpus, "num_gpus": gpus}
+        else:
+            pg = placement_group([bundle], strategy="PACK")
+            strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0)
+            train_opts = {"num_cpus": cpus, "num_gpus": gpus, "scheduling_strategy": strategy}
+            eval_opts = train_opts
         trained = (
             remote(train_job)
             # a crashed worker is retried (and resumes from its checkpoint); an exception
             # raised by a method is not: it would fail the same way again
-            .options(num_cpus=cpus, num_gpus=gpus, max_retries=2, retry_exceptions=False)
-            .remote(suite, job, teacher["path"], str(out_dir), cpus, teacher.get("generations"))
+            .options(**train_opts, max_retries=2, retry_exceptions=False)
+            .remote(
+                suite,
+                job,
+                teacher["path"],
+                str(out_dir),
+                cpus,
+                teacher.get("generations"),
+                teacher.get("signal_cache"),
+            )
         )
         scored = (
             remote(eval_job)
-            .options(num_cpus=cpus, num_gpus=gpus, max_retries=1)
-            .remote(trained, list(suite.eval.tasks), suite.eval.limit, suite.eval.batch_size, cpus)
+            .options(**eval_opts, max_retries=1)
+            .remote(
+                trained,
+                list(suite.eval.tasks),
+                suite.eval.limit,
+                suite.eval.batch_size,
+                cpus,
+                prompts,
+            )
         )
-        pending[scored] = (job, _now())
+        pending[scored] = (job, _now(), submitted, pg)
     failed = 0
     bar = tqdm(total=len(pending), desc="runs (train + eval)", unit="run")
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
-        job, started = pending.pop(ready[0])
+        job, started, submitted, pg = pending.pop(ready[0])
         if job is None:
             run = {
                 **base,
@@ -492,9 +650,38 @@ def run_suite(
         else:
             costs = {
                 key: result.get(key)
-                for key in ("train_wall_s", "eval_wall_s", "params", "bytes", "tokens", "steps")
+                for key in (
+                    "train_wall_s",
+                    "eval_wall_s",
+                    "params",
+                    "bytes",
+                    "tokens",
+                    "steps",
+                    "resumed_from",
+                    "peak_rss_mb",
+                    "teacher_forwards",
+                    "infer_tokens_per_s",
+                    "infer_latency_ms",
+                )
             }
             costs["total_wall_s"] = (_now() - started).total_seconds()
+            tokens, params = result.get("tokens") or 0, result.get("params") or 0
+            if job is None:
+                costs["train_flops"] = train_flops(params, tokens) if tokens else None
+                costs["teacher_flops"] = costs["train_flops"]
+            else:
+                costs["train_flops"] = train_flops(params, tokens) + forward_flops(
+                    t_params,
+                    tokens
+                    * (result.get("teacher_forwards") or 0)
+                    / max(1, suite.budget.steps * suite.budget.batch_size),
+                )
+                costs["teacher_flops"] = (
+                    cache_share if job in cache_users and result.get("signal_cache") else 0.0
+                ) + (gen_share if job in gen_users else 0.0)
+                costs["queue_s"] = result["job_started"] - submitted
+            hours = ((result.get("train_wall_s") or 0) + (result.get("eval_wall_s") or 0)) / 3600
+            costs["device_hours"] = hours * device_count
             if result.get("resumed_from"):
                 print(f"{what}: resumed from its checkpoint at step {result['resumed_from']}")
             store.write_run(
@@ -502,7 +689,10 @@ def run_suite(
                 {**run, "status": "ok", "error": None, "finished_at": _now()},
                 result["metrics"],
                 costs,
+                result.get("samples", []),
             )
+        if pg is not None:
+            remove_placement_group(pg)
         bar.update(1)
     bar.close()
     echo(f"train + eval stages: {time.perf_counter() - clock:.0f}s since the teacher stage began")
@@ -513,7 +703,19 @@ def run_suite(
         "failed": failed,
         "teacher_cached": teacher["cached"],
         "teacher_path": teacher["path"],
+        "signal_cache": teacher.get("signal_cache"),
+        "signal_cache_built": teacher.get("signal_cache_built"),
     }
+
+
+def _generation_tokens(path: str | None) -> int:
+    """Characters of prompts and generations in a generations file: with kdbench's character
+    tokenizer, its token count (an estimate for other tokenizers)."""
+    if not path:
+        return 0
+    from kdbench.generations import load_generations
+
+    return sum(len(r.get("prompt", "")) + len(r.get("text", "")) for r in load_generations(path))
 
 
 def _error_text(e: BaseException) -> str:

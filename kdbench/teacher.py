@@ -85,7 +85,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> dic
     data = transfer_batch(suite.data, tokenizer, seed=0)
     sft = registry()["sft"]
     budget = Budget(steps=t.train_steps, batch_size=t.batch_size, lr=t.lr)
-    steps, wall, score, rounds = 0, 0.0, None, []
+    steps, tokens, wall, score, rounds = 0, 0, 0.0, None, []
     start = time.perf_counter()
     while steps < t.max_steps:
         n = min(t.train_steps, t.max_steps - steps)
@@ -94,7 +94,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> dic
             if progress_factory
             else None
         )
-        train(
+        stats = train(
             model,
             sft,
             sft.make_config(),
@@ -108,6 +108,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> dic
         if bar is not None:
             bar.close()
         steps += n
+        tokens += stats["tokens"]
         if t.gate_task is None:
             break
         metrics = evaluate(
@@ -130,6 +131,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> dic
     meta = {
         "recipe": recipe(suite),
         "steps": steps,
+        "tokens": tokens,
         "train_wall_s": wall,
         "rounds": rounds,
         "params": n_params(model),

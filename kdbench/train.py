@@ -106,12 +106,24 @@ def init_distributed() -> None:
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
 
 
-def deepspeed_config(budget: Budget, steps: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The default engine config for a budget; a suite's ``[deepspeed]`` table overrides keys."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def deepspeed_config(
+    budget: Budget, steps: int, overrides: dict[str, Any], zero_stage: int = 0
+) -> dict[str, Any]:
+    """The default engine config for a budget; a suite's ``[deepspeed]`` table overrides keys.
+    The global batch is split over the data-parallel workers (``train_batch_size`` stays the
+    budget's, so every method sees the same sequences per step whatever the world size)."""
+    world = (
+        torch.distributed.get_world_size()
+        if torch.distributed.is_initialized()
+        else int(os.environ.get("WORLD_SIZE", "1"))
+    )
+    if budget.batch_size % world:
+        raise ValueError(
+            f"budget.batch_size {budget.batch_size} must be divisible by the {world} workers"
+        )
     cfg: dict[str, Any] = {
         "train_batch_size": budget.batch_size,
-        "train_micro_batch_size_per_gpu": max(1, budget.batch_size // world),
+        "train_micro_batch_size_per_gpu": budget.batch_size // world,
         "gradient_accumulation_steps": 1,
         "gradient_clipping": 1.0,
         # torch's AdamW: no JIT-compiled optimizer op is needed on CPU
@@ -129,7 +141,7 @@ def deepspeed_config(budget: Budget, steps: int, overrides: dict[str, Any]) -> d
                 "cos_min_ratio": 0.1,
             },
         },
-        "zero_optimization": {"stage": 0},
+        "zero_optimization": {"stage": zero_stage},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -236,11 +248,16 @@ def method_loss(
     batch: dict[str, torch.Tensor],
     modules: dict[str, torch.nn.Module],
     guard: Any = None,
+    cached: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """One forward of the student (and, for per-batch signals, the teacher) and the method's
     loss. ``student`` is the model or the DeepSpeed engine around it; ``guard`` may wrap the
-    teacher dict (the conformance checks use it to refuse undeclared signals)."""
-    signals = teacher_signals(teacher, method.signals, batch) if teacher is not None else None
+    teacher dict (the conformance checks use it to refuse undeclared signals); ``cached`` is the
+    teacher dict read from the signal cache (then the teacher does not run)."""
+    if cached is not None:
+        signals = cached
+    else:
+        signals = teacher_signals(teacher, method.signals, batch) if teacher is not None else None
     if signals is not None and guard is not None:
         signals = guard(signals)
     want_qkv = "qkv" in method.signals
@@ -271,13 +288,23 @@ def train(
     progress: Any = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
+    cache: Any = None,
+    teacher_config: Any = None,
+    zero_stage: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` for ``steps`` optimiser steps of ``budget.batch_size`` sequences.
+
+    Teacher signals come from ``cache`` (a :class:`kdbench.signal_cache.SignalCache` whose rows
+    are ``data``'s examples) when it is given, else from ``teacher`` run on every batch;
+    ``teacher_config`` stands in for the teacher's config when only the cache is at hand. In a
+    process group of several workers (Ray Train), each worker takes its share of every global
+    batch and DeepSpeed averages the gradients.
 
     With ``checkpoint_dir`` and ``checkpoint_every``, the engine (weights, optimiser, schedule)
     and the data order are checkpointed every ``checkpoint_every`` steps, and a job that finds
     a checkpoint there (its process was killed, Ray retried it) resumes from it.
-    Returns statistics: wall time, tokens seen (non-padding), final loss, the step resumed from.
+    Returns statistics: wall time, tokens seen (non-padding, all workers), final loss, the step
+    resumed from, and the sequences the teacher ran on (``teacher_forwards``, all workers).
     """
     import deepspeed
 
@@ -285,28 +312,28 @@ def train(
     init_distributed()
     torch.manual_seed(seed)
     prepare_models(method, model, teacher)
-    modules = (
-        method.modules(model.config, getattr(teacher, "config", None), cfg)
-        if method.modules
-        else {}
-    )
+    if teacher_config is None:
+        teacher_config = getattr(teacher, "config", None)
+    modules = method.modules(model.config, teacher_config, cfg) if method.modules else {}
     trainable = Trainable(model, modules)
     engine, _, _, _ = deepspeed.initialize(
         model=trainable,
         model_parameters=[p for p in trainable.parameters() if p.requires_grad],
-        config=deepspeed_config(budget, steps, ds_overrides or {}),
+        config=deepspeed_config(budget, steps, ds_overrides or {}, zero_stage),
     )
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     device = engine.device
     if teacher is not None:
         teacher.to(device).eval()
 
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data.input_ids), generator=gen)
-    cursor, tokens, loss_value, first = 0, 0, float("nan"), 0
+    cursor, tokens, loss_value, first, forwards = 0, 0, float("nan"), 0, 0
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "latest").is_file():
         # "latest" is written after a checkpoint's files: a save cut short is never loaded
         _, state = engine.load_checkpoint(str(checkpoint_dir))
         first, cursor, tokens = state["step"], state["cursor"], state["tokens"]
+        forwards = state.get("teacher_forwards", 0)
         order = state["order"]
         gen.set_state(state["generator"])
         if progress is not None:
@@ -316,8 +343,9 @@ def train(
     for step in range(first, steps):
         if cursor + budget.batch_size > len(order):  # next epoch, reshuffled
             order, cursor = torch.randperm(len(data.input_ids), generator=gen), 0
-        idx = order[cursor : cursor + budget.batch_size]
+        global_idx = order[cursor : cursor + budget.batch_size]
         cursor += budget.batch_size
+        idx = global_idx[rank::world]  # this worker's share of the global batch
         width = int(data.attention_mask[idx].sum(1).max())  # trim padding columns
         batch = {
             "input_ids": data.input_ids[idx, :width].to(device),
@@ -325,10 +353,20 @@ def train(
             "labels": data.labels[idx, :width].to(device),
             "weight": data.weight[idx].to(device),
         }
-        loss = method_loss(method, cfg, engine, teacher, batch, dict(trainable.extra))
+        cached = None
+        if cache is not None:
+            cached = {
+                k: (v.to(device) if isinstance(v, torch.Tensor) else _to(v, device))
+                for k, v in cache.batch(idx, width).items()
+            }
+        elif teacher is not None:
+            forwards += len(global_idx)
+        loss = method_loss(
+            method, cfg, engine, teacher, batch, dict(trainable.extra), cached=cached
+        )
         engine.backward(loss)
         engine.step()
-        tokens += int(batch["attention_mask"].sum())
+        tokens += int(data.attention_mask[global_idx].sum())
         loss_value = float(loss.detach())
         if progress is not None:
             progress.update(1)
@@ -345,10 +383,11 @@ def train(
                 "tokens": tokens,
                 "order": order,
                 "generator": gen.get_state(),
+                "teacher_forwards": forwards,
             }
             engine.save_checkpoint(str(checkpoint_dir), tag=f"step{done}", client_state=state)
             for old in Path(checkpoint_dir).glob("step*"):  # keep only the newest
-                if old.name != f"step{done}":
+                if rank == 0 and old.name != f"step{done}":
                     shutil.rmtree(old, ignore_errors=True)
     return {
         "train_wall_s": time.perf_counter() - start,
@@ -356,7 +395,15 @@ def train(
         "steps": steps,
         "final_loss": loss_value,
         "resumed_from": first,
+        "teacher_forwards": forwards,
     }
+
+
+def _to(value: Any, device: Any) -> Any:
+    """Move a tuple of tensors (hidden states, attention maps, qkv) or None to ``device``."""
+    if isinstance(value, tuple):
+        return tuple(v.to(device) for v in value)
+    return value
 
 
 def method_batch(

@@ -157,6 +157,17 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
         assert sorted(runs.role) == ["student"] * 6 + ["teacher"]
         assert runs.git_commit.str.len().min() > 0 and runs.versions.str.contains("deepspeed").all()
         assert (runs.loc[runs.role == "student", "tokens"] > 0).all()
+        # kd read the teacher-signal cache the teacher stage built: no teacher pass in training
+        assert summary["signal_cache_built"] and Path(summary["signal_cache"]).is_dir()
+        kd = runs[runs.method == "kd"]
+        assert (kd.teacher_forwards == 0).all() and (kd.teacher_flops > 0).all()
+        students = runs[runs.role == "student"]
+        assert (students.train_flops > 0).all() and (students.peak_rss_mb > 100).all()
+        assert (students.queue_s >= 0).all() and (runs.device_hours > 0).all()
+        assert (runs.infer_tokens_per_s > 0).all() and (runs.infer_latency_ms > 0).all()
+        samples = store.read_samples(db, suite.hash)
+        assert set(samples.run_id) == set(runs.run_id)  # every scored model, teacher included
+        assert len(samples) == len(runs) * 2 * 6  # two tasks, limit 6
         metrics = store.read_metrics(db, suite.hash)
         assert set(metrics.task) == {"kd_addition", "kd_compare"}
         assert metrics.stderr.notna().all() and metrics.value.between(0, 1).all()
@@ -165,6 +176,7 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
         # a second run reuses the cached teacher and runs nothing already stored
         again = run_suite(suite, db, cache=str(cache))
         assert again["teacher_cached"] and again["ran"] == 2  # only the failed runs again
+        assert again["signal_cache"] == summary["signal_cache"] and not again["signal_cache_built"]
         assert len(store.read_runs(db, suite.hash)) == 9
     finally:
         ray.shutdown()

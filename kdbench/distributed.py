@@ -1,0 +1,75 @@
+"""One training job over several workers (GPUs or nodes) with Ray Train.
+
+A ``TorchTrainer`` starts ``resources.workers_per_job`` workers, packed by Ray Train's own
+placement group (``ScalingConfig(placement_strategy="PACK")``), each with
+``resources.cpus_per_job`` CPUs and ``resources.gpus_per_job`` GPUs, and sets up the torch
+process group (NCCL on GPUs, gloo on CPUs). In each worker, :func:`kdbench.pipeline.train_worker`
+calls ``deepspeed.initialize`` on that group: the ZeRO stage comes from
+``resources.zero_stage``, every worker takes its share of each global batch, and rank 0 saves
+the student. A worker that dies restarts the group (``FailureConfig``), which resumes from the
+job's last checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _loop(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function."""
+    import ray.train
+
+    from kdbench.pipeline import train_worker
+
+    result = train_worker(**config)
+    ray.train.report({k: v for k, v in result.items() if _plain(v)})
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def fit(
+    suite: Any,
+    job: Any,
+    teacher_path: str,
+    out_dir: str,
+    cpus: float,
+    generations: str | None = None,
+    cache_path: str | None = None,
+) -> dict[str, Any]:
+    """Train one job on ``suite.resources.workers_per_job`` workers; returns rank 0's result."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    res = suite.resources
+    per_worker = {"CPU": cpus, **({"GPU": res.gpus_per_job} if res.gpus_per_job else {})}
+    trainer = TorchTrainer(
+        _loop,
+        train_loop_config={
+            "suite": suite,
+            "job": job,
+            "teacher_path": teacher_path,
+            "out_dir": out_dir,
+            "cpus": cpus,
+            "generations": generations,
+            "cache_path": cache_path,
+        },
+        torch_config=TorchConfig(backend="nccl" if res.gpus_per_job else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=res.workers_per_job,
+            use_gpu=res.gpus_per_job > 0,
+            resources_per_worker=per_worker,
+            placement_strategy="PACK",
+        ),
+        run_config=RunConfig(
+            name=f"kdbench-{job.run_id}",
+            storage_path=str(Path(out_dir).resolve() / "ray_train"),
+            failure_config=FailureConfig(max_failures=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return dict(result.metrics)

@@ -1,0 +1,317 @@
+"""The teacher-signal cache: the teacher runs once over the transfer set, and every method's
+training jobs read its signals from disk instead of running the teacher again.
+
+What is cached (the suite's ``[cache]`` table, :class:`kdbench.config.CacheSpec`):
+
+- ``logits``: the top-k logits per token with their ids and the full log-normaliser
+  (``topk_logits``, ``topk_indices``, ``logsumexp``: the keys :func:`kdbench.losses.topk_signals`
+  makes and every logit loss accepts), or the full distribution with ``topk = 0``;
+- ``hidden_states``: every layer's output (embeddings included), float16;
+- ``attentions``: every layer's attention maps, float16;
+- ``qkv``: the last layer's q/k/v projections (:func:`kdbench.train.capture_qkv`), float16.
+
+Layout: only real (non-padding) tokens are stored, token-major and ragged: example ``i``'s
+tokens are rows ``offsets[i] : offsets[i] + lengths[i]`` of each per-token array; attention maps
+are flattened per example (``layers x heads x L x L``) at ``att_offsets[i]``. The arrays are
+``.npy`` files read through memory maps, so a job touches only the rows of its batches.
+
+Key: the SHA-256 of the teacher's weights and tokenizer files, the transfer set's token ids,
+and the signal spec (signals, k, dtypes, format version). A second suite with the same teacher
+and data finds the same entry.
+
+Integrity: an entry is built in a temporary folder and renamed into place after its
+``manifest.json`` (every file's size and SHA-256) is written, so a build that dies leaves no
+entry. :func:`ensure` checks every checksum before handing an entry out and rebuilds a damaged
+one; :func:`open_cache` (in each job) checks the manifest and every file's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdbench.config import CACHEABLE, DataSpec
+from kdbench.generations import teacher_fingerprint
+
+FORMAT = 1  # bump when the layout changes: older entries are then never read
+PER_TOKEN = {
+    "logits": ("topk_logits", "topk_indices", "logsumexp"),
+    "hidden_states": ("hidden_states",),
+    "qkv": ("q", "k", "v"),
+}
+
+
+class CacheError(RuntimeError):
+    """A cache entry is missing, incomplete or damaged."""
+
+
+def signals_for(methods: Iterable[Any], wanted: tuple[str, ...] | None) -> frozenset[str]:
+    """The cacheable signals that some method reads per batch from the transfer set (methods
+    with their own training data see other sequences and run the teacher live), restricted to
+    the suite's ``cache.signals`` when it lists them."""
+    used: set[str] = set()
+    for method in methods:
+        if method.data is None:
+            used |= set(method.signals) & set(CACHEABLE)
+    return frozenset(used if wanted is None else used & set(wanted))
+
+
+def cache_key(teacher_path: str | Path, input_ids: torch.Tensor, signals, topk: int) -> str:
+    h = hashlib.sha256()
+    spec = {"signals": sorted(signals), "topk": topk, "format": FORMAT, "float": "float16"}
+    h.update(json.dumps([teacher_fingerprint(teacher_path), spec], sort_keys=True).encode())
+    h.update(input_ids.numpy().astype(np.int64).tobytes())
+    return h.hexdigest()[:20]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class SignalCache:
+    """An opened cache entry; :meth:`batch` gives the teacher dict for a batch of examples."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def signals(self) -> frozenset[str]:
+        return frozenset(self.manifest["signals"])
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.manifest["bytes_per_token"]
+
+    def covers(self, method: Any) -> bool:
+        """Whether every per-batch teacher signal of ``method`` is in this entry."""
+        wanted = set(method.signals) - {"generations"}
+        return method.data is None and bool(wanted) and wanted <= self.signals
+
+    def batch(self, idx: torch.Tensor, width: int) -> dict[str, Any]:
+        """The cached signals of examples ``idx``, right-padded to ``width`` tokens like the
+        batch (padding positions are zeros: losses mask them). Float arrays come back float32."""
+        idx_np = idx.cpu().numpy()
+        lengths = np.minimum(self.arrays["lengths"][idx_np], width)
+        starts = self.arrays["offsets"][idx_np]
+        b = len(idx_np)
+        rows = np.repeat(np.arange(b), lengths)
+        cols = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src = np.repeat(starts, lengths) + cols
+        order = np.argsort(src, kind="stable")  # memory maps read fastest in file order
+        rows, cols, src = rows[order], cols[order], src[order]
+
+        def gather(name: str) -> torch.Tensor:
+            arr = self.arrays[name]
+            out = np.zeros((b, width, *arr.shape[1:]), dtype=arr.dtype)
+            out[rows, cols] = arr[src]
+            t = torch.from_numpy(out)
+            return t.float() if t.is_floating_point() else t.long()
+
+        out: dict[str, Any] = {"logits": None}
+        if "logits" in self.signals:
+            if self.manifest["topk"]:
+                for name in PER_TOKEN["logits"]:
+                    out[name] = gather(name)
+            else:
+                out["logits"] = gather("logits")
+        if "hidden_states" in self.signals:
+            hs = gather("hidden_states")  # (B, T, layers + 1, H)
+            out["hidden_states"] = tuple(hs[:, :, i] for i in range(hs.shape[2]))
+        if "qkv" in self.signals:
+            out["qkv"] = tuple(gather(name) for name in PER_TOKEN["qkv"])
+        if "attentions" in self.signals:
+            layers, heads = self.manifest["attention_shape"]
+            att = np.zeros((layers, b, heads, width, width), dtype=np.float16)
+            flat, offs = self.arrays["attentions"], self.arrays["att_offsets"]
+            for j, i in enumerate(idx_np):
+                n = int(self.arrays["lengths"][i])
+                block = flat[offs[i] : offs[i] + layers * heads * n * n]
+                att[:, j, :, :n, :n] = block.reshape(layers, heads, n, n)[:, :, :width, :width]
+            maps = torch.from_numpy(att).float()
+            out["attentions"] = tuple(maps[i] for i in range(layers))
+        return out
+
+
+def open_cache(folder: str | Path, verify: bool = False) -> SignalCache:
+    """Open an entry; raises :class:`CacheError` when its manifest is missing or a file's size
+    (with ``verify``, its SHA-256 too) differs from what the manifest recorded."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CacheError(f"teacher-signal cache {folder}: no readable manifest ({e})") from None
+    arrays = {}
+    for name, meta in manifest["files"].items():
+        path = folder / f"{name}.npy"
+        if not path.is_file() or path.stat().st_size != meta["bytes"]:
+            raise CacheError(f"teacher-signal cache {folder}: {path.name} is missing or truncated")
+        if verify and _sha256(path) != meta["sha256"]:
+            raise CacheError(f"teacher-signal cache {folder}: {path.name} is damaged (checksum)")
+        arrays[name] = np.load(path, mmap_mode="r")
+    return SignalCache(folder, manifest, arrays)
+
+
+def build(
+    teacher: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    signals: frozenset[str],
+    topk: int,
+    folder: Path,
+    batch_size: int = 64,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """One teacher pass over the transfer set, written to ``folder`` (which must not exist)."""
+    from kdbench.train import teacher_signals
+
+    if "attentions" in signals and teacher.config._attn_implementation != "eager":
+        teacher.set_attn_implementation("eager")  # other kernels return no attention maps
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    lengths = attention_mask.sum(1).numpy().astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n_tok = int(offsets[-1])
+    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    arrays: dict[str, np.ndarray] = {}
+    manifest: dict[str, Any] = {"signals": sorted(signals), "topk": topk}
+
+    def alloc(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        arrays[name] = np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dtype, shape)
+        return arrays[name]
+
+    np.save(tmp / "lengths.npy", lengths)
+    np.save(tmp / "offsets.npy", offsets)
+    start = time.perf_counter()
+    forwards = 0
+    for lo in range(0, len(input_ids), batch_size):
+        hi = min(lo + batch_size, len(input_ids))
+        width = int(lengths[lo:hi].max())
+        batch = {
+            "input_ids": input_ids[lo:hi, :width].to(device),
+            "attention_mask": attention_mask[lo:hi, :width].to(device),
+        }
+        out = teacher_signals(teacher, signals, batch)
+        forwards += hi - lo
+        mask = batch["attention_mask"].bool().cpu()
+        a, b = int(offsets[lo]), int(offsets[hi])
+
+        def put(name: str, value: torch.Tensor, dtype: Any, a=a, b=b, mask=mask) -> None:
+            value = value.detach().cpu()[mask]  # (tokens, ...) in example-major order
+            if name not in arrays:
+                alloc(name, (n_tok, *value.shape[1:]), dtype)
+            arrays[name][a:b] = value.numpy().astype(dtype)
+
+        if "logits" in signals:
+            logits = out["logits"].float()
+            if topk and topk < logits.shape[-1]:
+                vocab = logits.shape[-1]
+                values, ids = logits.topk(topk, dim=-1)
+                put("topk_logits", values, np.float32)
+                put("topk_indices", ids, np.int16 if vocab < 2**15 else np.int32)
+                put("logsumexp", logits.logsumexp(-1), np.float32)
+            else:
+                put("logits", logits, np.float32)
+        if "hidden_states" in signals:
+            put("hidden_states", torch.stack(out["hidden_states"], 2), np.float16)
+        if "qkv" in signals:
+            for name, value in zip(PER_TOKEN["qkv"], out["qkv"], strict=True):
+                put(name, value, np.float16)
+        if "attentions" in signals:
+            maps = torch.stack(out["attentions"], 0).cpu()  # (layers, B, heads, T, T)
+            layers, _, heads = maps.shape[:3]
+            manifest["attention_shape"] = [layers, heads]
+            if "attentions" not in arrays:
+                sizes = layers * heads * lengths**2
+                att_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+                np.save(tmp / "att_offsets.npy", att_offsets)
+                alloc("attentions", (int(att_offsets[-1]),), np.float16)
+                arrays["_att_offsets"] = att_offsets
+            for j in range(hi - lo):
+                n = int(lengths[lo + j])
+                o = int(arrays["_att_offsets"][lo + j])
+                block = maps[:, j, :, :n, :n].reshape(-1).numpy().astype(np.float16)
+                arrays["attentions"][o : o + block.size] = block
+        if progress is not None:
+            progress.update(hi - lo)
+    if "logits" in signals and topk and "logits" in arrays:
+        manifest["topk"] = 0  # k >= vocabulary: the full distribution was stored
+    arrays.pop("_att_offsets", None)
+    for arr in arrays.values():
+        arr.flush()
+    arrays.clear()  # close the memory maps before hashing the files
+    files = {}
+    for path in sorted(tmp.glob("*.npy")):
+        files[path.stem] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    total = sum(f["bytes"] for f in files.values())
+    manifest.update(
+        files=files,
+        n_examples=len(input_ids),
+        n_tokens=n_tok,
+        bytes=total,
+        bytes_per_token=total / max(1, n_tok),
+        teacher_forwards=forwards,
+        teacher_tokens=n_tok,
+        build_s=time.perf_counter() - start,
+    )
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    try:
+        os.rename(tmp, folder)  # atomic: the entry appears complete or not at all
+    except OSError:  # another process built the same entry meanwhile: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def ensure(
+    teacher_path: str | Path,
+    data: DataSpec,
+    signals: frozenset[str],
+    topk: int,
+    root: str | Path,
+    progress_factory: Any = None,
+) -> dict[str, Any]:
+    """The cache entry for this teacher, transfer set and spec: verified (every checksum) if
+    present, (re)built if missing or damaged. Returns ``{"path", "built", "manifest"}``; a
+    damaged entry is moved aside and never read."""
+    from kdbench.models import load_pretrained
+    from kdbench.train import transfer_batch
+
+    teacher, tokenizer = load_pretrained(str(teacher_path))
+    batch = transfer_batch(data, tokenizer, seed=0)
+    folder = Path(root) / "signals" / cache_key(teacher_path, batch.input_ids, signals, topk)
+    if folder.exists():
+        try:
+            entry = open_cache(folder, verify=True)
+            return {"path": str(folder), "built": False, "manifest": entry.manifest}
+        except CacheError as e:
+            print(f"{e}: rebuilding it")
+            shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    bar = (
+        progress_factory(total=len(batch.input_ids), desc="teacher signals", unit="seq")
+        if progress_factory
+        else None
+    )
+    manifest = build(
+        teacher, batch.input_ids, batch.attention_mask, signals, topk, folder, progress=bar
+    )
+    if bar is not None:
+        bar.close()
+    return {"path": str(folder), "built": True, "manifest": manifest}

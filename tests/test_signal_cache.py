@@ -1,0 +1,146 @@
+"""The teacher-signal cache: one teacher pass, signals read back equal to a live pass, damaged
+or half-written entries never read, and training from the cache runs no teacher at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kdbench import signal_cache
+from kdbench.config import Budget, DataSpec
+from kdbench.losses import topk_signals
+from kdbench.methods import registry
+from kdbench.models import load_pretrained
+from kdbench.train import teacher_signals, train, transfer_batch
+
+from .test_generations import noisy_teacher
+
+DATA = DataSpec(tasks=("addition", "compare"), n_per_task=12, max_length=48)
+ALL = frozenset({"logits", "hidden_states", "attentions", "qkv"})
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    return noisy_teacher(tmp_path_factory.mktemp("teacher") / "t")
+
+
+@pytest.fixture(scope="module")
+def entry(teacher, tmp_path_factory) -> dict:
+    return signal_cache.ensure(teacher, DATA, ALL, 8, tmp_path_factory.mktemp("cache"))
+
+
+def _live(teacher: Path, idx: torch.Tensor):
+    model, tok = load_pretrained(str(teacher))
+    model.set_attn_implementation("eager")
+    data = transfer_batch(DATA, tok, seed=0)
+    width = int(data.attention_mask[idx].sum(1).max())
+    batch = {
+        "input_ids": data.input_ids[idx, :width],
+        "attention_mask": data.attention_mask[idx, :width],
+    }
+    return teacher_signals(model.eval(), ALL, batch), batch["attention_mask"].bool(), width
+
+
+def test_cached_signals_equal_a_live_teacher_pass(teacher, entry) -> None:
+    assert entry["built"] and entry["manifest"]["teacher_forwards"] == 2 * DATA.n_per_task
+    cache = signal_cache.open_cache(entry["path"])
+    idx = torch.tensor([5, 0, 17, 3])  # shuffled, mixed tasks and lengths
+    live, mask, width = _live(teacher, idx)
+    got = cache.batch(idx, width)
+
+    want = topk_signals(live["logits"], 8)
+    assert torch.equal(got["topk_indices"][mask], want["topk_indices"][mask])
+    torch.testing.assert_close(got["topk_logits"][mask], want["topk_logits"][mask])
+    torch.testing.assert_close(got["logsumexp"][mask], want["logsumexp"][mask])
+    assert got["logits"] is None  # top-k form: the losses take the k + 1 buckets
+    for name in ("hidden_states", "qkv"):
+        assert len(got[name]) == len(live[name])
+        for a, b in zip(got[name], live[name], strict=True):
+            torch.testing.assert_close(a[mask], b[mask], atol=2e-2, rtol=2e-3)  # float16
+    assert len(got["attentions"]) == len(live["attentions"])
+    pair = mask[:, None, :, None] & mask[:, None, None, :]
+    for a, b in zip(got["attentions"], live["attentions"], strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(
+            a.masked_fill(~pair, 0), b.masked_fill(~pair, 0), atol=1e-3, rtol=0
+        )
+    assert entry["manifest"]["bytes_per_token"] > 0
+
+
+def test_an_entry_is_reused_and_a_damaged_one_rebuilt(teacher, entry, tmp_path) -> None:
+    root = Path(entry["path"]).parent.parent
+    again = signal_cache.ensure(teacher, DATA, ALL, 8, root)
+    assert again["path"] == entry["path"] and not again["built"]
+
+    hidden = Path(entry["path"]) / "hidden_states.npy"
+    raw = bytearray(hidden.read_bytes())
+    raw[-3] ^= 0xFF  # one flipped byte, same size: only the checksum sees it
+    hidden.write_bytes(bytes(raw))
+    signal_cache.open_cache(entry["path"])  # a size check alone would pass...
+    with pytest.raises(signal_cache.CacheError, match="damaged"):
+        signal_cache.open_cache(entry["path"], verify=True)
+    rebuilt = signal_cache.ensure(teacher, DATA, ALL, 8, root)  # ...the stage's check does not
+    assert rebuilt["built"] and rebuilt["path"] == entry["path"]
+    signal_cache.open_cache(rebuilt["path"], verify=True)
+
+    with hidden.open("r+b") as f:  # truncated, as by a full disk
+        f.truncate(hidden.stat().st_size - 100)
+    with pytest.raises(signal_cache.CacheError, match="truncated"):
+        signal_cache.open_cache(entry["path"])
+    assert signal_cache.ensure(teacher, DATA, ALL, 8, root)["built"]
+
+
+def test_a_build_that_dies_leaves_no_entry(teacher, tmp_path, monkeypatch) -> None:
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(signal_cache, "_sha256", boom)  # dies before the manifest is written
+    with pytest.raises(OSError):
+        signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 4, tmp_path)
+    monkeypatch.undo()
+    folder = tmp_path / "signals"
+    assert [p for p in folder.iterdir() if ".tmp-" not in p.name] == []
+    assert signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 4, tmp_path)["built"]
+
+
+def test_full_logits_when_k_is_zero(teacher, tmp_path) -> None:
+    e = signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 0, tmp_path)
+    cache = signal_cache.open_cache(e["path"])
+    idx = torch.tensor([1, 2])
+    live, mask, width = _live(teacher, idx)
+    got = cache.batch(idx, width)["logits"][mask]
+    torch.testing.assert_close(got, live["logits"][mask], atol=1e-4, rtol=1e-5)  # batching
+
+
+def test_training_from_the_cache_runs_no_teacher_and_matches_live_training(
+    teacher, entry, tmp_path
+) -> None:
+    """kd from a full-logits cache reaches the weights of kd with the teacher run live; kd from
+    the top-k entry trains too, and neither touches the teacher."""
+    from kdbench.models import build_llama
+
+    model, tok = load_pretrained(str(teacher))
+    data = transfer_batch(DATA, tok, seed=0)
+    method = registry()["kd"]
+    cfg = method.make_config()
+    budget = Budget(steps=3, batch_size=4, lr=1e-3, warmup=0.0)
+    arch = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 48}
+    full = signal_cache.open_cache(
+        signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 0, tmp_path)["path"]
+    )
+    assert full.covers(method) and not full.covers(registry()["fitnets"])
+
+    def run(**kw):
+        student = build_llama(arch, tok, seed=1)
+        return student, train(student, method, cfg, data, budget, 3, seed=0, **kw)
+
+    a, cached = run(cache=full, teacher_config=model.config)
+    b, live = run(teacher=model)
+    assert cached["teacher_forwards"] == 0 and live["teacher_forwards"] == 3 * budget.batch_size
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
+    _, topk = run(cache=signal_cache.open_cache(entry["path"]), teacher_config=model.config)
+    assert topk["teacher_forwards"] == 0 and np.isfinite(topk["final_loss"])
