@@ -12,22 +12,24 @@ job's last checkpoint.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 
+RESULT = "train_result.json"  # rank 0's statistics, next to the saved student
+
+
 def _loop(config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function."""
-    import ray.train
+    """Ray Train's per-worker function: the job; rank 0 leaves its statistics on disk (Ray
+    Train keeps reported metrics only with a checkpoint, and the student is saved already)."""
+    import torch
 
     from kdbench.pipeline import train_worker
 
     result = train_worker(**config)
-    ray.train.report({k: v for k, v in result.items() if _plain(v)})
-
-
-def _plain(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
+    if torch.distributed.get_rank() == 0:
+        (Path(result["path"]) / RESULT).write_text(json.dumps(result))
 
 
 def fit(
@@ -72,4 +74,4 @@ def fit(
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return dict(result.metrics)
+    return json.loads((Path(out_dir) / job.run_id / RESULT).read_text())
