@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 RESULT = "train_result.json"  # rank 0's statistics, next to the saved student
 
 
