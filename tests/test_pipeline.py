@@ -190,3 +190,72 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
     assert len(shown) == len(table) == 7
     assert set(shown["method"]) == {"teacher", "sft", "kd", "seqkd"}
     assert os.path.exists(db)
+
+
+@pytest.mark.e2e
+def test_a_killed_training_job_resumes_from_its_checkpoint(write_suite, tmp_path: Path) -> None:
+    """SIGKILL the process of a running training job mid-suite: Ray retries the task, the job
+    resumes from its last checkpoint, and the suite completes with every run stored once."""
+    import signal
+    import threading
+    import time
+
+    import psutil
+    import ray
+
+    from kdbench import store
+    from kdbench.pipeline import run_suite
+
+    shrink = [r for r in SHRINK if not r[0].startswith(("methods", "steps"))]
+    suite = load_suite(
+        write_suite(
+            *shrink,
+            ("methods = []", 'methods = ["sft"]'),
+            ("steps = 200", "steps = 300"),
+            ("checkpoint_every = 50", "checkpoint_every = 20"),
+        )
+    )
+    db = tmp_path / "results" / "kdbench.duckdb"
+    _, jobs = plan(suite)
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["summary"] = run_suite(suite, db, cache=str(tmp_path / "cache"))
+        except BaseException as e:  # surfaced by the assertions below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = None
+    try:
+        deadline = time.monotonic() + 600
+        while killed is None and thread.is_alive() and time.monotonic() < deadline:
+            done = [
+                j
+                for j in jobs
+                if list((db.parent / "runs" / j.run_id / "checkpoints").glob("step*"))
+            ]
+            workers = [
+                p
+                for p in psutil.process_iter(["cmdline"])
+                if (p.info["cmdline"] or [""])[0].startswith("ray::train_job")
+            ]
+            if done and workers:
+                victim = done[0]
+                # the train task of that run: the only one with this checkpoint folder open is
+                # not knowable from outside, so kill every running train task (one or two)
+                for p in workers:
+                    p.send_signal(signal.SIGKILL)
+                killed = victim
+            time.sleep(0.2)
+        thread.join(timeout=900)
+    finally:
+        ray.shutdown()
+    assert killed is not None, "no training job was caught between a checkpoint and its end"
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["summary"]["failed"] == 0
+    runs = store.read_runs(db, suite.hash)
+    assert runs.run_id.is_unique and len(runs) == len(jobs) + 1 and (runs.status == "ok").all()
+    resumed = runs.set_index("run_id").loc[killed.run_id, "resumed_from"]
+    assert resumed >= 20 and resumed % 20 == 0  # restarted from a checkpoint, not from step 0
