@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DB ?= results/kdbench.duckdb
 
-.PHONY: install demo test test-fast e2e lint format bench clean
+.PHONY: install browser-deps demo test test-fast e2e lint format bench bench-app screenshot clean
 
 # torch first: on a machine without an NVIDIA GPU take the local CPU build (an open
 # `torch` requirement would pull a multi-GB CUDA build); with a GPU take the default build.
@@ -18,17 +18,24 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The browser test (tests/test_browser.py) drives Debian's headless Chromium: install it
+# when /usr/bin/chromedriver is missing (as root, else through sudo).
+browser-deps:
+	@test -x /usr/bin/chromedriver || { \
+	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
+
 demo: install  ## run the tiny suite, print the leaderboard, serve the web app
 	$(VENV)/bin/kdbench run leaderboards/tiny.toml --db $(DB)
 	$(VENV)/bin/kdbench app --db $(DB)
 
-test: install  ## lint, unit tests, then the end-to-end tier
+test: install browser-deps  ## lint, unit tests (with the browser test), then the end-to-end tier
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -m "not e2e"
 	$(PY) -m pytest -m e2e
 
-test-fast: install
+test-fast: install browser-deps
 	$(PY) -m pytest -m "not e2e"
 
 lint: install
@@ -39,6 +46,12 @@ format: install
 
 bench: install  ## time the tiny suite with and without a cached teacher
 	$(PY) benchmarks/tiny_suite.py
+
+bench-app: install  ## first render and filter change of the app over 100,000 synthetic runs
+	$(PY) benchmarks/app_100k.py
+
+screenshot: install browser-deps  ## refresh docs/leaderboard.png from the browser test
+	KDBENCH_SCREENSHOT=docs/leaderboard.png $(PY) -m pytest -q tests/test_browser.py
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

@@ -82,6 +82,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from kdbench.economics import PriceError, load_prices
     from kdbench.leaderboard import format_table, leaderboard
 
     if not args.db.exists():
@@ -91,7 +92,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    table = leaderboard(args.db, args.suite)
+    try:
+        prices = load_prices(args.prices)
+    except PriceError as e:
+        print(f"kdbench: error: {e}", file=sys.stderr)
+        return 2
+    table = leaderboard(
+        args.db,
+        args.suite,
+        methods=args.method,
+        families=args.family,
+        students=args.student,
+        prices=prices,
+    )
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:
@@ -175,6 +188,20 @@ def parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="print the ranked leaderboard")
     lb.add_argument("--db", type=Path, default=_default_db())
     lb.add_argument("--suite", default=None, help="suite hash (default: the latest suite)")
+    for flag, what in (("method", "method"), ("family", "method family"), ("student", "student")):
+        lb.add_argument(
+            f"--{flag}",
+            action="append",
+            default=None,
+            metavar=flag.upper(),
+            help=f"only this {what} (repeatable; ranks are recomputed within the view)",
+        )
+    lb.add_argument(
+        "--prices",
+        type=Path,
+        default=None,
+        help="hardware price table (default: leaderboards/prices/default.toml)",
+    )
     lb.add_argument("--json", action="store_true")
     lb.set_defaults(func=cmd_leaderboard)
 

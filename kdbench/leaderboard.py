@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,75 +98,91 @@ _AVG_COSTS = (
 
 _CTES = """
 WITH
-r AS (
-    SELECT run_id, role = 'teacher' AS is_teacher, method, family, student, seed, status,
-           json_extract_string(hardware, '$.gpu') AS gpu
-    FROM runs WHERE suite_hash = ?
+r AS (  -- the runs of the suites in the list parameter
+    SELECT run_id, suite_hash, role = 'teacher' AS is_teacher, method, family, student, seed,
+           status
+    FROM runs WHERE list_contains(?, suite_hash)
 ),
 pm AS (  -- primary metric of every ok run and task
-    SELECT r.run_id, r.is_teacher, r.method, r.student, m.task, m.value AS score,
-           m.higher_is_better
+    SELECT r.run_id, r.suite_hash, r.is_teacher, r.method, r.student, m.task,
+           m.value AS score, m.higher_is_better, m.metric, m.aggregation
     FROM r JOIN metrics m USING (run_id)
     WHERE r.status = 'ok' AND m.is_primary
 ),
 t AS (
-    SELECT task, avg(score) AS teacher_score, bool_and(higher_is_better) AS hib
-    FROM pm WHERE is_teacher GROUP BY task
+    SELECT suite_hash, task, avg(score) AS teacher_score, bool_and(higher_is_better) AS hib
+    FROM pm WHERE is_teacher GROUP BY suite_hash, task
 ),
-n_tasks AS (SELECT count(DISTINCT task) AS n FROM pm),
+n_tasks AS (SELECT suite_hash, count(DISTINCT task) AS n FROM pm GROUP BY suite_hash),
 rt AS (  -- per run and task
-    SELECT pm.run_id, pm.is_teacher, pm.method, pm.student, pm.task, pm.score,
+    SELECT pm.run_id, pm.suite_hash, pm.is_teacher, pm.method, pm.student, pm.task, pm.score,
+           pm.metric, pm.aggregation, pm.higher_is_better,
            CASE WHEN coalesce(t.hib, pm.higher_is_better)
                 THEN pm.score / nullif(t.teacher_score, 0)
                 ELSE t.teacher_score / nullif(pm.score, 0) END AS retention
-    FROM pm LEFT JOIN t USING (task)
+    FROM pm LEFT JOIN t USING (suite_hash, task)
 ),
-ra AS (  -- per run: arithmetic mean over the suite's tasks, NULL unless all are there
+ra AS (  -- per run: arithmetic mean over its suite's tasks, NULL unless all are there
     SELECT rt.run_id,
            CASE WHEN count(rt.retention) = n_tasks.n THEN avg(rt.retention) END AS retention
-    FROM rt CROSS JOIN n_tasks GROUP BY rt.run_id, n_tasks.n
+    FROM rt JOIN n_tasks USING (suite_hash) GROUP BY rt.run_id, n_tasks.n
 )
 """
 
+# Retention per group. The costs go in a separate query (_COSTS_SQL): two two-table joins
+# are cheaper in DuckDB than one three-table join over every run.
 _GROUPS_SQL = (
     _CTES
-    + f"""
-SELECT r.is_teacher, r.method, r.student, min(r.family) AS family,
+    + """
+SELECT r.suite_hash, r.is_teacher, r.method, r.student, min(r.family) AS family,
        count(*) FILTER (WHERE r.status = 'ok') AS seeds,
        count(*) FILTER (WHERE r.status = 'failed') AS failed,
        avg(ra.retention) AS retention_avg, stddev_samp(ra.retention) AS retention_sd,
        count(ra.retention) AS retention_n,
        arg_min(r.run_id, (coalesce(r.seed, 2147483647), r.run_id))
-           FILTER (WHERE r.status = 'ok') AS run_id,
-       arg_min(r.gpu, (coalesce(r.seed, 2147483647), r.run_id))
-           FILTER (WHERE r.status = 'ok') AS gpu,
-       {", ".join(f"avg(c.{c}) FILTER (WHERE r.status = 'ok') AS {c}" for c in _AVG_COSTS)},
-       avg(CASE WHEN c.train_flops IS NOT NULL OR c.teacher_flops IS NOT NULL
-                THEN coalesce(c.train_flops, 0) + coalesce(c.teacher_flops, 0) END)
-           FILTER (WHERE r.status = 'ok') AS total_flops
-FROM r LEFT JOIN ra USING (run_id) LEFT JOIN costs c USING (run_id)
-GROUP BY r.is_teacher, r.method, r.student
+           FILTER (WHERE r.status = 'ok') AS run_id
+FROM r LEFT JOIN ra USING (run_id)
+GROUP BY r.suite_hash, r.is_teacher, r.method, r.student
 HAVING count(*) FILTER (WHERE r.status = 'ok') > 0
 """
 )
 
+_COSTS_SQL = f"""
+SELECT r.suite_hash, r.role = 'teacher' AS is_teacher, r.method, r.student,
+       {", ".join(f"avg(c.{c}) AS {c}" for c in _AVG_COSTS)},
+       -- a student: its training (with live teacher passes) plus its share of the
+       -- teacher's cache building / generation; the teacher row: its own training
+       avg(CASE WHEN r.role = 'teacher' THEN coalesce(c.teacher_flops, c.train_flops)
+                WHEN c.train_flops IS NOT NULL OR c.teacher_flops IS NOT NULL
+                THEN coalesce(c.train_flops, 0) + coalesce(c.teacher_flops, 0) END)
+           AS total_flops,
+       -- the hardware of the representative run (JSON parsed in Python, for these rows only)
+       arg_min(r.hardware, (coalesce(r.seed, 2147483647), r.run_id)) AS hardware
+FROM runs r LEFT JOIN costs c USING (run_id)
+WHERE list_contains(?, r.suite_hash) AND r.status = 'ok'
+GROUP BY r.suite_hash, r.role, r.method, r.student
+"""
+
 _TASKS_SQL = (
     _CTES
     + """
-SELECT is_teacher, method, student, task,
+SELECT suite_hash, is_teacher, method, student, task,
        avg(score) AS score, stddev_samp(score) AS score_sd, count(score) AS score_n,
        avg(retention) AS retention, stddev_samp(retention) AS retention_sd,
-       count(retention) AS retention_n
-FROM rt GROUP BY is_teacher, method, student, task
+       count(retention) AS retention_n,
+       -- the primary metric as lm-eval declared it (for task_info)
+       any_value(metric) AS metric, bool_and(higher_is_better) AS higher_is_better,
+       any_value(aggregation) AS aggregation
+FROM rt GROUP BY suite_hash, is_teacher, method, student, task
 """
 )
 
+# grouped by the hardware JSON text (a few distinct values), parsed in Python afterwards
 _DEVICE_HOURS_SQL = """
-SELECT r.role = 'teacher' AS is_teacher, r.method, r.student,
-       json_extract_string(r.hardware, '$.gpu') AS gpu,
+SELECT r.suite_hash, r.role = 'teacher' AS is_teacher, r.method, r.student, r.hardware,
        sum(c.device_hours) AS device_hours, count(*) AS n
 FROM runs r JOIN costs c USING (run_id)
-WHERE r.suite_hash = ? AND r.status = 'ok' AND c.device_hours IS NOT NULL
+WHERE list_contains(?, r.suite_hash) AND r.status = 'ok' AND c.device_hours IS NOT NULL
 GROUP BY ALL
 """
 
@@ -183,22 +200,18 @@ ORDER BY method, student, seed, task
 """
 )
 
-_TASK_INFO_SQL = """
-SELECT m.task, m.metric, bool_and(m.higher_is_better) AS higher_is_better,
-       any_value(m.aggregation) AS aggregation, count(DISTINCT m.run_id) AS runs
-FROM metrics m JOIN runs r USING (run_id)
-WHERE r.suite_hash = ? AND r.status = 'ok' AND m.is_primary
-GROUP BY m.task, m.metric ORDER BY m.task, m.metric
-"""
-
 _SUITES_SQL = """
+WITH n AS (
+    SELECT suite_hash, count(*) AS n_runs,
+           count(*) FILTER (WHERE status = 'ok') AS n_ok,
+           count(*) FILTER (WHERE status = 'failed') AS n_failed
+    FROM runs GROUP BY suite_hash
+)
 SELECT s.suite_hash, s.name, s.path, s.config, s.created_at,
        json_extract_string(s.config, '$.teacher.name') AS teacher,
-       count(r.run_id) AS n_runs,
-       count(r.run_id) FILTER (WHERE r.status = 'ok') AS n_ok,
-       count(r.run_id) FILTER (WHERE r.status = 'failed') AS n_failed
-FROM suites s LEFT JOIN runs r USING (suite_hash)
-GROUP BY ALL
+       coalesce(n.n_runs, 0) AS n_runs, coalesce(n.n_ok, 0) AS n_ok,
+       coalesce(n.n_failed, 0) AS n_failed
+FROM suites s LEFT JOIN n USING (suite_hash)
 ORDER BY s.created_at DESC, s.suite_hash
 """
 
@@ -252,7 +265,7 @@ def ci_half_width(sd: Any, n: Any) -> Any:
 
 def mean_ci(values: Iterable[float]) -> tuple[float, float, int]:
     """(mean, 95% CI half-width, n) of the non-NaN values; half-width NaN when n < 2."""
-    x = np.asarray([v for v in values if v is not None and not _nan(v)], dtype=float)
+    x = np.asarray([v for v in values if v is not None and not is_missing(v)], dtype=float)
     if x.size == 0:
         return math.nan, math.nan, 0
     sd = float(x.std(ddof=1)) if x.size >= 2 else math.nan
@@ -293,13 +306,14 @@ def shared_ranks(mean: Sequence[float], half: Sequence[float]) -> tuple[np.ndarr
     return 1 + above, len(m) - below
 
 
-def _nan(value: object) -> bool:
+def is_missing(value: object) -> bool:
+    """None, pd.NA or a float NaN."""
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def rank_label(best: object, worst: object) -> str:
     """``"3"``, ``"2–4"`` (en dash) or ``"-"`` when unranked."""
-    if _nan(best):
+    if is_missing(best):
         return "-"
     best, worst = int(best), int(worst)  # type: ignore[call-overload]
     return str(best) if best == worst else f"{best}–{worst}"
@@ -326,10 +340,10 @@ def latest_suite(db_path: str | Path) -> str | None:
 
 
 def task_info(db_path: str | Path, suite_hash: str) -> pd.DataFrame:
-    """Per task of a suite, its primary metric as lm-eval declared it: task, metric,
-    higher_is_better, aggregation (NULL in rows written before schema 2), runs."""
-    with store.reader(db_path) as con:
-        return con.execute(_TASK_INFO_SQL, [suite_hash]).df()
+    """Per task of a suite, its primary metric as lm-eval declared it: suite_hash, task,
+    metric, higher_is_better, aggregation (NULL in rows written before schema 2) and runs
+    (ok runs scored on it)."""
+    return suite_data(db_path, [suite_hash], boards=False).tasks
 
 
 # --------------------------------------------------------------------------- the board
@@ -353,35 +367,99 @@ def board_tasks(df: pd.DataFrame) -> list[str]:
     ]
 
 
-def _groups(db_path: str | Path, suite: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+@dataclass
+class SuiteData:
+    """What one pass over the store gives for some suites (see :func:`suite_data`)."""
+
+    boards: dict[str, pd.DataFrame]
+    tasks: pd.DataFrame
+    failed: pd.DataFrame
+
+
+def suite_data(
+    db_path: str | Path,
+    hashes: Sequence[str],
+    *,
+    prices: PriceTable | None = None,
+    boards: bool = True,
+) -> SuiteData:
+    """Boards (:func:`suite_board`, unless ``boards=False``), primary-metric info
+    (:func:`task_info`) and failed runs (:func:`failed_runs`) of several suites, read through
+    one short read-only connection (each new connection starts with a cold cache)."""
+    hashes = list(hashes)
     with store.reader(db_path) as con:
-        groups = con.execute(_GROUPS_SQL, [suite]).df()
-        tasks = con.execute(_TASKS_SQL, [suite]).df()
-        hours = con.execute(_DEVICE_HOURS_SQL, [suite]).df()
-    return groups, tasks, hours
+        per_task = con.execute(_TASKS_SQL, [hashes]).df()
+        failed = con.execute(_FAILED_SQL, [hashes]).df()
+        if boards:
+            groups = con.execute(_GROUPS_SQL, [hashes]).df()
+            costs = con.execute(_COSTS_SQL, [hashes]).df()
+            hours = con.execute(_DEVICE_HOURS_SQL, [hashes]).df()
+    tasks = (
+        per_task.groupby(["suite_hash", "task"], as_index=False)
+        .agg(
+            metric=("metric", "first"),
+            higher_is_better=("higher_is_better", "all"),
+            aggregation=("aggregation", "first"),
+            runs=("score_n", "sum"),
+        )
+        .sort_values(["suite_hash", "task"], ignore_index=True)
+    )
+    out: dict[str, pd.DataFrame] = {}
+    if boards:
+        costs["gpu"] = [_gpu(hw) for hw in costs.pop("hardware")]
+        groups = groups.merge(costs, on=["suite_hash", *_KEYS], how="left")
+    for h in hashes if boards else ():
+        out[h] = _board(
+            groups[groups["suite_hash"] == h].drop(columns="suite_hash").reset_index(drop=True),
+            per_task[per_task["suite_hash"] == h].drop(columns="suite_hash"),
+            hours[hours["suite_hash"] == h].drop(columns="suite_hash"),
+            prices,
+        )
+    return SuiteData(out, tasks, failed)
 
 
 def _add_prices(
     groups: pd.DataFrame, hours: pd.DataFrame, prices: PriceTable | None
 ) -> pd.DataFrame:
-    """price_usd = mean over seeds of device_hours x rate; usd_per_mtok from the
-    representative run's device and the group's mean throughput."""
+    """price_usd = mean over seeds of device_hours x rate (NaN when a seed ran on hardware
+    the table does not price); usd_per_mtok from the representative run's device and the
+    group's mean throughput."""
     groups["price_usd"] = np.nan
     groups["usd_per_mtok"] = np.nan
     if prices is None:
         return groups
     if not hours.empty:
-        rates = {g: prices.rate(None if _nan(g) else g) for g in hours["gpu"].unique()}
-        hours = hours.assign(usd=hours["device_hours"] * hours["gpu"].map(rates))
-        per = hours.groupby(_KEYS, dropna=False).agg(usd=("usd", "sum"), n=("n", "sum"))
-        per = (per["usd"] / per["n"]).rename("price_usd").reset_index()
+        rates = {hw: _rate(prices, hw) for hw in hours["hardware"].unique()}
+        hours = hours.assign(usd=hours["device_hours"] * hours["hardware"].map(rates))
+        hours["unpriced"] = hours["usd"].isna()  # a run on hardware the table lacks
+        per = hours.groupby(_KEYS, dropna=False).agg(
+            usd=("usd", "sum"), n=("n", "sum"), unpriced=("unpriced", "any")
+        )
+        per = (per["usd"] / per["n"]).where(~per["unpriced"]).rename("price_usd").reset_index()
         groups = groups.drop(columns="price_usd").merge(per, on=_KEYS, how="left")
-    rate = np.array([prices.rate(None if _nan(g) else g) for g in groups["gpu"]], dtype=float)
+    rate = np.array([prices.rate(None if is_missing(g) else g) for g in groups["gpu"]], dtype=float)
     groups["usd_per_mtok"] = [
-        cost_per_million_tokens(r, tps) if not _nan(tps) else math.nan
+        cost_per_million_tokens(r, tps) if not is_missing(tps) else math.nan
         for r, tps in zip(rate, groups["infer_tokens_per_s"].astype(float), strict=True)
     ]
     return groups
+
+
+def _gpu(hardware: object) -> str | None:
+    """The GPU name in a run's hardware JSON, None for a CPU run or unreadable JSON."""
+    if not isinstance(hardware, str):
+        return None
+    try:
+        gpu = json.loads(hardware).get("gpu")
+    except (ValueError, AttributeError):
+        return None
+    return str(gpu) if gpu else None
+
+
+def _rate(prices: PriceTable, hardware: object) -> float:
+    """USD per device-hour of a run's hardware JSON; NaN when missing or unpriced."""
+    device = prices.device_for(None if is_missing(hardware) else hardware)  # type: ignore[arg-type]
+    return math.nan if device is None else device.usd_per_hour
 
 
 def _in(values: pd.Series, allowed: Sequence[str] | None) -> pd.Series:
@@ -390,17 +468,32 @@ def _in(values: pd.Series, allowed: Sequence[str] | None) -> pd.Series:
     return values.isin(list(allowed))
 
 
+def suite_boards(
+    db_path: str | Path, hashes: Sequence[str], *, prices: PriceTable | None = None
+) -> dict[str, pd.DataFrame]:
+    """:func:`suite_board` of several suites from one pass over the store: ``{hash: board}``
+    (an empty frame for a suite without ok runs)."""
+    return suite_data(db_path, hashes, prices=prices).boards
+
+
 def suite_board(
     db_path: str | Path, suite_hash: str | None = None, *, prices: PriceTable | None = None
 ) -> pd.DataFrame:
-    """Every group of a suite with its statistics, unfiltered and unranked (one DuckDB pass;
-    :func:`rank_board` filters and ranks it). Columns: ``is_teacher``, the :func:`leaderboard`
-    columns except the rank ones, and ``retention_sd`` / ``retention_n`` (seeds with a full
-    set of task retentions). An empty frame when there is nothing to show."""
+    """Every group of a suite with its statistics, unfiltered and unranked
+    (:func:`rank_board` filters and ranks it). Columns: ``is_teacher``, the
+    :func:`leaderboard` columns except the rank ones, and ``retention_sd`` / ``retention_n``
+    (seeds with a full set of task retentions). An empty frame when there is nothing."""
     suite = suite_hash if suite_hash is not None else latest_suite(db_path)
     if suite is None:
         return pd.DataFrame()
-    groups, per_task, hours = _groups(db_path, suite)
+    return suite_boards(db_path, [suite], prices=prices)[suite]
+
+
+def _board(
+    groups: pd.DataFrame, per_task: pd.DataFrame, hours: pd.DataFrame, prices: PriceTable | None
+) -> pd.DataFrame:
+    """One suite's board from its SQL aggregates (CIs, per-task columns, ratios, prices,
+    gains)."""
     if groups.empty:
         return pd.DataFrame()
     tasks = sorted(per_task["task"].unique())
@@ -460,9 +553,10 @@ def rank_board(
     if board.empty:
         return _empty()
     keep = board["is_teacher"] | (
-        _in(board["method"], methods) & _in(board["family"], families)
+        _in(board["method"], methods)
+        & _in(board["family"], families)
         & _in(board["student"], students)
-    )  # fmt: skip
+    )
     groups = board[keep].copy()
     ranked = ~groups["is_teacher"] & groups["retention_avg"].notna()
     groups["rank"] = pd.array([pd.NA] * len(groups), dtype="Int64")
@@ -535,15 +629,22 @@ def open_track(
     students: Sequence[str] | None = None,
     prices: PriceTable | None = None,
     limit: int = 20,
+    board: Callable[[str], pd.DataFrame] | None = None,
+    all_suites: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Rows of the other suites (at most ``limit``, newest first; those with this
-    ``teacher`` name when given), each suite ranked on its own, never with ``suite_hash``.
+    ``teacher`` name when given), each suite filtered and ranked on its own, never with
+    ``suite_hash``.
 
-    Columns: ``suite`` (its label), ``suite_hash``, ``differs`` (what differs from the
-    selected suite, e.g. "budget, data"), then the :func:`leaderboard` columns. Empty when
-    there is no other suite.
+    ``board(suite_hash)`` returns a suite's :func:`suite_board` (default: computed here; the
+    app passes its cached boards) and ``all_suites`` is :func:`suites`' frame (default: read
+    here). Columns: ``suite`` (its label), ``suite_hash``,
+    ``differs`` (what differs from the selected suite, e.g. "budget, data"), then the
+    :func:`leaderboard` columns. Empty when there is no other suite.
     """
-    all_suites = suites(db_path)
+    load = board or (lambda h: suite_board(db_path, h, prices=prices))
+    if all_suites is None:
+        all_suites = suites(db_path)
     this = all_suites[all_suites["suite_hash"] == suite_hash]
     this_config = this["config"].iloc[0] if not this.empty else None
     others = all_suites[all_suites["suite_hash"] != suite_hash]
@@ -551,19 +652,18 @@ def open_track(
         others = others[others["teacher"] == teacher]
     frames = []
     for s in others.head(limit).itertuples(index=False):
-        board = leaderboard(
-            db_path, s.suite_hash, methods=methods, families=families, students=students,
-            prices=prices,
-        )  # fmt: skip
-        if board.empty:
+        ranked = rank_board(
+            load(s.suite_hash), methods=methods, families=families, students=students
+        )
+        if ranked.empty:
             continue
         differs = ", ".join(suite_differences(this_config, s.config)) or "name only"
-        board.insert(0, "differs", differs)
-        board.insert(0, "suite_hash", s.suite_hash)
-        board.insert(0, "suite", s.label)
-        frames.append(board)
+        ranked.insert(0, "differs", differs)
+        ranked.insert(0, "suite_hash", s.suite_hash)
+        ranked.insert(0, "suite", s.label)
+        frames.append(ranked)
     if not frames:
-        return pd.DataFrame(columns=["suite", "suite_hash", "differs", *BASE_COLUMNS])
+        return pd.DataFrame(columns=["suite", "suite_hash", "differs", *BASE_COLUMNS, "run_id"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -579,7 +679,7 @@ def run_scores(
     methods = sorted({m for m, _ in groups})
     names = sorted({s for _, s in groups})
     with store.reader(db_path) as con:
-        df = con.execute(_RUN_SCORES_SQL, [suite_hash, methods, names, methods, names]).df()
+        df = con.execute(_RUN_SCORES_SQL, [[suite_hash], methods, names, methods, names]).df()
     wanted = set(groups)
     keep = [(m, s) in wanted for m, s in zip(df["method"], df["student"], strict=True)]
     return df[keep].reset_index(drop=True)
@@ -612,10 +712,23 @@ def compare(scores: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.
                 "b_seeds": nb,
                 "difference": diff,
                 "difference_ci": dhalf,
-                "significant": bool(not _nan(dhalf) and abs(diff) > dhalf),
+                "significant": bool(not is_missing(dhalf) and abs(diff) > dhalf),
             }
         )
     return pd.DataFrame(rows)
+
+
+_FAILED_SQL = """
+SELECT suite_hash, run_id, method, student, seed, error FROM runs
+WHERE list_contains(?, suite_hash) AND status = 'failed'
+ORDER BY suite_hash, method, student, seed NULLS LAST, run_id
+"""
+
+
+def failed_runs(db_path: str | Path, suite_hash: str) -> pd.DataFrame:
+    """The failed runs of a suite: suite_hash, run_id, method, student, seed, error
+    (traceback text)."""
+    return suite_data(db_path, [suite_hash], boards=False).failed
 
 
 def run_detail(db_path: str | Path, run_id: str) -> dict[str, Any] | None:
@@ -638,27 +751,28 @@ def run_detail(db_path: str | Path, run_id: str) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- terminal
 
 
-def _fmt_params(value: object) -> str:
-    if _nan(value):
+def fmt_params(value: object) -> str:
+    """A parameter count as ``0.25M`` / ``1.20B``; ``-`` when missing."""
+    if is_missing(value):
         return "-"
     n = float(value)  # type: ignore[arg-type]
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
 
 
 def _fmt_pct_ci(mean: object, half: object) -> str:
-    if _nan(mean):
+    if is_missing(mean):
         return "-"
     text = f"{float(mean):.1%}"  # type: ignore[arg-type]
-    if not _nan(half):
+    if not is_missing(half):
         text += f" ±{float(half) * 100:.1f}"  # type: ignore[arg-type]
     return text
 
 
 def _fmt_gain(gain: object, half: object) -> str:
-    if _nan(gain):
+    if is_missing(gain):
         return "-"
     text = f"{float(gain) * 100:+.1f}"  # type: ignore[arg-type]
-    if not _nan(half):
+    if not is_missing(half):
         text += f" ±{float(half) * 100:.1f}"  # type: ignore[arg-type]
     return text
 
@@ -688,10 +802,12 @@ def format_table(df: pd.DataFrame) -> str:
             _fmt_gain(rec["gain_vs_sft"], rec["gain_ci"]),
         ]
         cells += [_fmt_pct_ci(rec[f"retention_{t}"], math.nan) for t in tasks]
-        cells += ["-" if _nan(rec[f"score_{t}"]) else f"{rec[f'score_{t}']:.4f}" for t in tasks]
         cells += [
-            _fmt_params(rec["params"]),
-            "-" if _nan(rec["train_wall_s"]) else f"{rec['train_wall_s']:.1f}s",
+            "-" if is_missing(rec[f"score_{t}"]) else f"{rec[f'score_{t}']:.4f}" for t in tasks
+        ]
+        cells += [
+            fmt_params(rec["params"]),
+            "-" if is_missing(rec["train_wall_s"]) else f"{rec['train_wall_s']:.1f}s",
             str(rec["seeds"]),
             str(rec["failed"]),
         ]

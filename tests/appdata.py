@@ -1,0 +1,218 @@
+"""A small results database for the leaderboard, economics and app tests, written through
+the real store (``store.write_suite`` / ``store.write_run``).
+
+Suite ``tiny`` (hash :data:`SUITE`): a teacher and four methods (sft, kd, fkl, seqkd) on two
+students with :data:`SEEDS` seeds each, two tasks, every schema-2 cost column, per-question
+samples for every run, and one failed run with a traceback. Suite ``tiny-300`` (hash
+:data:`OTHER`): the same teacher with another budget, for the open track; written first, so
+``tiny`` is the newest suite. Scores come from
+:func:`score`, so tests compute their expectations from it instead of hard-coding them.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from kdbench import store
+
+SUITE = "5a17e000aaaa1111"
+OTHER = "0bbe7000bbbb2222"
+TASKS = ("kd_addition", "kd_compare")
+METRIC = {"kd_addition": "exact_match", "kd_compare": "acc"}
+TEACHER_SCORE = {"kd_addition": 0.90, "kd_compare": 0.95}
+METHODS = ("sft", "kd", "fkl", "seqkd")
+FAMILY = {"sft": "baseline", "kd": "logit", "fkl": "logit", "seqkd": "chain_of_thought"}
+STUDENTS = {"student-0.1M": 108_416, "student-0.25M": 252_160}
+TEACHER = ("tiny-teacher-0.9M", 856_320)
+SEEDS = (0, 1, 2)
+QUESTIONS = 40
+HARDWARE = {"platform": "Linux-test", "cpu_count": 2, "machine": "x86_64"}
+CONFIG = {
+    "name": "tiny",
+    "teacher": {"name": TEACHER[0]},
+    "data": {"kind": "synthetic", "tasks": ["addition", "compare"]},
+    "budget": {"steps": 200, "batch_size": 64},
+    "resources": {"cpus_per_job": 1},
+}
+# method quality on top of sft, and per-seed noise: fixed, so every rank is known
+_BONUS = {"sft": 0.0, "kd": 0.05, "fkl": 0.12, "seqkd": -0.02}
+_SIZE_BONUS = {"student-0.1M": 0.0, "student-0.25M": 0.08}
+_NOISE = (-0.01, 0.0, 0.013)
+
+
+def score(method: str, student: str, seed: int, task: str) -> float:
+    """The stored primary score of one run on one task."""
+    base = {"kd_addition": 0.30, "kd_compare": 0.70}[task]
+    return round(base + _BONUS[method] + _SIZE_BONUS[student] + _NOISE[seed], 6)
+
+
+def run_id(method: str, student: str, seed: int) -> str:
+    """The run id the builder gives a run."""
+    return f"{method}-{student.removeprefix('student-')}-s{seed}"
+
+
+def _samples(rng: random.Random, accuracy: float, confident_right: bool) -> list[dict]:
+    rows = []
+    for task in TASKS:
+        for doc in range(QUESTIONS):
+            correct = 1.0 if rng.random() < accuracy else 0.0
+            # confidence tracks correctness, so routing the least confident helps
+            conf = 0.55 + 0.4 * rng.random() if correct or not confident_right else 0.5
+            rows.append(
+                {"task": task, "doc_id": doc, "correct": correct, "confidence": round(conf, 4)}
+            )
+    return rows
+
+
+def _metrics(scores: dict[str, float]) -> list[dict]:
+    out = []
+    for task, value in scores.items():
+        out.append(
+            {
+                "task": task,
+                "metric": METRIC[task],
+                "value": value,
+                "stderr": 0.02,
+                "higher_is_better": True,
+                "is_primary": True,
+                "aggregation": "mean",
+            }
+        )
+        out.append({"task": task, "metric": "extra", "value": 9.0, "is_primary": False})
+    return out
+
+
+def _costs(params: int, seed: int, tokens_per_s: float) -> dict:
+    return {
+        "train_wall_s": 40.0 + seed,
+        "eval_wall_s": 2.0,
+        "total_wall_s": 45.0 + seed,
+        "params": params,
+        "bytes": params * 4,
+        "tokens": 400_000,
+        "steps": 200,
+        "peak_rss_mb": 900.0,
+        "teacher_forwards": 12_800,
+        "train_flops": 6.0 * params * 400_000,
+        "teacher_flops": 1.0e12,
+        "device_hours": (40.0 + seed) / 3600,
+        "queue_s": 0.5,
+        "infer_tokens_per_s": tokens_per_s,
+        "infer_latency_ms": 1000.0 / tokens_per_s * 8,
+    }
+
+
+def build(path: Path, *, other_suite: bool = True) -> Path:
+    """Write the database to ``path`` and return it."""
+    rng = random.Random(0)
+    if other_suite:
+        config = {**CONFIG, "name": "tiny-300", "budget": {"steps": 300, "batch_size": 64}}
+        store.write_suite(path, OTHER, "tiny-300", "leaderboards/tiny300.toml", config)
+        store.write_run(
+            path,
+            {
+                "run_id": "o-teacher",
+                "suite_hash": OTHER,
+                "role": "teacher",
+                "method": "teacher",
+                "family": "teacher",
+                "student": TEACHER[0],
+                "seed": 0,
+                "status": "ok",
+            },
+            _metrics(TEACHER_SCORE),
+            {"params": TEACHER[1]},
+        )
+        store.write_run(
+            path,
+            {
+                "run_id": "o-kd",
+                "suite_hash": OTHER,
+                "role": "student",
+                "method": "kd",
+                "family": "logit",
+                "student": "student-0.1M",
+                "seed": 0,
+                "status": "ok",
+            },
+            _metrics({t: 0.5 for t in TASKS}),
+            {"params": 108_416},
+        )
+    store.write_suite(path, SUITE, "tiny", "leaderboards/tiny.toml", CONFIG)
+    teacher_run = {
+        "run_id": "teacher-s0",
+        "suite_hash": SUITE,
+        "role": "teacher",
+        "method": "teacher",
+        "family": "teacher",
+        "student": TEACHER[0],
+        "seed": 0,
+        "status": "ok",
+        "method_config": {"arch": {"hidden_size": 128}},
+        "versions": {"torch": "2.13.0"},
+        "git_commit": "abc1234",
+        "hardware": HARDWARE,
+        "kdbench_version": "0.1.0",
+        "started_at": "2026-11-23T10:00:00",
+        "finished_at": "2026-11-23T10:02:00",
+    }
+    tcost = _costs(TEACHER[1], 0, 2_000.0)
+    tcost["teacher_flops"] = tcost["train_flops"]  # the teacher row: its training FLOPs
+    store.write_run(path, teacher_run, _metrics(TEACHER_SCORE), tcost, _samples(rng, 0.93, True))
+    for method in METHODS:
+        for student, params in STUDENTS.items():
+            for seed in SEEDS:
+                scores = {t: score(method, student, seed, t) for t in TASKS}
+                run = {
+                    "run_id": run_id(method, student, seed),
+                    "suite_hash": SUITE,
+                    "role": "student",
+                    "method": method,
+                    "family": FAMILY[method],
+                    "student": student,
+                    "seed": seed,
+                    "status": "ok",
+                    "method_config": {"temperature": 2.0} if method == "kd" else {},
+                    "versions": {"torch": "2.13.0"},
+                    "git_commit": "abc1234",
+                    "hardware": HARDWARE,
+                    "kdbench_version": "0.1.0",
+                    "started_at": "2026-11-23T10:03:00",
+                    "finished_at": "2026-11-23T10:04:00",
+                }
+                tps = 2_000.0 * 856_320 / params
+                store.write_run(
+                    path,
+                    run,
+                    _metrics(scores),
+                    _costs(params, seed, tps),
+                    _samples(rng, sum(scores.values()) / 2, True),
+                )
+    failed = {
+        "run_id": "kd-0.1M-s9",
+        "suite_hash": SUITE,
+        "role": "student",
+        "method": "kd",
+        "family": "logit",
+        "student": "student-0.1M",
+        "seed": 9,
+        "status": "failed",
+        "error": "Traceback (most recent call last):\nRuntimeError: CUDA out of memory",
+        "hardware": HARDWARE,
+        "git_commit": "abc1234",
+    }
+    store.write_run(path, failed, [], {})
+    return path
+
+
+_TEMPLATE: dict[str, Path] = {}
+
+
+def template(factory: pytest.TempPathFactory) -> Path:
+    """The database built once per test session; copy it before writing to it."""
+    if "db" not in _TEMPLATE:
+        _TEMPLATE["db"] = build(factory.mktemp("appdata") / "kdbench.duckdb")
+    return _TEMPLATE["db"]
