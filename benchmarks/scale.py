@@ -152,7 +152,9 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
     methods = registry()
     wanted = signal_cache.signals_for(methods.values(), suite.cache.signals)
     entry = signal_cache.ensure(teacher_info["path"], suite.data, wanted, suite.cache.topk, cache)
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV})
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}
+    )
     remote = ray.remote(train_job).options(num_cpus=1, max_retries=0)
     out_dir = Path(tempfile.mkdtemp())
     db = out_dir / "bench.duckdb"
@@ -225,7 +227,7 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
         label = name if name == "sft" else f"{name} ({'cached' if cached else 'live'} teacher)"
         (r,) = collect([submit(job(name, 20), cached)])
         assert r["signal_cache"] == (cached and name != "sft"), (label, r["signal_cache"])
-        memory[label] = r["peak_rss_mb"]
+        memory[label] = {"rss": r["peak_rss_mb"], "private": r["peak_private_mb"]}
     ray.shutdown()
     worst = {k: max(o[k] for o in overhead) for k in overhead[0]}
     return {

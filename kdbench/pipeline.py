@@ -371,6 +371,7 @@ def train_worker(
         "path": str(folder),
         "params": n_params(student),
         "peak_rss_mb": memory.peak_mb,
+        "peak_private_mb": memory.peak_private_mb,
         "signal_cache": cache is not None,
         "world_size": torch.distributed.get_world_size(),
     }

@@ -104,9 +104,13 @@ class SignalCache:
         wanted = set(method.signals) - {"generations"}
         return method.data is None and bool(wanted) and wanted <= self.signals
 
-    def batch(self, idx: torch.Tensor, width: int) -> dict[str, Any]:
-        """The cached signals of examples ``idx``, right-padded to ``width`` tokens like the
-        batch (padding positions are zeros: losses mask them). Float arrays come back float32."""
+    def batch(
+        self, idx: torch.Tensor, width: int, signals: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """The cached ``signals`` (default: all in the entry) of examples ``idx``, right-padded
+        to ``width`` tokens like the batch (padding positions are zeros: losses mask them).
+        Float arrays come back float32. Only the rows of these examples are read from disk."""
+        wanted = self.signals if signals is None else self.signals & set(signals)
         idx_np = idx.cpu().numpy()
         lengths = np.minimum(self.arrays["lengths"][idx_np], width)
         starts = self.arrays["offsets"][idx_np]
@@ -125,18 +129,18 @@ class SignalCache:
             return t.float() if t.is_floating_point() else t.long()
 
         out: dict[str, Any] = {"logits": None}
-        if "logits" in self.signals:
+        if "logits" in wanted:
             if self.manifest["topk"]:
                 for name in PER_TOKEN["logits"]:
                     out[name] = gather(name)
             else:
                 out["logits"] = gather("logits")
-        if "hidden_states" in self.signals:
+        if "hidden_states" in wanted:
             hs = gather("hidden_states")  # (B, T, layers + 1, H)
             out["hidden_states"] = tuple(hs[:, :, i] for i in range(hs.shape[2]))
-        if "qkv" in self.signals:
+        if "qkv" in wanted:
             out["qkv"] = tuple(gather(name) for name in PER_TOKEN["qkv"])
-        if "attentions" in self.signals:
+        if "attentions" in wanted:
             layers, heads = self.manifest["attention_shape"]
             att = np.zeros((layers, b, heads, width, width), dtype=np.float16)
             flat, offs = self.arrays["attentions"], self.arrays["att_offsets"]

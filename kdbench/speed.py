@@ -65,25 +65,31 @@ def inference_speed(
 
 
 class PeakMemory:
-    """Peak resident memory (MiB) of this process while the block runs, sampled every
-    ``interval`` seconds (the process's own ``ru_maxrss`` would carry over from earlier jobs of
-    a reused Ray worker). On a GPU, the device's peak allocation is reported as well."""
+    """Peak memory (MiB) of this process while the block runs, sampled every ``interval``
+    seconds (the process's own ``ru_maxrss`` would carry over from earlier jobs of a reused Ray
+    worker): ``peak_mb``, resident set size; ``peak_private_mb``, its anonymous part, i.e.
+    without file pages such as the memory-mapped signal cache, which belong to the OS page cache
+    and are shared by every job reading the same entry. On a GPU, the device's peak allocation
+    is reported as well (``gpu_peak_mb``)."""
 
     def __init__(self, interval: float = 0.05) -> None:
-        self.interval, self.peak_mb, self.gpu_peak_mb = interval, 0.0, None
+        self.interval, self.peak_mb, self.peak_private_mb = interval, 0.0, 0.0
+        self.gpu_peak_mb: float | None = None
         self._stop = threading.Event()
 
-    def _rss(self) -> float:
+    def _sample(self) -> None:
         import psutil
 
-        return psutil.Process(os.getpid()).memory_info().rss / 2**20
+        info = psutil.Process(os.getpid()).memory_info()
+        self.peak_mb = max(self.peak_mb, info.rss / 2**20)
+        self.peak_private_mb = max(self.peak_private_mb, (info.rss - info.shared) / 2**20)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak_mb = max(self.peak_mb, self._rss())
+            self._sample()
 
     def __enter__(self) -> PeakMemory:
-        self.peak_mb = self._rss()
+        self._sample()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -93,6 +99,6 @@ class PeakMemory:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._rss())
+        self._sample()
         if torch.cuda.is_available():
             self.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20

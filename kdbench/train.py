@@ -357,7 +357,7 @@ def train(
         if cache is not None:
             cached = {
                 k: (v.to(device) if isinstance(v, torch.Tensor) else _to(v, device))
-                for k, v in cache.batch(idx, width).items()
+                for k, v in cache.batch(idx, width, method.signals).items()
             }
         elif teacher is not None:
             forwards += len(global_idx)

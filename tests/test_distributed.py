@@ -31,7 +31,7 @@ def test_two_gloo_workers_train_one_job(write_suite, tmp_path: Path) -> None:
     assert suite.resources.workers_per_job == 2
     db = tmp_path / "results" / "kdbench.duckdb"
     try:
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         summary = run_suite(suite, db, cache=str(tmp_path / "cache"))
     finally:
         ray.shutdown()
