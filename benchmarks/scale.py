@@ -285,8 +285,10 @@ def main() -> None:
             f"(of which the DuckDB write {w['store_write_s']:.2f}s); target < 1 s"
         )
         print(
-            "5. peak resident memory per training job: "
-            + ", ".join(f"{k} {v:.0f} MiB" for k, v in r["peak_rss_mb"].items())
+            "5. peak memory per training job, resident (private: without the cache's file pages): "
+            + ", ".join(
+                f"{k} {v['rss']:.0f} ({v['private']:.0f}) MiB" for k, v in r["peak_rss_mb"].items()
+            )
         )
         print(json.dumps({"concurrency": r}))
 
