@@ -474,7 +474,10 @@ def run_suite(
     init_ray(address)
     res = suite.resources
     cpus, gpus, workers = res.cpus_per_job, res.gpus_per_job, res.workers_per_job
-    total_cpus = max(cpus, float(ray.cluster_resources().get("CPU", 1)))
+    # the teacher stage is one task: it must fit on one node, not on the cluster's total
+    node_cpus = max(
+        [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus]
+    )
     hw = hardware()
     base = {
         "suite_hash": suite.hash,
@@ -490,7 +493,7 @@ def run_suite(
     # it also makes, once, what several methods share: generations and cached teacher signals
     remote = ray.remote  # workers are reused across tasks: imports are paid once per worker
     clock = time.perf_counter()
-    teacher_cpus = min(total_cpus, max(cpus, 2.0))
+    teacher_cpus = max(cpus, min(node_cpus, 2.0))
     todo_methods = [by_name[j.method] for j in todo]
     generations = any("generations" in m.signals for m in todo_methods)
     signals = signal_cache.signals_for(todo_methods, suite.cache.signals)
@@ -572,7 +575,8 @@ def run_suite(
             )
         )
         pending[ref] = (None, _now(), time.time(), None)
-    for job in todo:
+
+    def submit(job: Job) -> None:
         submitted = time.time()
         if workers > 1:  # the task only drives Ray Train; its workers hold the resources
             pg, train_opts, eval_opts = None, {"num_cpus": 0}, {"num_cpus": cpus, "num_gpus": gpus}
@@ -609,8 +613,22 @@ def run_suite(
             )
         )
         pending[scored] = (job, _now(), submitted, pg)
+
+    def window() -> int:
+        """Runs in flight: twice what the cluster holds now (at least 2), so that an autoscaler
+        sees waiting placement groups and adds nodes, yet few groups wait: Ray's scheduler
+        retries every waiting group, which costs the head CPU when a node is lost."""
+        have = ray.cluster_resources()
+        fits = have.get("CPU", 0) // max(cpus * workers, 0.01)
+        if gpus:
+            fits = min(fits, have.get("GPU", 0) // (gpus * workers))
+        return max(2, 2 * int(fits))
+
+    queue = list(todo)
+    while queue and len(pending) < window():
+        submit(queue.pop(0))
     failed = 0
-    bar = tqdm(total=len(pending), desc="runs (train + eval)", unit="run")
+    bar = tqdm(total=len(pending) + len(queue), desc="runs (train + eval)", unit="run")
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         job, started, submitted, pg = pending.pop(ready[0])
@@ -694,6 +712,8 @@ def run_suite(
             )
         if pg is not None:
             remove_placement_group(pg)
+        while queue and len(pending) < window():
+            submit(queue.pop(0))
         bar.update(1)
     bar.close()
     echo(f"train + eval stages: {time.perf_counter() - clock:.0f}s since the teacher stage began")
