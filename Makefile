@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DB ?= results/kdbench.duckdb
 
-.PHONY: install browser-deps demo test test-fast e2e lint format bench bench-app screenshot clean
+.PHONY: install browser-deps demo test test-fast e2e lint format bench bench-scale bench-app screenshot clean
 
 # torch first: on a machine without an NVIDIA GPU take the local CPU build (an open
 # `torch` requirement would pull a multi-GB CUDA build); with a GPU take the default build.
@@ -46,6 +46,11 @@ format: install
 
 bench: install  ## time the tiny suite with and without a cached teacher
 	$(PY) benchmarks/tiny_suite.py
+
+bench-scale: install  ## issue 4: cached-signal step time, suite with/without cache, concurrency, overhead, memory
+	$(PY) benchmarks/scale.py step
+	$(PY) benchmarks/scale.py suite
+	$(PY) benchmarks/scale.py concurrency
 
 bench-app: install  ## first render and filter change of the app over 100,000 synthetic runs
 	$(PY) benchmarks/app_100k.py
