@@ -113,7 +113,9 @@ def bench_suite(suite_path: str, cache: Path, steps: int) -> dict:
         for label, extra in (("cache", ""), ("recompute", "signals = []\n")):
             suite_file = Path(tmp) / f"{label}.toml"
             # the recompute variant: the same [cache] table, with no signal cached
-            suite_file.write_text(re.sub(r"(?m)^\[cache\][^\n]*\n", lambda m: m[0] + extra, text))
+            suite_file.write_text(
+                re.sub(r"(?m)^\[cache\][^\n]*\n", lambda m, e=extra: m[0] + e, text)
+            )
             db = Path(tmp) / label / "kdbench.duckdb"
             wall = _run(suite_file, db, cache)
             runs = store.read_runs(db)
