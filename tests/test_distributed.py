@@ -25,7 +25,9 @@ def test_two_gloo_workers_train_one_job(write_suite, tmp_path: Path) -> None:
         write_suite(
             *shrink,
             ("methods = []", 'methods = ["kd"]'),
-            ("checkpoint_every = 50", "checkpoint_every = 2\nworkers_per_job = 2\nzero_stage = 1"),
+            ("checkpoint_every = 50", "checkpoint_every = 2"),
+            ("workers_per_job = 1", "workers_per_job = 2"),
+            ("zero_stage = 0", "zero_stage = 1"),
         )
     )
     assert suite.resources.workers_per_job == 2

@@ -20,7 +20,7 @@ from kdbench.pipeline import plan
 
 # A small suite: a tiny teacher (as in test_pipeline.SHRINK), one student, sft and kd, two
 # seeds; each training job runs long enough (a few seconds) to write several checkpoints.
-STEPS = 200
+STEPS = 300
 CHECKPOINT_EVERY = 20
 FAULT_SHRINK = (
     (
@@ -40,7 +40,7 @@ FAULT_SHRINK = (
     ),
     ("n_per_task = 8000", "n_per_task = 64"),
     ("steps = 200", f"steps = {STEPS}"),
-    ("batch_size = 64\nlr = 3e-3\nwarmup", "batch_size = 8\nlr = 3e-3\nwarmup"),
+    ("batch_size = 64\nlr = 3e-3\nwarmup", "batch_size = 32\nlr = 3e-3\nwarmup"),
     ('tasks = ["kd_addition", "kd_compare"]', 'tasks = ["kd_addition", "kd_compare"]\nlimit = 6'),
     ("checkpoint_every = 50", f"checkpoint_every = {CHECKPOINT_EVERY}"),
     ("seeds = [0]", "seeds = [0, 1]"),
