@@ -294,7 +294,15 @@ def test_interrupted_run_resumes_without_rerunning_stored_runs(
 
     log = tmp_path / "first.log"
     with log.open("w") as out:
-        first = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # SIG_DFL: a test run started in the background by a non-interactive shell inherits
+        # SIGINT ignored, and so would `kdbench run`, which then never sees the Ctrl-C
+        first = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     seen: dict[int, psutil.Process] = {}  # every process the run started (Ray's included)
     try:
 
