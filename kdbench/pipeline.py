@@ -376,8 +376,8 @@ def train_worker(
         "world_size": torch.distributed.get_world_size(),
     }
     if rank == 0:
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: no resume needed
         out["bytes"] = save(student.cpu(), tokenizer, folder)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # saved: no resume needed
     return out
 
 
