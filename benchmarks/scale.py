@@ -35,7 +35,7 @@ from kdbench.config import load_suite
 from kdbench.methods import registry
 
 
-def _teacher(suite, cache: Path) -> dict:
+def _teacher(suite, cache: Path):
     from kdbench.teacher import build_teacher
 
     return build_teacher(suite, cache)
@@ -45,17 +45,18 @@ def bench_step(suite_path: str, cache: Path, steps: int) -> dict:
     """Seconds per training step, sft vs kd on cached top-k vs kd with a live teacher."""
     from kdbench import signal_cache
     from kdbench.models import build_llama, load_pretrained
-    from kdbench.train import train, transfer_batch
+    from kdbench.train import train
+    from kdbench.transfer import transfer_batch
 
     torch.set_num_threads(1)
     suite = load_suite(suite_path)
     teacher_info = _teacher(suite, cache)
     entry = signal_cache.ensure(
-        teacher_info["path"], suite.data, frozenset({"logits"}), suite.cache.topk, cache
+        teacher_info.path, suite.data, frozenset({"logits"}), suite.cache.topk, cache
     )
-    sig = signal_cache.open_cache(entry["path"])
-    teacher, tok = load_pretrained(teacher_info["path"])
-    data = transfer_batch(suite.data, tok, seed=0)
+    sig = signal_cache.open_cache(entry.path)
+    teacher, tok = load_pretrained(teacher_info.path)
+    data = transfer_batch(suite.data, tok)
     spec = suite.students[-1]
     budget = dataclasses.replace(suite.budget, steps=steps)
     methods = registry()
@@ -85,7 +86,7 @@ def bench_step(suite_path: str, cache: Path, steps: int) -> dict:
         "kd_cached_over_sft": best["kd_cached_topk"] / best["sft"],
         "kd_live_over_sft": best["kd_live_teacher"] / best["sft"],
         "cache_bytes_per_token": sig.bytes_per_token,
-        "cache_build_s": entry["manifest"]["build_s"],
+        "cache_build_s": sig.manifest["build_s"],
     }
 
 
@@ -145,7 +146,9 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
     import ray
 
     from kdbench import signal_cache, store
-    from kdbench.pipeline import WORKER_ENV, Job, train_job
+    from kdbench.records import Job
+    from kdbench.train_job import train_job
+    from kdbench.workers import WORKER_ENV
 
     suite = load_suite(suite_path)
     suite = dataclasses.replace(
@@ -154,7 +157,7 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
     teacher_info = _teacher(suite, cache)
     methods = registry()
     wanted = signal_cache.signals_for(methods.values(), suite.cache.signals)
-    entry = signal_cache.ensure(teacher_info["path"], suite.data, wanted, suite.cache.topk, cache)
+    entry = signal_cache.ensure(teacher_info.path, suite.data, wanted, suite.cache.topk, cache)
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV}
     )
@@ -174,8 +177,8 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
         )
 
     def submit(j: Job, cached: bool = True):
-        path = entry["path"] if cached else None
-        return remote.remote(suite, j, teacher_info["path"], str(out_dir), 1.0, None, path), (
+        path = entry.path if cached else None
+        return remote.remote(suite, j, teacher_info.path, str(out_dir), 1.0, None, path), (
             time.time()
         )
 
@@ -194,15 +197,15 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
             received = time.time()
             store.write_run(
                 db,
-                {"run_id": result["path"], "role": "student", "status": "ok"},
+                {"run_id": result.path, "role": "student", "status": "ok"},
                 [],
-                {"train_wall_s": result["train_wall_s"], "peak_rss_mb": result["peak_rss_mb"]},
+                {"train_wall_s": result.train_wall_s, "peak_rss_mb": result.peak_rss_mb},
             )
             stored = time.time()
             overhead.append(
                 {
-                    "submit_to_start_s": result["job_started"] - submitted.pop(ref),
-                    "end_to_stored_s": stored - result["job_ended"],
+                    "submit_to_start_s": result.job_started - submitted.pop(ref),
+                    "end_to_stored_s": stored - result.job_ended,
                     "store_write_s": stored - received,
                 }
             )
@@ -229,8 +232,8 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
     ):
         label = name if name == "sft" else f"{name} ({'cached' if cached else 'live'} teacher)"
         (r,) = collect([submit(job(name, 20), cached)])
-        assert r["signal_cache"] == (cached and name != "sft"), (label, r["signal_cache"])
-        memory[label] = {"rss": r["peak_rss_mb"], "private": r["peak_private_mb"]}
+        assert r.signal_cache == (cached and name != "sft"), (label, r.signal_cache)
+        memory[label] = {"rss": r.peak_rss_mb, "private": r.peak_private_mb}
     ray.shutdown()
     worst = {k: max(o[k] for o in overhead) for k in overhead[0]}
     return {

@@ -34,11 +34,11 @@ def _default_db() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kdbench.config import load_suite
+    from kdbench.config import load_suite, suite_path
     from kdbench.leaderboard import format_table, leaderboard
     from kdbench.pipeline import plan, run_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(suite_path(args.suite))  # a file, or a bundled suite's name
     plan(suite)  # all input errors before anything starts or is written
     if args.dry_run:
         _, jobs = plan(suite)
@@ -47,12 +47,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     summary = run_suite(suite, args.db, address=args.address, cache=args.cache, force=args.force)
     print()
-    print(format_table(leaderboard(args.db, summary["suite_hash"])))
+    print(format_table(leaderboard(args.db, summary.suite_hash)))
     print(
-        f"\n{summary['ran']} runs done, {summary['failed']} failed; results in {args.db}. "
+        f"\n{summary.ran} runs done, {summary.failed} failed; results in {args.db}. "
         f"Browse them with: kdbench app --db {args.db}"
     )
-    return 1 if summary["failed"] else 0
+    return 1 if summary.failed else 0
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -168,7 +168,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a suite (every method x student x seed)")
-    r.add_argument("suite", type=Path, help="suite TOML, e.g. leaderboards/tiny.toml")
+    r.add_argument(
+        "suite",
+        type=Path,
+        help="suite TOML file, e.g. leaderboards/tiny.toml, or a bundled suite's name, e.g. tiny",
+    )
     r.add_argument(
         "--address",
         default=None,

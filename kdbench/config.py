@@ -120,12 +120,45 @@ class Suite:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """What makes two suites the same, and so their runs rankable together: the fields of
+        :data:`IDENTITY`. Not the name, the file's path or comments, nor ``resources`` (where
+        and how wide the jobs run does not change what is compared)."""
+        return identity(self.to_dict())
+
     @property
     def hash(self) -> str:
-        """Content hash of what determines results (not the file's path or comments)."""
-        d = self.to_dict()
-        d.pop("path")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        """The content hash of :meth:`identity`: a suite's leaderboard and its runs' keys."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# The sections of a suite that determine its results; everything else (name, path, resources)
+# may change without starting a new leaderboard.
+IDENTITY = (
+    "teacher",
+    "students",
+    "data",
+    "budget",
+    "eval",
+    "seeds",
+    "methods",
+    "method_config",
+    "deepspeed",
+    "cache",
+)
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The identity sections of a suite config (:meth:`Suite.to_dict`, or a stored one)."""
+    return {k: config.get(k) for k in IDENTITY}
+
+
+def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The identity sections in which two suite configs differ, in :data:`IDENTITY` order.
+    Stored configs are JSON, so both sides are compared as JSON values."""
+    ja, jb = (json.loads(json.dumps(identity(c), default=str)) for c in (a, b))
+    return [k for k in IDENTITY if ja.get(k) != jb.get(k)]
 
 
 # --- validation helpers ---------------------------------------------------------------------
@@ -260,6 +293,13 @@ def load_suite(path: str | Path) -> Suite:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise SuiteError(path, "(syntax)", f"not valid TOML: {e}") from None
+    return parse_suite(raw, path)
+
+
+def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
+    """Validate a suite given as a dict (a parsed TOML file); ``path`` names it in errors and
+    resolves relative paths. Raises :class:`SuiteError` on any problem."""
+    path = Path(path)
     _no_unknown(path, raw, "", _TOP)
 
     name = _take(path, raw, "", "name", str, path.stem)
@@ -417,4 +457,37 @@ def load_suite(path: str | Path) -> Suite:
         resources=resources,
         deepspeed=dict(ds),
         cache=cache,
+    )
+
+
+def bundled_suites() -> list[str]:
+    """Names of the suites that ship with kdbench (``leaderboards/*.toml``), sorted."""
+    from importlib.resources import files
+
+    return sorted(
+        f.name.removesuffix(".toml")
+        for f in files("kdbench_leaderboards").iterdir()
+        if f.is_file() and f.name.endswith(".toml")
+    )
+
+
+def suite_path(name_or_path: str | Path) -> Path:
+    """The suite file ``kdbench run`` means: an existing file is itself; a bare name such as
+    ``tiny`` (no folder, no ``.toml``) is the bundled ``leaderboards/tiny.toml``. Anything else
+    raises :class:`SuiteError` with one line listing the bundled suites.
+    """
+    import kdbench_leaderboards
+
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    names = bundled_suites()
+    if str(name_or_path) in names:  # a bare name: no folder, no .toml
+        return kdbench_leaderboards.path(f"{name_or_path}.toml")
+    raise SuiteError(
+        path,
+        "(file)",
+        "no such file or bundled suite; give a suite TOML file or a bundled suite name: "
+        + ", ".join(names)
+        + (f" (e.g. kdbench run {names[0]})" if names else ""),
     )

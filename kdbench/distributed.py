@@ -3,35 +3,39 @@
 A ``TorchTrainer`` starts ``resources.workers_per_job`` workers, packed by Ray Train's own
 placement group (``ScalingConfig(placement_strategy="PACK")``), each with
 ``resources.cpus_per_job`` CPUs and ``resources.gpus_per_job`` GPUs, and sets up the torch
-process group (NCCL on GPUs, gloo on CPUs). In each worker, :func:`kdbench.pipeline.train_worker`
-calls ``deepspeed.initialize`` on that group: the ZeRO stage comes from
-``resources.zero_stage``, every worker takes its share of each global batch, and rank 0 saves
-the student. A worker that dies restarts the group (``FailureConfig``), which resumes from the
-job's last checkpoint.
+process group (NCCL on GPUs, gloo on CPUs). Each worker runs the training job's worker function
+(:func:`kdbench.train_job.train_worker`, passed in), which calls ``deepspeed.initialize`` on that
+group: the ZeRO stage comes from ``resources.zero_stage``, every worker takes its share of each
+global batch, and rank 0 saves the student. A worker that dies restarts the group
+(``FailureConfig``), which resumes from the job's last checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULT = "train_result.json"  # rank 0's statistics, next to the saved student
+from kdbench.records import TrainResult
+
+RESULT = "train_result.json"  # rank 0's TrainResult, next to the saved student
 
 
 def _loop(config: dict[str, Any]) -> None:
-    """Ray Train's per-worker function: the job; rank 0 leaves its statistics on disk (Ray
-    Train keeps reported metrics only with a checkpoint, and the student is saved already)."""
+    """Ray Train's per-worker function: the job; rank 0 leaves its result on disk (Ray Train
+    keeps reported metrics only with a checkpoint, and the student is saved already)."""
     import torch
 
-    from kdbench.pipeline import train_worker
-
-    result = train_worker(**config)
+    worker = config.pop("worker")
+    result = worker(**config)
     if torch.distributed.get_rank() == 0:
-        (Path(result["path"]) / RESULT).write_text(json.dumps(result))
+        (Path(result.path) / RESULT).write_text(json.dumps(dataclasses.asdict(result)))
 
 
 def fit(
+    worker: Callable[..., TrainResult],
     suite: Any,
     job: Any,
     teacher_path: str,
@@ -39,8 +43,9 @@ def fit(
     cpus: float,
     generations: str | None = None,
     cache_path: str | None = None,
-) -> dict[str, Any]:
-    """Train one job on ``suite.resources.workers_per_job`` workers; returns rank 0's result."""
+) -> TrainResult:
+    """Run ``worker(suite, job, ...)`` on ``suite.resources.workers_per_job`` workers; returns
+    rank 0's result."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -49,6 +54,7 @@ def fit(
     trainer = TorchTrainer(
         _loop,
         train_loop_config={
+            "worker": worker,
             "suite": suite,
             "job": job,
             "teacher_path": teacher_path,
@@ -73,4 +79,4 @@ def fit(
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return json.loads((Path(out_dir) / job.run_id / RESULT).read_text())
+    return TrainResult(**json.loads((Path(out_dir) / job.run_id / RESULT).read_text()))

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kdbench_leaderboards
 import numpy as np
 import pandas as pd
 
-DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "leaderboards" / "prices" / "default.toml"
+#: The bundled price table (``leaderboards/prices/default.toml``, package data).
+DEFAULT_PRICES = kdbench_leaderboards.path("prices", "default.toml")
 CPU_DEVICE = "cpu"
 """The price-table entry that prices runs without a GPU (per CPU core-hour)."""
 

@@ -1,6 +1,7 @@
 """Score a model on the leaderboard tasks with lm-eval, in memory.
 
-The tasks are lm-eval YAMLs under ``leaderboards/tasks`` (``kd_addition``, ``kd_compare``, ...).
+The tasks are lm-eval YAMLs under ``leaderboards/tasks`` (``kd_addition``, ``kd_compare``, ...),
+installed as package data of ``kdbench_leaderboards``.
 A model, whether built from scratch, just trained, or loaded with
 ``kdbench.models.load_pretrained``, is wrapped in lm-eval's ``HFLM`` as is, so every model is
 scored through the same code path as a model from the Hub.
@@ -21,16 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kdbench_leaderboards
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-#: Local lm-eval task YAMLs; ``KDBENCH_TASKS_DIR`` overrides the in-repo folder.
-TASKS_DIR = Path(
-    os.environ.get(
-        "KDBENCH_TASKS_DIR", Path(__file__).resolve().parent.parent / "leaderboards" / "tasks"
-    )
-)
+#: Local lm-eval task YAMLs: the bundled ``kdbench_leaderboards/tasks`` package data (the
+#: checkout's ``leaderboards/tasks``), a folder on disk; ``KDBENCH_TASKS_DIR`` overrides it.
+TASKS_DIR = Path(os.environ.get("KDBENCH_TASKS_DIR") or kdbench_leaderboards.path("tasks"))
 
 _LM_EVAL_LOGGERS = ("lm_eval",)
 # lm-eval modules that draw tqdm bars (building requests, tokenizing, scoring, bootstrapping)

@@ -33,13 +33,14 @@ import torch
 
 from kdbench import synthetic
 from kdbench.config import DataSpec
+from kdbench.disk_cache import sha256_file, write_atomic
+from kdbench.models import load_pretrained
+from kdbench.transfer import TRANSFER_SEED, Batch, encode, transfer_batch, transfer_examples
 
 if TYPE_CHECKING:
     from kdbench.methods import Method
-    from kdbench.train import Batch
 
 STOP = synthetic.EOS
-TRANSFER_SEED = 0  # the transfer set every job trains on (``transfer_batch(..., seed=0)``)
 BATCH_SIZE = 256  # prompts per ``generate`` call (speed only: not part of the cache key)
 FORMAT = 1  # bump when the record format or the generation procedure changes
 # files of a model folder that determine its generations (``kdbench_teacher.json`` is metadata)
@@ -112,7 +113,7 @@ def greedy_completions(
 
 def default_max_new_tokens(data: DataSpec, tokenizer) -> int:
     """What fits after the longest transfer prompt in the suite's ``max_length``."""
-    examples = synthetic.transfer_set(list(data.tasks), data.n_per_task, TRANSFER_SEED)
+    examples = transfer_examples(data)
     longest = max(
         len(tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]) for ex in examples
     )
@@ -126,14 +127,12 @@ def generate_transfer(
     batch_size: int = BATCH_SIZE,
 ) -> list[dict[str, Any]]:
     """The teacher's greedy generation for every prompt of the transfer set, in its order."""
-    from kdbench.models import load_pretrained
-
     model, tokenizer = load_pretrained(str(teacher_path))
     if torch.cuda.is_available():
         model.cuda()
     if max_new_tokens is None:
         max_new_tokens = default_max_new_tokens(data, tokenizer)
-    examples = synthetic.transfer_set(list(data.tasks), data.n_per_task, TRANSFER_SEED)
+    examples = transfer_examples(data)
     done = greedy_completions(
         model, tokenizer, [ex["prompt"] for ex in examples], max_new_tokens, batch_size
     )
@@ -187,10 +186,6 @@ def cache_key(teacher_path: str | Path, data: DataSpec, max_new_tokens: int) -> 
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _marker(path: Path) -> Path:
     return path.with_suffix(".done")
 
@@ -204,16 +199,7 @@ def is_complete(path: Path) -> bool:
         meta = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("sha256") == _sha256(path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return meta.get("sha256") == sha256_file(path)
 
 
 def cached_generations(
@@ -239,16 +225,16 @@ def cached_generations(
     _marker(path).unlink(missing_ok=True)  # a stale marker must never bless the new file
     start = time.perf_counter()
     records = generate_transfer(teacher_path, data, max_new_tokens, batch_size)
-    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     meta = {
         "count": len(records),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "teacher": str(teacher_path),
         "max_new_tokens": max_new_tokens,
         "stopped": sum(r["stopped"] for r in records),
         "wall_s": time.perf_counter() - start,
     }
-    _write_atomic(_marker(path), json.dumps(meta, indent=1))
+    write_atomic(_marker(path), json.dumps(meta, indent=1))
     return path
 
 
@@ -276,7 +262,7 @@ def training_examples(
     teacher's generation for ``examples[i]`` (empty when the method does not declare them)."""
     if method.data is None:
         raise ValueError(f"method {method.name!r} does not define training data")
-    examples = synthetic.transfer_set(list(data.tasks), data.n_per_task, TRANSFER_SEED)
+    examples = transfer_examples(data)
     records: list[dict[str, Any]] = []
     if "generations" in method.signals:
         if generations is None:
@@ -307,10 +293,8 @@ def method_batch(
     the ground truth for a method without ``data``, else its examples, generating the
     teacher's generations under ``cache`` first when they are not cached yet. (In a suite the
     teacher stage makes them and ``train_job`` only reads them.)"""
-    from kdbench.train import encode, transfer_batch
-
     if method.data is None:
-        return transfer_batch(data, tokenizer, seed=TRANSFER_SEED)
+        return transfer_batch(data, tokenizer)
     path = None
     if "generations" in method.signals:
         if teacher_path is None or cache is None:

@@ -24,8 +24,9 @@ Definitions
   the number of ranked groups minus those entirely below it. Groups whose intervals overlap
   thus share ranks, shown as ``rank_label`` ``"2–4"`` (``"3"`` when best = worst). Ranks are
   computed among the rows left after the method / family / student filters.
-* Closed track: only runs of the same suite (same hash: teacher, students, data, budget,
-  seeds, tasks) are ranked together. :func:`open_track` shows other suites apart, each with
+* Closed track: only runs of the same suite (same hash over the suite's identity,
+  :data:`kdbench.config.IDENTITY`: teacher, students, data, budget, eval tasks, seeds, methods
+  and their configs, DeepSpeed overrides, signal cache) are ranked together. :func:`open_track` shows other suites apart, each with
   its own ranks and a label naming what differs.
 
 All SQL takes parameters; filters and statistics run in pandas on one row per group.
@@ -44,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from kdbench import store
+from kdbench.config import identity_differences
 from kdbench.economics import PriceTable, cost_per_million_tokens
 
 SYNTHETIC_PREFIX = "SYNTHETIC"
@@ -608,15 +610,19 @@ def leaderboard(
 
 # --------------------------------------------------------------------------- other suites
 
-_DEFINING = ("teacher", "students", "data", "budget", "eval", "seeds", "methods")
-
 
 def suite_differences(config_a: str | None, config_b: str | None) -> list[str]:
-    """The top-level sections of two suite configs (JSON text) that differ, among teacher,
-    students, data, budget, eval, seeds and methods."""
+    """The identity sections (:data:`kdbench.config.IDENTITY`: what makes two suites the same
+    leaderboard, the sections :attr:`kdbench.config.Suite.hash` covers) in which two stored
+    suite configs (JSON text) differ."""
     a = json.loads(config_a) if config_a else {}
     b = json.loads(config_b) if config_b else {}
-    return [k for k in _DEFINING if a.get(k) != b.get(k)]
+    return identity_differences(a, b)
+
+
+def differences_label(config_a: str | None, config_b: str | None) -> str:
+    """What differs between two suites, for the open track: e.g. ``"budget, cache"``."""
+    return ", ".join(suite_differences(config_a, config_b)) or "identical (hashed by older code)"
 
 
 def open_track(
@@ -657,7 +663,7 @@ def open_track(
         )
         if ranked.empty:
             continue
-        differs = ", ".join(suite_differences(this_config, s.config)) or "name only"
+        differs = differences_label(this_config, s.config)
         ranked.insert(0, "differs", differs)
         ranked.insert(0, "suite_hash", s.suite_hash)
         ranked.insert(0, "suite", s.label)

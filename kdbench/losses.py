@@ -17,11 +17,14 @@ def shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the tokens that count."""
+    """Mean next-token cross-entropy over the tokens that count; 0 when nothing counts (the
+    mean over no token, NaN in ``F.cross_entropy``), still attached to the graph."""
     logits, labels = shift(logits, labels)
-    return F.cross_entropy(
+    ce = F.cross_entropy(
         logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE
     )
+    # a select, not a branch: no host sync, and the value is ``ce`` itself when a token counts
+    return torch.where((labels != IGNORE).any(), ce, 0.0)
 
 
 def token_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -30,9 +33,14 @@ def token_mask(labels: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` (B, T) over ``mask`` (B, T); 0 when nothing counts."""
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+    """Mean of ``values`` (B, T) over ``mask`` (B, T, bool or 0/1); 0 when nothing counts.
+
+    Masked positions are selected out, not multiplied by 0, so a NaN or inf there (e.g. a
+    divergence on a padding position) does not reach the value. Its gradient does not either,
+    unless the NaN comes from the backward of what computed ``values``: guard that op itself.
+    """
+    keep = mask.bool()
+    return torch.where(keep, values, 0.0).sum() / keep.to(values.dtype).sum().clamp_min(1.0)
 
 
 def with_task_loss(
@@ -42,6 +50,23 @@ def with_task_loss(
     if alpha == 1.0:
         return distill
     return alpha * distill + (1 - alpha) * token_ce(student_logits, labels)
+
+
+def aux_with_ce(
+    term: torch.Tensor,
+    weight: float,
+    ce_weight: float,
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """``weight * term + ce_weight * CE(y, p_S)``: an auxiliary term (feature, attention...)
+    added to the ground-truth cross-entropy; just ``weight * term`` when ``ce_weight == 0``
+    (the CE is then not computed). Check the weights with :func:`kdbench.helpers.check_weights`.
+    In a loss: ``aux_with_ce(hint, cfg.weight, cfg.ce_weight, student.logits, batch["labels"])``.
+    """
+    if ce_weight == 0:
+        return weight * term
+    return weight * term + ce_weight * token_ce(student_logits, labels)
 
 
 # --- teacher distributions: full logits or top-k -------------------------------------------

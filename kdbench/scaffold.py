@@ -37,14 +37,18 @@ METHOD = '''"""``{name}``: <one line on what the method does>.
 
 <Paper citation: authors, year, title, arXiv id.>
 
-    L = alpha * T^2 * KL( softmax(z_T / T) || softmax(z_S / T) ) + (1 - alpha) * CE(y, softmax(z_S))
+    L = alpha * T^2 * mean_t D( p_T || p_S ) + (1 - alpha) * CE(y, p_S),   p = softmax(z / T)
+
+with D the forward KL as generated (edit :func:`{name}_divergence`).
 
 Loss card:
-- divergence: forward KL, teacher first, over the full vocabulary (or k+1 buckets for a top-k
-  teacher);
-- temperature: both logits divided by T, the KL term multiplied by T^2;
-- reduction: summed over the vocabulary, averaged over completion tokens (prompt and padding
-  masked), in float32 whatever the training dtype.
+- divergence: forward KL, teacher first, per position, between the teacher's and the student's
+  next-token distributions: over the full vocabulary with a live teacher or a full-logit
+  cache; over k + 1 buckets (the teacher's top-k tokens and one "rest" bucket) with a top-k
+  cache, the default suite's form (:func:`kdbench.losses.distributions` makes both);
+- temperature: both distributions tempered by T, the term multiplied by T^2;
+- reduction: averaged over the completion tokens (prompt and padding masked), in float32
+  whatever the training dtype; mixed with the ground-truth cross-entropy by alpha.
 """
 
 from __future__ import annotations
@@ -52,35 +56,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import masked_mean, shift, token_ce, token_mask
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.losses import kl
 
 
 @dataclass
-class {cls}Config:
-    temperature: float = 1.0  # T > 0
+class {cls}Config(LogitConfig):
+    temperature: float = 1.0  # T > 0 (checked by LogitConfig)
     alpha: float = 0.5  # weight of the distillation term, in [0, 1]
 
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {{self.temperature}}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {{self.alpha}}")
+
+def {name}_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Per position (B, T): ``KL(p_T || p_S) = sum_v p_T(v) (log p_T(v) - log p_S(v))`` from the
+    teacher's and the student's log-distributions (B, T, V or k + 1). Replace with your own."""
+    return kl(log_p, log_q)
 
 
-def {name}_loss(student, teacher, batch, cfg: {cls}Config, modules) -> torch.Tensor:
-    """Pure: student output, teacher signals, batch and config in; a scalar tensor out."""
-    labels = batch["labels"]
-    s_logits, _ = shift(student.logits, labels)
-    t_logits, _ = shift(teacher["logits"], labels)
-    s = F.log_softmax(s_logits.float() / cfg.temperature, dim=-1)
-    t = F.log_softmax(t_logits.float() / cfg.temperature, dim=-1)
-    kl = (t.exp() * (t - s)).sum(-1)
-    distill = cfg.temperature**2 * masked_mean(kl, token_mask(labels))
-    return cfg.alpha * distill + (1 - cfg.alpha) * token_ce(student.logits, labels)
+# teacher signals -> distributions -> masked mean -> T^2 -> alpha mix with the task loss
+{name}_loss = logit_loss({name}_divergence)
 
 
 @hookimpl
@@ -105,19 +100,22 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from kdbench.losses import topk_signals
 from kdbench.testing import conformance
 from kdbench_{name}.method import {cls}Config, {name}_loss
 
-# kdbench's plugin contract: config defaults, a finite differentiable loss, declared teacher
-# signals, real DeepSpeed steps, a stored result row.
+# kdbench's plugin contract, against a live teacher and a cached full / top-k teacher: config
+# defaults, a scalar finite differentiable loss, declared signals, masking, empty batches,
+# top-k handling, real DeepSpeed steps, a scored and stored run.
 test_conformance = conformance("{name}")
 
 
-def test_zero_distillation_when_student_equals_teacher() -> None:
+@pytest.mark.parametrize("topk", [0, 4])
+def test_zero_distillation_when_student_equals_teacher(topk: int) -> None:
     logits = torch.randn(2, 5, 11)
+    teacher = topk_signals(logits, topk) if topk else {{"logits": logits}}
     batch = {{"labels": torch.tensor([[-100, 1, 2, 3, 4]] * 2)}}
-    loss = {name}_loss(SimpleNamespace(logits=logits), {{"logits": logits}}, batch,
-                       {cls}Config(alpha=1.0), {{}})
+    loss = {name}_loss(SimpleNamespace(logits=logits), teacher, batch, {cls}Config(alpha=1.0), {{}})
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
 '''
 

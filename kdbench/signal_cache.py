@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +40,12 @@ import numpy as np
 import torch
 
 from kdbench.config import CACHEABLE, DataSpec
+from kdbench.disk_cache import atomic_entry, sha256_file
 from kdbench.generations import teacher_fingerprint
+from kdbench.models import load_pretrained, prepare_models
+from kdbench.records import SignalCacheInfo
+from kdbench.signals import TeacherSignals, live_outputs
+from kdbench.transfer import transfer_batch
 
 FORMAT = 1  # bump when the layout changes: older entries are then never read
 PER_TOKEN = {
@@ -75,17 +78,10 @@ def cache_key(teacher_path: str | Path, input_ids: torch.Tensor, signals, topk: 
     return h.hexdigest()[:20]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class SignalCache:
-    """An opened cache entry; :meth:`batch` gives the teacher dict for a batch of examples."""
+    """An opened cache entry; :meth:`batch` gives a method's :class:`TeacherSignals` for a batch
+    of examples (rows of the transfer set)."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -105,12 +101,18 @@ class SignalCache:
         return method.data is None and bool(wanted) and wanted <= self.signals
 
     def batch(
-        self, idx: torch.Tensor, width: int, signals: Iterable[str] | None = None
-    ) -> dict[str, Any]:
-        """The cached ``signals`` (default: all in the entry) of examples ``idx``, right-padded
-        to ``width`` tokens like the batch (padding positions are zeros: losses mask them).
-        Float arrays come back float32. Only the rows of these examples are read from disk."""
-        wanted = self.signals if signals is None else self.signals & set(signals)
+        self,
+        idx: torch.Tensor,
+        width: int,
+        signals: Iterable[str] | None = None,
+        method: str = "(any)",
+    ) -> TeacherSignals:
+        """The cached ``signals`` (default: all in the entry) of examples ``idx`` as the
+        :class:`TeacherSignals` of ``method``, right-padded to ``width`` tokens like the batch
+        (padding positions are zeros: losses mask them). Float arrays come back float32. Only
+        the rows of these examples are read from disk."""
+        declared = self.signals if signals is None else frozenset(signals)
+        wanted = self.signals & declared
         idx_np = idx.cpu().numpy()
         lengths = np.minimum(self.arrays["lengths"][idx_np], width)
         starts = self.arrays["offsets"][idx_np]
@@ -128,7 +130,7 @@ class SignalCache:
             t = torch.from_numpy(out)
             return t.float() if t.is_floating_point() else t.long()
 
-        out: dict[str, Any] = {"logits": None}
+        out: dict[str, Any] = {}
         if "logits" in wanted:
             if self.manifest["topk"]:
                 for name in PER_TOKEN["logits"]:
@@ -150,7 +152,7 @@ class SignalCache:
                 att[:, j, :, :n, :n] = block.reshape(layers, heads, n, n)[:, :, :width, :width]
             maps = torch.from_numpy(att).float()
             out["attentions"] = tuple(maps[i] for i in range(layers))
-        return out
+        return TeacherSignals(out, declared, method, "cache")
 
 
 def open_cache(folder: str | Path, verify: bool = False) -> SignalCache:
@@ -166,7 +168,7 @@ def open_cache(folder: str | Path, verify: bool = False) -> SignalCache:
         path = folder / f"{name}.npy"
         if not path.is_file() or path.stat().st_size != meta["bytes"]:
             raise CacheError(f"teacher-signal cache {folder}: {path.name} is missing or truncated")
-        if verify and _sha256(path) != meta["sha256"]:
+        if verify and sha256_file(path) != meta["sha256"]:
             raise CacheError(f"teacher-signal cache {folder}: {path.name} is damaged (checksum)")
         arrays[name] = np.load(path, mmap_mode="r")
     return SignalCache(folder, manifest, arrays)
@@ -182,18 +184,29 @@ def build(
     batch_size: int = 64,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """One teacher pass over the transfer set, written to ``folder`` (which must not exist)."""
-    from kdbench.train import teacher_signals
-
-    if "attentions" in signals and teacher.config._attn_implementation != "eager":
-        teacher.set_attn_implementation("eager")  # other kernels return no attention maps
+    """One teacher pass over the transfer set, written to ``folder`` as one atomic entry."""
+    prepare_models(signals, teacher)  # other kernels than eager return no attention maps
     teacher.eval()
+    with atomic_entry(folder) as tmp:
+        tmp.mkdir()
+        return _fill(teacher, input_ids, attention_mask, signals, topk, tmp, batch_size, progress)
+
+
+def _fill(
+    teacher: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    signals: frozenset[str],
+    topk: int,
+    tmp: Path,
+    batch_size: int,
+    progress: Any,
+) -> dict[str, Any]:
+    """Write the entry's arrays and manifest into the (new, empty) folder ``tmp``."""
     device = next(teacher.parameters()).device
     lengths = attention_mask.sum(1).numpy().astype(np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     n_tok = int(offsets[-1])
-    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
     arrays: dict[str, np.ndarray] = {}
     manifest: dict[str, Any] = {"signals": sorted(signals), "topk": topk}
 
@@ -212,7 +225,7 @@ def build(
             "input_ids": input_ids[lo:hi, :width].to(device),
             "attention_mask": attention_mask[lo:hi, :width].to(device),
         }
-        out = teacher_signals(teacher, signals, batch)
+        out = live_outputs(teacher, signals, batch)
         forwards += hi - lo
         mask = batch["attention_mask"].bool().cpu()
         a, b = int(offsets[lo]), int(offsets[hi])
@@ -263,7 +276,7 @@ def build(
     arrays.clear()  # close the memory maps before hashing the files
     files = {}
     for path in sorted(tmp.glob("*.npy")):
-        files[path.stem] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        files[path.stem] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     total = sum(f["bytes"] for f in files.values())
     manifest.update(
         files=files,
@@ -276,10 +289,6 @@ def build(
         build_s=time.perf_counter() - start,
     )
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    try:
-        os.rename(tmp, folder)  # atomic: the entry appears complete or not at all
-    except OSError:  # another process built the same entry meanwhile: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -290,24 +299,18 @@ def ensure(
     topk: int,
     root: str | Path,
     progress_factory: Any = None,
-) -> dict[str, Any]:
+) -> SignalCacheInfo:
     """The cache entry for this teacher, transfer set and spec: verified (every checksum) if
-    present, (re)built if missing or damaged. Returns ``{"path", "built", "manifest"}``; a
-    damaged entry is moved aside and never read."""
-    from kdbench.models import load_pretrained
-    from kdbench.train import transfer_batch
-
+    present, (re)built if missing or damaged (a damaged entry is removed, never read)."""
     teacher, tokenizer = load_pretrained(str(teacher_path))
-    batch = transfer_batch(data, tokenizer, seed=0)
+    batch = transfer_batch(data, tokenizer)
     folder = Path(root) / "signals" / cache_key(teacher_path, batch.input_ids, signals, topk)
     if folder.exists():
         try:
-            entry = open_cache(folder, verify=True)
-            return {"path": str(folder), "built": False, "manifest": entry.manifest}
+            return _info(open_cache(folder, verify=True).manifest, folder, built=False)
         except CacheError as e:
             print(f"{e}: rebuilding it")
             shutil.rmtree(folder, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     bar = (
         progress_factory(total=len(batch.input_ids), desc="teacher signals", unit="seq")
         if progress_factory
@@ -318,4 +321,16 @@ def ensure(
     )
     if bar is not None:
         bar.close()
-    return {"path": str(folder), "built": True, "manifest": manifest}
+    return _info(manifest, folder, built=True)
+
+
+def _info(manifest: dict[str, Any], folder: Path, built: bool) -> SignalCacheInfo:
+    return SignalCacheInfo(
+        path=str(folder),
+        built=built,
+        signals=tuple(manifest["signals"]),
+        topk=manifest["topk"],
+        bytes=manifest["bytes"],
+        bytes_per_token=manifest["bytes_per_token"],
+        teacher_tokens=manifest["teacher_tokens"],
+    )

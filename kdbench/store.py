@@ -552,6 +552,13 @@ def read_runs(db_path: str | Path, suite_hash: str | None = None) -> pd.DataFram
     return _query_df(db_path, _RUNS_SQL, [suite_hash, suite_hash])
 
 
+def ok_run_ids(db_path: str | Path, suite_hash: str) -> set[str]:
+    """The ids of the runs of ``suite_hash`` stored with status ok (empty without a database):
+    what a rerun of the suite skips."""
+    runs = read_runs(db_path, suite_hash)
+    return set(runs.loc[runs.status == "ok", "run_id"]) if len(runs) else set()
+
+
 def read_metrics(db_path: str | Path, suite_hash: str | None = None) -> pd.DataFrame:
     """All metrics (optionally of one suite), with the run's identifying columns.
 

@@ -1,20 +1,29 @@
-"""The teacher stage's model: loaded by id or path, or built and trained from a recipe and
-cached on disk under the recipe's hash, so the next run (and every other suite with the same
-recipe) reuses it."""
+"""The teacher stage, once per suite: the teacher loaded by id or path, or built and trained
+from a recipe and cached on disk under the recipe's hash (so the next run, and every other suite
+with the same recipe, reuses it); its generations on the transfer set and its signal-cache
+entry when methods need them. Returns :class:`kdbench.records.TeacherArtifacts`."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from kdbench import __version__
+from kdbench import __version__, signal_cache
 from kdbench.config import Budget, Suite
+from kdbench.disk_cache import atomic_entry
+from kdbench.evaluate import evaluate
+from kdbench.generations import cached_generations
 from kdbench.methods import registry
+from kdbench.models import build_llama, default_tokenizer, model_bytes, n_params, save
+from kdbench.records import TeacherArtifacts
+from kdbench.train import train
+from kdbench.transfer import transfer_batch
+from kdbench.workers import worker_setup
 
 CACHE_ENV = "KDBENCH_CACHE"
 # Bump when the training code changes what a recipe produces (schedule, data order, init):
@@ -62,27 +71,23 @@ def gate_score(metrics: list[dict[str, Any]], metric: str) -> float | None:
     return None
 
 
-def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> dict[str, Any]:
+def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> TeacherArtifacts:
     """The teacher's folder, training it first when the recipe is not cached yet.
 
     Training goes in rounds of ``train_steps`` (each its own warm-up and cosine schedule)
     until the gate metric reaches its value or ``max_steps`` is spent.
     """
-    from kdbench.evaluate import evaluate
-    from kdbench.models import build_llama, default_tokenizer, n_params, save
-    from kdbench.train import train, transfer_batch
-
     t = suite.teacher
     if t.source is not None:
-        return {"path": t.source, "trained": False, "cached": False}
+        return TeacherArtifacts(path=t.source, cached=False, trained=False)
     folder = root / "teachers" / recipe_hash(suite)
     done = folder / "kdbench_teacher.json"
     if done.is_file():  # written last: a folder without it is a partial build, never read
-        return {**json.loads(done.read_text()), "path": str(folder), "cached": True}
+        return _artifacts(json.loads(done.read_text()), folder, cached=True)
 
     tokenizer = default_tokenizer()
     model = build_llama({**t.arch, "max_length": suite.data.max_length}, tokenizer, seed=0)
-    data = transfer_batch(suite.data, tokenizer, seed=0)
+    data = transfer_batch(suite.data, tokenizer)
     sft = registry()["sft"]
     budget = Budget(steps=t.train_steps, batch_size=t.batch_size, lr=t.lr)
     steps, tokens, wall, score, rounds = 0, 0, 0.0, None, []
@@ -125,20 +130,56 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> dic
             f"after {steps} steps, below the gate {t.gate_value}; raise "
             "teacher.max_steps or lower teacher.gate.value"
         )
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    size = save(model.cpu(), tokenizer, tmp)
-    meta = {
-        "recipe": recipe(suite),
-        "steps": steps,
-        "tokens": tokens,
-        "train_wall_s": wall,
-        "rounds": rounds,
-        "params": n_params(model),
-        "bytes": size,
-        "trained": True,
-    }
-    (tmp / "kdbench_teacher.json").write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return {**meta, "path": str(folder), "cached": False}
+    with atomic_entry(folder, replace=True) as tmp:
+        size = save(model.cpu(), tokenizer, tmp)
+        meta = {
+            "recipe": recipe(suite),
+            "steps": steps,
+            "tokens": tokens,
+            "train_wall_s": wall,
+            "rounds": rounds,
+            "params": n_params(model),
+            "bytes": size,
+            "trained": True,
+        }
+        (tmp / "kdbench_teacher.json").write_text(json.dumps(meta, indent=1))
+    return _artifacts(meta, folder, cached=False)
+
+
+def _artifacts(meta: dict[str, Any], folder: Path, cached: bool) -> TeacherArtifacts:
+    return TeacherArtifacts(
+        path=str(folder),
+        cached=cached,
+        trained=not cached,
+        params=meta.get("params"),
+        bytes=model_bytes(folder),  # measured again: older code recorded the whole folder
+        tokens=meta.get("tokens"),
+        steps=meta.get("steps"),
+        train_wall_s=meta.get("train_wall_s"),
+        recipe=meta.get("recipe", {}),
+    )
+
+
+def teacher_stage(
+    suite: Suite,
+    cache: str,
+    cpus: float,
+    generations: bool = False,
+    signals: frozenset[str] = frozenset(),
+) -> TeacherArtifacts:
+    """Ray task: load or build the teacher (cached by recipe hash); with ``generations``, also
+    its greedy generations on the transfer set; with ``signals``, the teacher-signal cache entry
+    (:mod:`kdbench.signal_cache`), verified or (re)built. Both are cached by content."""
+    from ray.experimental.tqdm_ray import tqdm
+
+    worker_setup(cpus)
+    teacher = build_teacher(suite, Path(cache), progress_factory=tqdm)
+    if generations:
+        path = cached_generations(teacher.path, suite.data, cache)
+        teacher = dataclasses.replace(teacher, generations=str(path))
+    if signals:
+        entry = signal_cache.ensure(
+            teacher.path, suite.data, signals, suite.cache.topk, cache, progress_factory=tqdm
+        )
+        teacher = dataclasses.replace(teacher, signal_cache=entry)
+    return teacher

@@ -12,62 +12,18 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import deepspeed
 import torch
 
-from kdbench import synthetic
-from kdbench.config import Budget, DataSpec
-from kdbench.losses import IGNORE
+from kdbench.config import Budget
 from kdbench.methods import Method
-
-
-@dataclass
-class Batch:
-    """The whole transfer set, tokenised once: right-padded ids, mask, labels and weights."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor  # IGNORE on prompt and padding: only completions are learnt
-    weight: torch.Tensor | None = None  # (N,) float per-example loss weight; None: all 1.0
-
-    def __post_init__(self) -> None:
-        if self.weight is None:
-            self.weight = torch.ones(len(self.input_ids), dtype=torch.float32)
-
-
-def encode(examples: list[dict[str, Any]], tokenizer, max_length: int, rationales: bool) -> Batch:
-    """Tokenise ``prompt + completion``; the loss sees completion tokens only.
-
-    The completion is ``ex["target"]`` when given (a method's ``data``), else the ground truth
-    ``synthetic.target_text(ex, rationales)``; ``ex["weight"]`` (default 1.0) is kept per example.
-    """
-    ids, labels = [], []
-    weights = [float(ex.get("weight", 1.0)) for ex in examples]
-    for ex in examples:
-        p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
-        target = ex["target"] if "target" in ex else synthetic.target_text(ex, rationales)
-        t = tokenizer(target, add_special_tokens=False)["input_ids"]
-        seq = (p + t)[:max_length]
-        ids.append(seq)
-        labels.append(([IGNORE] * len(p) + t)[:max_length])
-    width = max(map(len, ids))
-    out_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    out_labels = torch.full((len(ids), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, (seq, lab) in enumerate(zip(ids, labels, strict=True)):
-        out_ids[i, : len(seq)] = torch.tensor(seq)
-        out_labels[i, : len(lab)] = torch.tensor(lab)
-        mask[i, : len(seq)] = 1
-    return Batch(out_ids, mask, out_labels, torch.tensor(weights, dtype=torch.float32))
-
-
-def transfer_batch(data: DataSpec, tokenizer, seed: int) -> Batch:
-    examples = synthetic.transfer_set(list(data.tasks), data.n_per_task, seed)
-    return encode(examples, tokenizer, data.max_length, data.rationales)
-
+from kdbench.models import capture_qkv, prepare_models
+from kdbench.signal_cache import SignalCache
+from kdbench.signals import TeacherSignals, live_signals
+from kdbench.transfer import Batch
 
 # --- DeepSpeed ------------------------------------------------------------------------------
 
@@ -83,8 +39,6 @@ OWN_GROUP = "KDBENCH_SINGLE_PROCESS_GROUP"
 
 def init_distributed() -> None:
     """A one-process group unless a launcher (Ray Train, deepspeed) already set one up."""
-    import deepspeed
-
     if torch.distributed.is_initialized():
         return
     if "RANK" not in os.environ or os.environ.get(OWN_GROUP) == "1":
@@ -167,99 +121,25 @@ class Trainable(torch.nn.Module):
         return self.student(**kwargs)
 
 
-QKV_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
-
-
-def last_attention(model: torch.nn.Module) -> torch.nn.Module:
-    """The last decoder layer's ``self_attn`` of a Hugging Face decoder (Llama and alike)."""
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model
-    layers = getattr(base, "layers", None)
-    if not layers or not all(hasattr(layers[-1].self_attn, n) for n in QKV_PROJECTIONS):
-        raise ValueError(
-            f"the 'qkv' signal needs decoder layers with self_attn.{'/'.join(QKV_PROJECTIONS)}"
-            f" (HF Llama layout); {type(model).__name__} has none"
-        )
-    return layers[-1].self_attn
-
-
-@contextlib.contextmanager
-def capture_qkv(model: torch.nn.Module, enabled: bool = True):
-    """Forward hooks on the last decoder layer's ``q_proj`` / ``k_proj`` / ``v_proj``.
-
-    Yields a list that, after a forward pass inside the block, holds ``(q, k, v)``, each
-    (B, T, width): the projections' outputs, before RoPE and the head split, with their autograd
-    graph. The hooks are removed on exit. With ``enabled=False`` nothing is hooked.
-    """
-    captured: dict[str, torch.Tensor] = {}
-    result: list[torch.Tensor] = []
-    handles = []
-    if enabled:
-        attn = last_attention(model)
-        for name in QKV_PROJECTIONS:
-
-            def hook(module, inputs, output, name=name):
-                captured[name] = output  # a recomputed forward overwrites: the last one wins
-
-            handles.append(getattr(attn, name).register_forward_hook(hook))
-    try:
-        yield result
-        if enabled:
-            result[:] = [captured[name] for name in QKV_PROJECTIONS]
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def teacher_signals(
-    teacher: torch.nn.Module, signals: frozenset[str], batch: dict[str, torch.Tensor]
-) -> dict[str, Any]:
-    """Run the teacher once on a batch and keep only the signals the method declared."""
-    with torch.no_grad(), capture_qkv(teacher, enabled="qkv" in signals) as qkv:
-        out = teacher(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            output_hidden_states="hidden_states" in signals,
-            output_attentions="attentions" in signals,
-        )
-    keep = {"logits": out.logits}
-    if "hidden_states" in signals:
-        keep["hidden_states"] = out.hidden_states
-    if "attentions" in signals:
-        keep["attentions"] = out.attentions
-    if "qkv" in signals:
-        keep["qkv"] = tuple(qkv)
-    return keep
-
-
-def prepare_models(method: Method, *models: torch.nn.Module | None) -> None:
-    """Attention maps exist only with eager attention: a model loaded with the default (sdpa)
-    kernel returns none, so switch the models over for a method that reads them."""
-    if "attentions" in method.signals:
-        for model in models:
-            if model is not None and model.config._attn_implementation != "eager":
-                model.set_attn_implementation("eager")
-
-
 def method_loss(
     method: Method,
     cfg: Any,
     student: Any,
-    teacher: torch.nn.Module | None,
+    teacher: torch.nn.Module | TeacherSignals | None,
     batch: dict[str, torch.Tensor],
     modules: dict[str, torch.nn.Module],
-    guard: Any = None,
-    cached: dict[str, Any] | None = None,
 ) -> torch.Tensor:
-    """One forward of the student (and, for per-batch signals, the teacher) and the method's
-    loss. ``student`` is the model or the DeepSpeed engine around it; ``guard`` may wrap the
-    teacher dict (the conformance checks use it to refuse undeclared signals); ``cached`` is the
-    teacher dict read from the signal cache (then the teacher does not run)."""
-    if cached is not None:
-        signals = cached
+    """One forward of the student and the method's loss. ``student`` is the model or the
+    DeepSpeed engine around it; ``teacher`` is the teacher model (run live on the batch), the
+    :class:`TeacherSignals` of the batch (read from the signal cache), or None for a method
+    that reads no per-batch signal. The loss always gets a :class:`TeacherSignals` holding
+    exactly the method's declared signals."""
+    if isinstance(teacher, TeacherSignals):
+        signals = teacher
+    elif teacher is not None:
+        signals = live_signals(teacher, method.signals, batch, method.name)
     else:
-        signals = teacher_signals(teacher, method.signals, batch) if teacher is not None else None
-    if signals is not None and guard is not None:
-        signals = guard(signals)
+        signals = TeacherSignals({}, method.signals, method.name, "none")
     want_qkv = "qkv" in method.signals
     inner = getattr(student, "module", student)  # the engine's Trainable, or the model
     inner = getattr(inner, "student", inner)
@@ -288,7 +168,7 @@ def train(
     progress: Any = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
-    cache: Any = None,
+    cache: SignalCache | None = None,
     teacher_config: Any = None,
     zero_stage: int = 0,
 ) -> dict[str, Any]:
@@ -306,12 +186,10 @@ def train(
     Returns statistics: wall time, tokens seen (non-padding, all workers), final loss, the step
     resumed from, and the sequences the teacher ran on (``teacher_forwards``, all workers).
     """
-    import deepspeed
-
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     init_distributed()
     torch.manual_seed(seed)
-    prepare_models(method, model, teacher)
+    prepare_models(method.signals, model, teacher)
     if teacher_config is None:
         teacher_config = getattr(teacher, "config", None)
     modules = method.modules(model.config, teacher_config, cfg) if method.modules else {}
@@ -346,24 +224,15 @@ def train(
         global_idx = order[cursor : cursor + budget.batch_size]
         cursor += budget.batch_size
         idx = global_idx[rank::world]  # this worker's share of the global batch
-        width = int(data.attention_mask[idx].sum(1).max())  # trim padding columns
-        batch = {
-            "input_ids": data.input_ids[idx, :width].to(device),
-            "attention_mask": data.attention_mask[idx, :width].to(device),
-            "labels": data.labels[idx, :width].to(device),
-            "weight": data.weight[idx].to(device),
-        }
-        cached = None
+        rows = data.rows(idx)  # padding columns trimmed
+        batch = {k: v.to(device) for k, v in rows.items()}
+        source: torch.nn.Module | TeacherSignals | None = teacher
         if cache is not None:
-            cached = {
-                k: (v.to(device) if isinstance(v, torch.Tensor) else _to(v, device))
-                for k, v in cache.batch(idx, width, method.signals).items()
-            }
+            width = rows["input_ids"].shape[1]
+            source = cache.batch(idx, width, method.signals, method.name).to(device)
         elif teacher is not None:
             forwards += len(global_idx)
-        loss = method_loss(
-            method, cfg, engine, teacher, batch, dict(trainable.extra), cached=cached
-        )
+        loss = method_loss(method, cfg, engine, source, batch, dict(trainable.extra))
         engine.backward(loss)
         engine.step()
         tokens += int(data.attention_mask[global_idx].sum())
@@ -397,19 +266,3 @@ def train(
         "resumed_from": first,
         "teacher_forwards": forwards,
     }
-
-
-def _to(value: Any, device: Any) -> Any:
-    """Move a tuple of tensors (hidden states, attention maps, qkv) or None to ``device``."""
-    if isinstance(value, tuple):
-        return tuple(v.to(device) for v in value)
-    return value
-
-
-def method_batch(
-    method: Method, cfg: Any, data: DataSpec, tokenizer, teacher_path=None, cache=None
-) -> Batch:
-    """The encoded training set a method sees (see :func:`kdbench.generations.method_batch`)."""
-    from kdbench.generations import method_batch as build
-
-    return build(method, cfg, data, tokenizer, teacher_path, cache)

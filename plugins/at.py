@@ -20,7 +20,7 @@ normalising, so a map only spans the ``n x n`` real tokens of its sequence. Per 
 
 Layer pairs use decoder layers ``1..L`` (attention map ``l`` = HF ``attentions[l - 1]``):
 ``"uniform"`` (default: every student layer with its depth-matched teacher layer, as the paper
-transfers at the end of every group; see ``fitnets``), ``"last"``, or ``[[s, t], ...]``.
+transfers at the end of every group; see :mod:`kdbench.layers`), ``"last"``, or ``[[s, t], ...]``.
 
 Loss card:
 - tensors: the student's and teacher's attention probabilities (eager attention, causal, with
@@ -43,11 +43,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from kdbench_plugins.fitnets import check_layers, layer_pairs
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import token_ce
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import check_weights
+from kdbench.layers import check_layers, paired_states
+from kdbench.losses import aux_with_ce
 
 
 @dataclass
@@ -58,12 +58,7 @@ class ATConfig:
 
     def __post_init__(self) -> None:
         self.layers = check_layers(self.layers)
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
-        if not self.ce_weight >= 0:
-            raise ValueError(f"ce_weight must be >= 0, got {self.ce_weight}")
-        if self.beta == 0 and self.ce_weight == 0:
-            raise ValueError("beta and ce_weight cannot both be 0")
+        check_weights(beta=self.beta, ce_weight=self.ce_weight)
 
 
 def attention_map(attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -80,12 +75,9 @@ def at_distance(
     layers: str | tuple = "uniform",
 ) -> torch.Tensor:
     """Per sequence (B,): ``||a_S/||a_S|| - a_T/||a_T||||_2`` averaged over the layer pairs."""
-    pairs = layer_pairs(layers, len(student_attn), len(teacher_attn), first=1)
     dists = [
-        (attention_map(student_attn[s - 1], mask) - attention_map(teacher_attn[t - 1], mask)).norm(
-            p=2, dim=1
-        )
-        for s, t in pairs
+        (attention_map(a_s, mask) - attention_map(a_t, mask)).norm(p=2, dim=1)
+        for _, _, a_s, a_t in paired_states(layers, student_attn, teacher_attn, first=1)
     ]
     return torch.stack(dists).mean(0)
 
@@ -110,9 +102,8 @@ def at_loss(
     modules: dict[str, torch.nn.Module],
 ) -> torch.Tensor:
     term = at_term(student.attentions, teacher["attentions"], batch["attention_mask"], cfg)
-    if cfg.ce_weight == 0:
-        return term
-    return term + cfg.ce_weight * token_ce(student.logits, batch["labels"])
+    # beta is inside the term (scaled per sequence), so the term's own weight is 1
+    return aux_with_ce(term, 1.0, cfg.ce_weight, student.logits, batch["labels"])
 
 
 @hookimpl

@@ -34,95 +34,22 @@ Loss card:
   default (the paper gives no joint weight). The regressor is linear, where the paper's
   convolutional regressor carries the teacher's non-linearity.
 
-The layer-pair helpers here (:func:`default_layer_map`, :func:`layer_pairs`) are shared by the
-other feature and attention methods.
+The layer pairs are :mod:`kdbench.layers`' (:func:`kdbench.layers.default_layer_map` for
+``"uniform"``), shared with the other feature and attention methods.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import masked_mean, token_ce
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import check_weights
+from kdbench.layers import check_layers, module_key, pair_projections, paired_states, project
+from kdbench.losses import aux_with_ce, masked_mean
 
-LAYER_MODES = ("uniform", "last")
-Pairs = tuple[tuple[int, int], ...]
-
-
-# --- layer pairs (shared with hidden_cosine and at) -----------------------------------------
-
-
-def default_layer_map(student_layers: int, teacher_layers: int) -> Pairs:
-    """Student layer ``s`` (1-based) -> teacher layer ``round_half_up(s * L_T / L_S)``."""
-    if student_layers < 1 or teacher_layers < 1:
-        raise ValueError("both models need at least one layer")
-    return tuple(
-        (s, max(1, math.floor(s * teacher_layers / student_layers + 0.5)))
-        for s in range(1, student_layers + 1)
-    )
-
-
-def check_layers(value: str | list | tuple) -> str | Pairs:
-    """A config's ``layers`` field: a mode name, or pairs normalised to a tuple of int tuples."""
-    if isinstance(value, str):
-        if value not in LAYER_MODES:
-            raise ValueError(
-                f"layers must be one of {LAYER_MODES} or a list of pairs, got {value!r}"
-            )
-        return value
-    if not isinstance(value, list | tuple) or not value:
-        raise ValueError(f"layers must be one of {LAYER_MODES} or a non-empty list of pairs")
-    pairs = []
-    for pair in value:
-        if (
-            not isinstance(pair, list | tuple)
-            or len(pair) != 2
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in pair)
-        ):
-            raise ValueError(
-                f"layers: each pair must be [student_layer, teacher_layer] of integers >= 0, got {pair!r}"
-            )
-        pairs.append((pair[0], pair[1]))
-    if len(set(pairs)) != len(pairs):
-        raise ValueError(f"layers: duplicate pairs in {value!r}")
-    return tuple(pairs)
-
-
-def layer_pairs(
-    layers: str | Pairs, student_layers: int, teacher_layers: int, first: int = 0
-) -> Pairs:
-    """The ``(student, teacher)`` layer pairs for models of these depths.
-
-    ``first`` is the lowest valid layer number: 0 for hidden states (0 = embeddings), 1 for
-    attention maps.
-    """
-    if layers == "uniform":
-        return default_layer_map(student_layers, teacher_layers)
-    if layers == "last":
-        return ((student_layers, teacher_layers),)
-    for s, t in layers:
-        if not (first <= s <= student_layers and first <= t <= teacher_layers):
-            raise ValueError(
-                f"layer pair ({s}, {t}) out of range: the student has layers {first}..{student_layers},"
-                f" the teacher {first}..{teacher_layers}"
-            )
-    return tuple(layers)
-
-
-def module_key(prefix: str, s: int, t: int) -> str:
-    return f"{prefix}_{s}_{t}"
-
-
-def project(proj: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """``proj(h)`` in the projection's dtype, returned in float32."""
-    return proj(h.to(next(proj.parameters()).dtype)).float()
-
-
-# --- fitnets --------------------------------------------------------------------------------
+PREFIX = "fitnets"
 
 
 @dataclass
@@ -133,12 +60,7 @@ class FitNetsConfig:
 
     def __post_init__(self) -> None:
         self.layers = check_layers(self.layers)
-        if not self.weight >= 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
-        if not self.ce_weight >= 0:
-            raise ValueError(f"ce_weight must be >= 0, got {self.ce_weight}")
-        if self.weight == 0 and self.ce_weight == 0:
-            raise ValueError("weight and ce_weight cannot both be 0")
+        check_weights(weight=self.weight, ce_weight=self.ce_weight)
 
 
 def hint_mse(student_h: torch.Tensor, teacher_h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -151,15 +73,7 @@ def fitnets_modules(
     student_config, teacher_config, cfg: FitNetsConfig
 ) -> dict[str, torch.nn.Module]:
     """One linear regressor ``H_S -> H_T`` per layer pair."""
-    pairs = layer_pairs(
-        cfg.layers, student_config.num_hidden_layers, teacher_config.num_hidden_layers
-    )
-    return {
-        module_key("fitnets", s, t): torch.nn.Linear(
-            student_config.hidden_size, teacher_config.hidden_size
-        )
-        for s, t in pairs
-    }
+    return pair_projections(PREFIX, cfg.layers, student_config, teacher_config)
 
 
 def fitnets_hint(
@@ -170,14 +84,9 @@ def fitnets_hint(
     modules: dict[str, torch.nn.Module],
 ) -> torch.Tensor:
     """The hint term alone, averaged over the layer pairs."""
-    pairs = layer_pairs(cfg.layers, len(student_hidden) - 1, len(teacher_hidden) - 1)
     terms = [
-        hint_mse(
-            project(modules[module_key("fitnets", s, t)], student_hidden[s]),
-            teacher_hidden[t],
-            mask,
-        )
-        for s, t in pairs
+        hint_mse(project(modules[module_key(PREFIX, s, t)], h_s), h_t, mask)
+        for s, t, h_s, h_t in paired_states(cfg.layers, student_hidden, teacher_hidden)
     ]
     return torch.stack(terms).mean()
 
@@ -192,9 +101,7 @@ def fitnets_loss(
     hint = fitnets_hint(
         student.hidden_states, teacher["hidden_states"], batch["attention_mask"], cfg, modules
     )
-    if cfg.ce_weight == 0:
-        return cfg.weight * hint
-    return cfg.weight * hint + cfg.ce_weight * token_ce(student.logits, batch["labels"])
+    return aux_with_ce(hint, cfg.weight, cfg.ce_weight, student.logits, batch["labels"])
 
 
 @hookimpl

@@ -32,21 +32,14 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import distributions, kl, masked_mean, with_task_loss
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.losses import kl
 
 
 @dataclass
-class FKLConfig:
-    temperature: float = 1.0  # T > 0; the papers use T = 1
-    alpha: float = 1.0  # weight of the divergence against the ground-truth CE, in [0, 1]
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+class FKLConfig(LogitConfig):
+    """``temperature = 1`` (the papers use none), ``alpha = 1`` (pure divergence)."""
 
 
 def forward_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -54,17 +47,7 @@ def forward_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return kl(log_p, log_q)
 
 
-def fkl_loss(
-    student,
-    teacher: dict[str, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-    cfg: FKLConfig,
-    modules: dict[str, torch.nn.Module],
-) -> torch.Tensor:
-    labels = batch["labels"]
-    log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)
-    distill = cfg.temperature**2 * masked_mean(forward_kl(log_p, log_q), mask)
-    return with_task_loss(distill, student.logits, labels, cfg.alpha)
+fkl_loss = logit_loss(forward_kl)
 
 
 @hookimpl

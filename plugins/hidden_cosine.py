@@ -8,7 +8,7 @@ lighter", arXiv:1910.01108).
 Layers are numbered as the Hugging Face ``hidden_states`` tuple (0 = embeddings, ``l`` = output
 of decoder layer ``l``; the last entry is after the final norm). ``layers = "last"`` (default,
 DistilBERT: the last hidden states) pairs the two last layers; ``"uniform"`` pairs every student
-layer with a depth-matched teacher layer (see ``fitnets``); or give explicit ``[[s, t], ...]``.
+layer with a depth-matched teacher layer (:mod:`kdbench.layers`); or give explicit ``[[s, t], ...]``.
 
 Loss card:
 - tensors: student and teacher hidden states at the chosen pairs; the teacher's are targets;
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from kdbench_plugins.fitnets import check_layers, layer_pairs, module_key, project
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import masked_mean, token_ce
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import check_weights
+from kdbench.layers import check_layers, module_key, pair_projections, paired_states, project
+from kdbench.losses import aux_with_ce, masked_mean
 
 PREFIX = "hidden_cosine"
 
@@ -48,12 +48,7 @@ class HiddenCosineConfig:
 
     def __post_init__(self) -> None:
         self.layers = check_layers(self.layers)
-        if not self.weight >= 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
-        if not self.ce_weight >= 0:
-            raise ValueError(f"ce_weight must be >= 0, got {self.ce_weight}")
-        if self.weight == 0 and self.ce_weight == 0:
-            raise ValueError("weight and ce_weight cannot both be 0")
+        check_weights(weight=self.weight, ce_weight=self.ce_weight)
 
 
 def cosine_distance(
@@ -70,15 +65,7 @@ def hidden_cosine_modules(
     """A linear projection per pair when the widths differ; none when they are equal."""
     if student_config.hidden_size == teacher_config.hidden_size:
         return {}
-    pairs = layer_pairs(
-        cfg.layers, student_config.num_hidden_layers, teacher_config.num_hidden_layers
-    )
-    return {
-        module_key(PREFIX, s, t): torch.nn.Linear(
-            student_config.hidden_size, teacher_config.hidden_size
-        )
-        for s, t in pairs
-    }
+    return pair_projections(PREFIX, cfg.layers, student_config, teacher_config)
 
 
 def hidden_cosine_term(
@@ -89,19 +76,17 @@ def hidden_cosine_term(
     modules: dict[str, torch.nn.Module],
 ) -> torch.Tensor:
     """The cosine term alone, averaged over the layer pairs."""
-    pairs = layer_pairs(cfg.layers, len(student_hidden) - 1, len(teacher_hidden) - 1)
     terms = []
-    for s, t in pairs:
-        h = student_hidden[s]
+    for s, t, h, h_t in paired_states(cfg.layers, student_hidden, teacher_hidden):
         key = module_key(PREFIX, s, t)
         if key in modules:
             h = project(modules[key], h)
-        elif h.size(-1) != teacher_hidden[t].size(-1):
+        elif h.size(-1) != h_t.size(-1):
             raise ValueError(
                 f"hidden_cosine: student width {h.size(-1)} != teacher width "
-                f"{teacher_hidden[t].size(-1)} and no projection {key!r} was created"
+                f"{h_t.size(-1)} and no projection {key!r} was created"
             )
-        terms.append(cosine_distance(h, teacher_hidden[t], mask))
+        terms.append(cosine_distance(h, h_t, mask))
     return torch.stack(terms).mean()
 
 
@@ -115,9 +100,7 @@ def hidden_cosine_loss(
     term = hidden_cosine_term(
         student.hidden_states, teacher["hidden_states"], batch["attention_mask"], cfg, modules
     )
-    if cfg.ce_weight == 0:
-        return cfg.weight * term
-    return cfg.weight * term + cfg.ce_weight * token_ce(student.logits, batch["labels"])
+    return aux_with_ce(term, cfg.weight, cfg.ce_weight, student.logits, batch["labels"])
 
 
 @hookimpl

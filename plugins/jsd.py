@@ -46,24 +46,21 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import distributions, kl, log_mixture, masked_mean, with_task_loss
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.losses import kl, log_mixture
 
 
 @dataclass
-class JSDConfig:
+class JSDConfig(LogitConfig):
+    """``temperature = 1`` (GKD uses none), ``alpha = 1`` (pure divergence)."""
+
     beta: float = 0.5  # teacher weight in [0, 1]: 0 = forward KL, 1 = reverse KL (end limits)
-    temperature: float = 1.0  # T > 0; GKD uses T = 1
-    alpha: float = 1.0  # weight of the divergence against the ground-truth CE, in [0, 1]
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
 
 def generalized_jsd(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> torch.Tensor:
@@ -80,17 +77,7 @@ def generalized_jsd(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> to
     return beta * kl(log_p, log_m) + (1 - beta) * kl(log_q, log_m)
 
 
-def jsd_loss(
-    student,
-    teacher: dict[str, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-    cfg: JSDConfig,
-    modules: dict[str, torch.nn.Module],
-) -> torch.Tensor:
-    labels = batch["labels"]
-    log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)
-    distill = cfg.temperature**2 * masked_mean(generalized_jsd(log_p, log_q, cfg.beta), mask)
-    return with_task_loss(distill, student.logits, labels, cfg.alpha)
+jsd_loss = logit_loss(generalized_jsd, "beta")
 
 
 @hookimpl

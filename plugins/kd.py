@@ -22,21 +22,15 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import distributions, kl, log_distributions, masked_mean, with_task_loss
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.losses import kl, log_distributions, masked_mean
 
 
 @dataclass
-class KDConfig:
+class KDConfig(LogitConfig):
     temperature: float = 2.0  # T > 0; Hinton et al. use 1-20, small models prefer low T
     alpha: float = 0.5  # weight of the distillation term, in [0, 1]
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
 
 def kd_divergence(
@@ -46,23 +40,13 @@ def kd_divergence(
     temperature: float,
 ) -> torch.Tensor:
     """``T^2 * KL(softmax(t/T) || softmax(s/T))`` per token, averaged over ``mask`` (logits
-    already aligned; the teacher as logits or as a teacher dict, full or top-k)."""
-    teacher = teacher_logits if isinstance(teacher_logits, dict) else {"logits": teacher_logits}
+    already aligned; the teacher as logits or as a teacher mapping, full or top-k)."""
+    teacher = {"logits": teacher_logits} if torch.is_tensor(teacher_logits) else teacher_logits
     log_p, log_q = log_distributions(student_logits, teacher, temperature)
     return temperature**2 * masked_mean(kl(log_p, log_q), mask)
 
 
-def kd_loss(
-    student,
-    teacher: dict[str, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-    cfg: KDConfig,
-    modules: dict[str, torch.nn.Module],
-) -> torch.Tensor:
-    labels = batch["labels"]
-    log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)
-    distill = cfg.temperature**2 * masked_mean(kl(log_p, log_q), mask)
-    return with_task_loss(distill, student.logits, labels, cfg.alpha)
+kd_loss = logit_loss(kl)
 
 
 @hookimpl

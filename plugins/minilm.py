@@ -48,9 +48,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import masked_mean, token_ce
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import check_weights
+from kdbench.losses import aux_with_ce, masked_mean
 
 RELATIONS = ("qq", "kk", "vv")
 
@@ -77,12 +77,7 @@ class MiniLMConfig:
                 f"relations must be distinct names from {RELATIONS}, got {list(self.relations)}"
             )
         self.relations = tuple(self.relations)
-        if not self.weight >= 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
-        if not self.ce_weight >= 0:
-            raise ValueError(f"ce_weight must be >= 0, got {self.ce_weight}")
-        if self.weight == 0 and self.ce_weight == 0:
-            raise ValueError("weight and ce_weight cannot both be 0")
+        check_weights(weight=self.weight, ce_weight=self.ce_weight)
 
 
 def relation_log_probs(x: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
@@ -131,9 +126,7 @@ def minilm_loss(
     modules: dict[str, torch.nn.Module],
 ) -> torch.Tensor:
     term = minilm_term(student.qkv, teacher["qkv"], batch["attention_mask"], cfg)
-    if cfg.ce_weight == 0:
-        return cfg.weight * term
-    return cfg.weight * term + cfg.ce_weight * token_ce(student.logits, batch["labels"])
+    return aux_with_ce(term, cfg.weight, cfg.ce_weight, student.logits, batch["labels"])
 
 
 @hookimpl

@@ -36,21 +36,14 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import distributions, kl, masked_mean, with_task_loss
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.losses import kl
 
 
 @dataclass
-class RKLConfig:
-    temperature: float = 1.0  # T > 0; MiniLLM uses T = 1
-    alpha: float = 1.0  # weight of the divergence against the ground-truth CE, in [0, 1]
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+class RKLConfig(LogitConfig):
+    """``temperature = 1`` (MiniLLM uses none), ``alpha = 1`` (pure divergence)."""
 
 
 def reverse_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -59,17 +52,7 @@ def reverse_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return kl(log_q, log_p)
 
 
-def rkl_loss(
-    student,
-    teacher: dict[str, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-    cfg: RKLConfig,
-    modules: dict[str, torch.nn.Module],
-) -> torch.Tensor:
-    labels = batch["labels"]
-    log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)
-    distill = cfg.temperature**2 * masked_mean(reverse_kl(log_p, log_q), mask)
-    return with_task_loss(distill, student.logits, labels, cfg.alpha)
+rkl_loss = logit_loss(reverse_kl)
 
 
 @hookimpl

@@ -35,10 +35,9 @@ from typing import Any
 
 import torch
 
+from kdbench import Method, hookimpl
 from kdbench.generations import as_target
-from kdbench.hookspecs import hookimpl
 from kdbench.losses import weighted_token_ce
-from kdbench.methods import Method
 
 
 @dataclass

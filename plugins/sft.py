@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.hookspecs import hookimpl
+from kdbench import Method, hookimpl
 from kdbench.losses import token_ce
-from kdbench.methods import Method
 
 
 @dataclass

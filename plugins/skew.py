@@ -42,24 +42,21 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import distributions, kl, log_mixture, masked_mean, with_task_loss
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.losses import kl, log_mixture
 
 
 @dataclass
-class SkewConfig:
+class SkewConfig(LogitConfig):
+    """``temperature = 1`` (DistiLLM uses none), ``alpha = 1`` (pure divergence)."""
+
     lam: float = 0.1  # skew in [0, 1): 0 is the plain KL; DistiLLM uses 0.1
-    temperature: float = 1.0  # T > 0; DistiLLM uses T = 1
-    alpha: float = 1.0  # weight of the divergence against the ground-truth CE, in [0, 1]
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 <= self.lam < 1.0:
             raise ValueError(f"lam must be in [0, 1) (lam = 1 makes the loss 0), got {self.lam}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
 
 def skew_kl(log_p: torch.Tensor, log_q: torch.Tensor, lam: float) -> torch.Tensor:
@@ -74,30 +71,8 @@ def skew_reverse_kl(log_p: torch.Tensor, log_q: torch.Tensor, lam: float) -> tor
     return kl(log_q, log_mixture(log_q, log_p, lam))
 
 
-def skl_loss(
-    student,
-    teacher: dict[str, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-    cfg: SkewConfig,
-    modules: dict[str, torch.nn.Module],
-) -> torch.Tensor:
-    labels = batch["labels"]
-    log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)
-    distill = cfg.temperature**2 * masked_mean(skew_kl(log_p, log_q, cfg.lam), mask)
-    return with_task_loss(distill, student.logits, labels, cfg.alpha)
-
-
-def srkl_loss(
-    student,
-    teacher: dict[str, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-    cfg: SkewConfig,
-    modules: dict[str, torch.nn.Module],
-) -> torch.Tensor:
-    labels = batch["labels"]
-    log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)
-    distill = cfg.temperature**2 * masked_mean(skew_reverse_kl(log_p, log_q, cfg.lam), mask)
-    return with_task_loss(distill, student.logits, labels, cfg.alpha)
+skl_loss = logit_loss(skew_kl, "lam")
+srkl_loss = logit_loss(skew_reverse_kl, "lam")
 
 
 @hookimpl

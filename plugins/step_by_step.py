@@ -63,11 +63,9 @@ from typing import Any
 
 import torch
 
-from kdbench import synthetic
+from kdbench import Method, hookimpl, synthetic
 from kdbench.generations import STOP, as_target
-from kdbench.hookspecs import hookimpl
 from kdbench.losses import weighted_token_ce
-from kdbench.methods import Method
 
 LABELS = ("ground_truth", "teacher")
 

@@ -29,21 +29,13 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.hookspecs import hookimpl
-from kdbench.losses import distributions, masked_mean, with_task_loss
-from kdbench.methods import Method
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig, logit_loss
 
 
 @dataclass
-class TVDConfig:
-    temperature: float = 1.0  # T > 0; Wen et al. use T = 1
-    alpha: float = 1.0  # weight of the divergence against the ground-truth CE, in [0, 1]
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+class TVDConfig(LogitConfig):
+    """``temperature = 1`` (Wen et al. use none), ``alpha = 1`` (pure divergence)."""
 
 
 def total_variation(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -51,17 +43,7 @@ def total_variation(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
 
 
-def tvd_loss(
-    student,
-    teacher: dict[str, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-    cfg: TVDConfig,
-    modules: dict[str, torch.nn.Module],
-) -> torch.Tensor:
-    labels = batch["labels"]
-    log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)
-    distill = cfg.temperature * masked_mean(total_variation(log_p, log_q), mask)
-    return with_task_loss(distill, student.logits, labels, cfg.alpha)
+tvd_loss = logit_loss(total_variation, scale="T")  # T, not T^2: see the loss card
 
 
 @hookimpl

@@ -1,5 +1,5 @@
-"""Tests for the Streamlit leaderboard app (app.py) with streamlit's AppTest: every page and
-control, URL state, export, and reading while a writer is busy."""
+"""Tests for the Streamlit leaderboard app (app.py, which runs kdbench/app/) with streamlit's
+AppTest: every page and control, URL state, export, and reading while a writer is busy."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def chart_data(chart) -> list[pd.DataFrame]:
 def test_leaderboard_table(db: Path) -> None:
     at = run_app()
     assert at.title[0].value == "kdbench leaderboard"
-    assert at.radio(key="page").value == "Leaderboard"
+    assert at.query_params["page"] == "Leaderboard"  # the default page, named in the URL
     assert at.selectbox(key="suite").options == [LABEL, f"tiny-300 ({OTHER[:8]})"]
     assert (
         "tiny-teacher-0.9M" in at.caption[0].value and "kd_addition 0.9000" in at.caption[0].value
@@ -465,10 +465,11 @@ def test_run_page_ok_and_failed(db: Path) -> None:
     assert "Pick a run" in at.info[0].value
 
 
-def test_page_radio_switches_pages(db: Path) -> None:
+def test_page_param_switches_pages(db: Path) -> None:
     at = run_app()
     for page in ("Pareto", "Tasks", "Compare", "Economics", "Run", "Leaderboard"):
-        at.radio(key="page").set_value(page).run()
+        at.query_params["page"] = page  # st.navigation: ?page=<title> switches to the page
+        at.run()
         assert not at.exception, page
     assert board(at) is not None
 

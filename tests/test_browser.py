@@ -195,13 +195,13 @@ def test_pareto_chart_renders_and_links_to_runs(browser, app_url: str, db: Path)
 
     browser.get(app_url)
     wait_for(browser, '[data-testid="stDataFrame"]')
-    # switching page with the radio writes it into the URL (a shareable link)
-    label = next(
+    # switching page with the navigation menu writes it into the URL (a shareable link)
+    link = next(
         e
-        for e in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stRadio"] label')
+        for e in wait_for(browser, '[data-testid="stTopNavLink"]', count=6)
         if e.text.strip() == "Pareto"
     )
-    label.click()
+    link.click()
     wait_until(lambda: "page=Pareto" in browser.current_url, what="page=Pareto in the URL")
     charts = wait_for(browser, '[data-testid="stVegaLiteChart"]', count=3)
     expected = leaderboard(db, appdata.SUITE)

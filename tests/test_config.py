@@ -24,38 +24,59 @@ def test_tiny_suite_is_typed() -> None:
 
 
 def test_hash_ignores_path_and_comments(write_suite) -> None:
-    a = load_suite(write_suite(("# Run with", "# a comment\n# Run with"), name="a.toml"))
+    a_path = write_suite(name="a.toml")
+    a_path.write_text("# a comment\n" + a_path.read_text())
+    a = load_suite(a_path)
     b = load_suite(ROOT / "leaderboards" / "tiny.toml")
     assert a.hash == b.hash
-    c = load_suite(write_suite(("steps = 200", "steps = 301"), name="c.toml"))
+    c = load_suite(write_suite({"budget.steps": 301}, name="c.toml"))
     assert c.hash != b.hash
 
 
+def test_one_identity_for_the_hash_and_the_track_labels(write_suite) -> None:
+    """Name and resources are not part of a suite's identity (same hash: same leaderboard);
+    every identity section is, and the open track's labels name exactly the one that differs."""
+    import json
+
+    from kdbench.config import IDENTITY
+    from kdbench.leaderboard import differences_label
+
+    tiny = load_suite(ROOT / "leaderboards" / "tiny.toml")
+    same = load_suite(
+        write_suite({"name": "renamed", "resources.cpus_per_job": 2, "resources.zero_stage": 1})
+    )
+    assert same.hash == tiny.hash
+    edits = {
+        "cache": {"cache.topk": 8},
+        "method_config": {"method_config.kd.alpha": 0.25},
+        "deepspeed": {"deepspeed": {"gradient_clipping": 0.5}},
+        "budget": {"budget.steps": 201},
+        "eval": {"eval.limit": 10},
+        "seeds": {"seeds": [0, 1]},
+    }
+    for section, edit in edits.items():
+        other = load_suite(write_suite(edit, name=f"{section}.toml"))
+        assert other.hash != tiny.hash, section
+        label = differences_label(json.dumps(tiny.to_dict()), json.dumps(other.to_dict()))
+        assert label == section
+        assert section in IDENTITY
+
+
 @pytest.mark.parametrize(
-    "old, new, field, words",
+    "edits, field, words",
     [
-        ("steps = 200", "steps = -5", "budget.steps", ">= 1"),
-        ("steps = 200", 'steps = "many"', "budget.steps", "an integer"),
-        ("lr = 3e-3\nwarmup", "lr = true\nwarmup", "budget.lr", "a number"),
-        ("seeds = [0]", "seeds = []", "seeds", "non-empty"),
-        (
-            'tasks = ["addition", "compare"]',
-            'tasks = ["additon"]',
-            "data.tasks",
-            "did you mean 'addition'",
-        ),
-        ("[budget]", "[budgte]", "budgte", "did you mean 'budget'"),
-        (
-            "num_heads = 4, intermediate_size = 192",
-            "num_heads = 5, intermediate_size = 192",
-            "students[0].arch.num_heads",
-            "divide",
-        ),
-        ("cpus_per_job = 1", "cpus_per_job = 0", "resources.cpus_per_job", ">="),
+        ({"budget.steps": -5}, "budget.steps", ">= 1"),
+        ({"budget.steps": "many"}, "budget.steps", "an integer"),
+        ({"budget.lr": True}, "budget.lr", "a number"),
+        ({"seeds": []}, "seeds", "non-empty"),
+        ({"data.tasks": ["additon"]}, "data.tasks", "did you mean 'addition'"),
+        ({"budgte": {"steps": 1}}, "budgte", "did you mean 'budget'"),
+        ({"students[0].arch.num_heads": 5}, "students[0].arch.num_heads", "divide"),
+        ({"resources.cpus_per_job": 0}, "resources.cpus_per_job", ">="),
     ],
 )
-def test_bad_input_names_file_and_field(write_suite, old, new, field, words) -> None:
-    path = write_suite((old, new))
+def test_bad_input_names_file_and_field(write_suite, edits, field, words) -> None:
+    path = write_suite(edits)
     with pytest.raises(SuiteError) as err:
         load_suite(path)
     assert err.value.field == field
@@ -73,12 +94,6 @@ def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
 
 
 def test_model_needs_source_or_arch(write_suite) -> None:
-    path = write_suite(
-        (
-            'name = "student-0.1M"\narch = { hidden_size = 64, num_layers = 2, '
-            "num_heads = 4, intermediate_size = 192 }",
-            'name = "x"',
-        )
-    )
+    path = write_suite({"students[0]": {"name": "x"}})
     with pytest.raises(SuiteError, match=r"students\[0\]\.source: give exactly one"):
         load_suite(path)

@@ -10,7 +10,7 @@ import pytest
 
 from kdbench.config import load_suite
 
-from .test_pipeline import SHRINK
+from .conftest import SHRINK
 
 
 @pytest.mark.e2e
@@ -20,14 +20,15 @@ def test_two_gloo_workers_train_one_job(write_suite, tmp_path: Path) -> None:
     from kdbench import store
     from kdbench.pipeline import run_suite
 
-    shrink = [r for r in SHRINK if not r[0].startswith("methods")]
     suite = load_suite(
         write_suite(
-            *shrink,
-            ("methods = []", 'methods = ["kd"]'),
-            ("checkpoint_every = 50", "checkpoint_every = 2"),
-            ("workers_per_job = 1", "workers_per_job = 2"),
-            ("zero_stage = 0", "zero_stage = 1"),
+            {
+                **SHRINK,
+                "methods": ["kd"],
+                "resources.checkpoint_every": 2,
+                "resources.workers_per_job": 2,
+                "resources.zero_stage": 1,
+            }
         )
     )
     assert suite.resources.workers_per_job == 2
@@ -37,7 +38,7 @@ def test_two_gloo_workers_train_one_job(write_suite, tmp_path: Path) -> None:
         summary = run_suite(suite, db, cache=str(tmp_path / "cache"))
     finally:
         ray.shutdown()
-    assert summary["failed"] == 0, store.read_runs(db).error.dropna().tolist()
+    assert summary.failed == 0, store.read_runs(db).error.dropna().tolist()
     runs = store.read_runs(db, suite.hash)
     students = runs[runs.role == "student"]
     assert len(students) == 2 and (students.status == "ok").all()

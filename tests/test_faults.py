@@ -18,34 +18,21 @@ from kdbench import store
 from kdbench.config import load_suite
 from kdbench.pipeline import plan
 
+from .conftest import SHRINK, tiny_raw
+
 # A small suite: a tiny teacher (as in test_pipeline.SHRINK), one student, sft and kd, two
 # seeds; each training job runs long enough (a few seconds) to write several checkpoints.
 STEPS = 300
 CHECKPOINT_EVERY = 20
-FAULT_SHRINK = (
-    (
-        "arch = { hidden_size = 128, num_layers = 4, num_heads = 4, intermediate_size = 384 }",
-        "arch = { hidden_size = 32, num_layers = 2, num_heads = 2, intermediate_size = 64 }",
-    ),
-    ("train_steps = 600", "train_steps = 6"),
-    ("max_steps = 1800", "max_steps = 12"),
-    (
-        'gate = { task = "kd_addition", metric = "exact_match", value = 0.9 }',
-        'gate = { task = "kd_addition", metric = "exact_match", value = 0.0 }',
-    ),
-    (
-        '[[students]]\nname = "student-0.25M"\n'
-        "arch = { hidden_size = 80, num_layers = 3, num_heads = 4, intermediate_size = 240 }\n",
-        "",
-    ),
-    ("n_per_task = 8000", "n_per_task = 64"),
-    ("steps = 200", f"steps = {STEPS}"),
-    ("batch_size = 64\nlr = 3e-3\nwarmup", "batch_size = 32\nlr = 3e-3\nwarmup"),
-    ('tasks = ["kd_addition", "kd_compare"]', 'tasks = ["kd_addition", "kd_compare"]\nlimit = 6'),
-    ("checkpoint_every = 50", f"checkpoint_every = {CHECKPOINT_EVERY}"),
-    ("seeds = [0]", "seeds = [0, 1]"),
-    ("methods = []", 'methods = ["sft", "kd"]'),
-)
+FAULT_SHRINK = {
+    **SHRINK,
+    "students": [tiny_raw()["students"][0]],
+    "budget.steps": STEPS,
+    "budget.batch_size": 32,
+    "resources.checkpoint_every": CHECKPOINT_EVERY,
+    "seeds": [0, 1],
+    "methods": ["sft", "kd"],
+}
 TQDM_MAGIC = "__ray_tqdm_magic_token__"  # ray.experimental.tqdm_ray's progress lines
 
 
@@ -134,7 +121,7 @@ def test_suite_survives_losing_a_node_mid_training(
 
     from kdbench.pipeline import init_ray, run_suite
 
-    suite = load_suite(write_suite(*FAULT_SHRINK))
+    suite = load_suite(write_suite(FAULT_SHRINK))
     _, jobs = plan(suite)
     by_desc = {f"{j.method} -> {j.student} seed {j.seed}": j for j in jobs}
     db = tmp_path / "results" / "kdbench.duckdb"
@@ -221,7 +208,7 @@ def test_suite_survives_losing_a_node_mid_training(
     if "error" in outcome:
         raise outcome["error"]
     summary = outcome["summary"]
-    assert summary == {**summary, "runs": len(jobs), "ran": len(jobs), "failed": 0}
+    assert (summary.runs, summary.ran, summary.failed) == (len(jobs), len(jobs), 0)
 
     # every planned run stored exactly once, ok (+ the teacher's row)
     runs = store.read_runs(db, suite.hash)
@@ -280,7 +267,7 @@ def test_interrupted_run_resumes_without_rerunning_stored_runs(
     training resumes from its checkpoint, and every run is stored once, ok."""
     import psutil
 
-    suite_path = write_suite(*FAULT_SHRINK)
+    suite_path = write_suite(FAULT_SHRINK)
     suite = load_suite(suite_path)
     _, jobs = plan(suite)
     db = tmp_path / "results" / "kdbench.duckdb"

@@ -24,7 +24,7 @@ from kdbench.generations import (
 from kdbench.losses import IGNORE
 from kdbench.methods import Method
 from kdbench.models import build_llama, default_tokenizer, load_pretrained, save
-from kdbench.train import encode
+from kdbench.transfer import encode
 
 DATA = DataSpec(tasks=("addition", "compare"), n_per_task=4, max_length=32)
 

@@ -1,4 +1,5 @@
-"""The shared loss helpers: teacher distributions (full and top-k), KL, mixtures."""
+"""The shared loss helpers: teacher distributions (full and top-k), KL, mixtures, token CE,
+masked means and the task-loss mixes."""
 
 import math
 
@@ -7,10 +8,13 @@ import torch
 
 from kdbench.losses import (
     REST_FLOOR,
+    aux_with_ce,
     distributions,
     kl,
     log_distributions,
     log_mixture,
+    masked_mean,
+    token_ce,
     topk_signals,
     with_task_loss,
 )
@@ -171,3 +175,48 @@ def test_with_task_loss() -> None:
     ce = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
     got = with_task_loss(distill, logits, labels, 0.25)
     assert got.item() == pytest.approx(0.25 * 2.0 + 0.75 * ce.item(), rel=1e-6)
+
+
+# --- token_ce, masked_mean, aux_with_ce -----------------------------------------------------
+
+
+def test_token_ce_is_the_cross_entropy_bit_for_bit_and_0_when_nothing_counts() -> None:
+    logits = _randn(2, 4, 6, seed=8)
+    labels = torch.tensor([[-100, 2, 1, -100], [-100, -100, 5, 0]])
+    want = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 6), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+    assert torch.equal(token_ce(logits, labels), want)
+    # no token counts: 0 (F.cross_entropy gives NaN), still differentiable
+    s = logits.clone().requires_grad_()
+    none = token_ce(s, torch.full((2, 4), -100))
+    assert none.item() == 0.0
+    none.backward()
+    assert torch.equal(s.grad, torch.zeros_like(s))
+
+
+def test_masked_mean_selects_instead_of_multiplying() -> None:
+    values = _randn(2, 5, seed=9)
+    mask = torch.tensor([[True, False, True, True, False], [False, True, True, False, True]])
+    old = (values * mask.float()).sum() / mask.float().sum().clamp_min(1.0)
+    assert torch.equal(masked_mean(values, mask), old)  # same value, bit for bit
+    assert torch.equal(masked_mean(values, mask.long()), old)  # an attention_mask works too
+    # a NaN or inf at a masked position does not reach the mean (nor its gradient)
+    dirty = values.clone()
+    dirty[0, 1], dirty[1, 3] = float("nan"), float("inf")
+    dirty.requires_grad_()
+    got = masked_mean(dirty, mask)
+    assert torch.equal(got, old)
+    got.backward()
+    assert torch.equal(dirty.grad, mask.float() / mask.sum())
+    assert masked_mean(values, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_aux_with_ce() -> None:
+    logits = _randn(1, 3, 4, seed=10)
+    labels = torch.tensor([[-100, 2, 1]])
+    term = torch.tensor(3.0)
+    assert aux_with_ce(term, 0.5, 0.0, logits, labels).item() == 1.5
+    ce = token_ce(logits, labels)
+    assert torch.equal(aux_with_ce(term, 0.5, 2.0, logits, labels), 0.5 * term + 2.0 * ce)
+    assert torch.equal(aux_with_ce(term, 1.0, 0.0, logits, labels), term)  # 1.0 * x is exact

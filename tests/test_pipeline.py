@@ -11,25 +11,7 @@ import pytest
 from kdbench.config import SuiteError, load_suite
 from kdbench.pipeline import plan
 
-from .conftest import ROOT
-
-SHRINK = (
-    (
-        "arch = { hidden_size = 128, num_layers = 4, num_heads = 4, intermediate_size = 384 }",
-        "arch = { hidden_size = 32, num_layers = 2, num_heads = 2, intermediate_size = 64 }",
-    ),
-    ("train_steps = 600", "train_steps = 6"),
-    ("max_steps = 1800", "max_steps = 12"),
-    (
-        'gate = { task = "kd_addition", metric = "exact_match", value = 0.9 }',
-        'gate = { task = "kd_addition", metric = "exact_match", value = 0.0 }',
-    ),
-    ("n_per_task = 8000", "n_per_task = 64"),
-    ("steps = 200", "steps = 4"),
-    ("batch_size = 64\nlr = 3e-3\nwarmup", "batch_size = 8\nlr = 3e-3\nwarmup"),
-    ('tasks = ["kd_addition", "kd_compare"]', 'tasks = ["kd_addition", "kd_compare"]\nlimit = 6'),
-    ("methods = []", 'methods = ["sft", "kd", "seqkd", "boom"]'),
-)
+from .conftest import ROOT, SHRINK
 
 BOOM = """
 from dataclasses import dataclass
@@ -89,10 +71,10 @@ def _install_broken_plugin(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_plan_refuses_unknown_method_before_anything(write_suite, tmp_path: Path) -> None:
-    path = write_suite(("methods = []", 'methods = ["sft", "kdd"]'))
+    path = write_suite({"methods": ["sft", "kdd"]})
     with pytest.raises(SuiteError, match=r"methods: unknown method 'kdd' \(did you mean 'kd'\?\)"):
         plan(load_suite(path))
-    path = write_suite(("[method_config.kd]\ntemperature", "[method_config.kd]\ntemprature"))
+    path = write_suite({"method_config.kd": {"temprature": 2.0}})
     with pytest.raises(SuiteError, match="did you mean 'temperature'"):
         plan(load_suite(path))
 
@@ -106,25 +88,21 @@ def test_shared_vocabulary_is_checked_before_training(write_suite, tmp_path: Pat
     tok.add_tokens(["<extra>"])
     local = tmp_path / "other-vocab"
     save(build_llama({"hidden_size": 16, "num_layers": 1, "num_heads": 2}, tok, 0), tok, local)
-    arch = "arch = { hidden_size = 64, num_layers = 2, num_heads = 4, intermediate_size = 192 }"
-    path = write_suite((arch, f'source = "{local}"'), ("methods = []", 'methods = ["sft", "kd"]'))
+    student = {"name": "student-0.1M", "source": str(local)}
+    path = write_suite({"students[0]": student, "methods": ["sft", "kd"]})
     with pytest.raises(
         SuiteError,
         match=r"students\[0\]: kd need a vocabulary shared with the "
-        r"teacher: teacher tiny-teacher-0.9M has 25 tokens, student "
-        r"student-0.1M has 26",
+        r"teacher: teacher has 25 tokens, student has 26 \(teacher tiny-teacher-0.9M, student "
+        r"student-0.1M\)",
     ):
         plan(load_suite(path))
-    ok = write_suite(
-        (arch, f'source = "{local}"'),
-        ("methods = []", 'methods = ["sft", "seqkd"]'),
-        name="ok.toml",
-    )
+    ok = write_suite({"students[0]": student, "methods": ["sft", "seqkd"]}, name="ok.toml")
     assert len(plan(load_suite(ok))[1]) == 4
 
 
 def test_plan_is_methods_x_students_x_seeds(write_suite) -> None:
-    methods, jobs = plan(load_suite(write_suite(("seeds = [0]", "seeds = [0, 1]"))))
+    methods, jobs = plan(load_suite(write_suite({"seeds": [0, 1]})))
     assert len(jobs) == len(methods) * 2 * 2
     assert len({j.run_id for j in jobs}) == len(jobs)
 
@@ -139,13 +117,14 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
     from kdbench.pipeline import run_suite
 
     _install_broken_plugin(tmp_path, monkeypatch)
-    suite = load_suite(write_suite(*SHRINK))
+    suite = load_suite(write_suite(SHRINK))
     db = tmp_path / "results" / "kdbench.duckdb"
     cache = tmp_path / "cache"
     try:
         summary = run_suite(suite, db, cache=str(cache))
-        assert summary == {**summary, "runs": 8, "ran": 8, "failed": 2, "teacher_cached": False}
-        assert (Path(summary["teacher_path"]) / "kdbench_teacher.json").is_file()
+        assert (summary.runs, summary.ran, summary.failed) == (8, 8, 2)
+        assert not summary.teacher.cached
+        assert (Path(summary.teacher.path) / "kdbench_teacher.json").is_file()
 
         # the broken plugin failed only its own runs, stored with their traceback
         runs = store.read_runs(db, suite.hash)
@@ -158,7 +137,8 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
         assert runs.git_commit.str.len().min() > 0 and runs.versions.str.contains("deepspeed").all()
         assert (runs.loc[runs.role == "student", "tokens"] > 0).all()
         # kd read the teacher-signal cache the teacher stage built: no teacher pass in training
-        assert summary["signal_cache_built"] and Path(summary["signal_cache"]).is_dir()
+        entry = summary.teacher.signal_cache
+        assert entry.built and Path(entry.path).is_dir()
         kd = runs[runs.method == "kd"]
         assert (kd.teacher_forwards == 0).all() and (kd.teacher_flops > 0).all()
         students = runs[runs.role == "student"]
@@ -175,8 +155,10 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
 
         # a second run reuses the cached teacher and runs nothing already stored
         again = run_suite(suite, db, cache=str(cache))
-        assert again["teacher_cached"] and again["ran"] == 2  # only the failed runs again
-        assert again["signal_cache"] == summary["signal_cache"] and not again["signal_cache_built"]
+        assert again.teacher.cached and again.ran == 2  # only the failed runs again
+        assert (
+            again.teacher.signal_cache.path == entry.path and not again.teacher.signal_cache.built
+        )
         assert len(store.read_runs(db, suite.hash)) == 9
     finally:
         ray.shutdown()
@@ -206,13 +188,14 @@ def test_a_killed_training_job_resumes_from_its_checkpoint(write_suite, tmp_path
     from kdbench import store
     from kdbench.pipeline import run_suite
 
-    shrink = [r for r in SHRINK if not r[0].startswith(("methods", "steps"))]
     suite = load_suite(
         write_suite(
-            *shrink,
-            ("methods = []", 'methods = ["sft"]'),
-            ("steps = 200", "steps = 300"),
-            ("checkpoint_every = 50", "checkpoint_every = 20"),
+            {
+                **SHRINK,
+                "methods": ["sft"],
+                "budget.steps": 300,
+                "resources.checkpoint_every": 20,
+            }
         )
     )
     db = tmp_path / "results" / "kdbench.duckdb"
@@ -260,7 +243,7 @@ def test_a_killed_training_job_resumes_from_its_checkpoint(write_suite, tmp_path
         ray.shutdown()
     assert killed is not None, "no training job was caught between a checkpoint and its end"
     assert "error" not in outcome, outcome.get("error")
-    assert outcome["summary"]["failed"] == 0
+    assert outcome["summary"].failed == 0
     runs = store.read_runs(db, suite.hash)
     assert runs.run_id.is_unique and len(runs) == len(jobs) + 1 and (runs.status == "ok").all()
     resumed = runs.set_index("run_id").loc[killed.run_id, "resumed_from"]

@@ -14,7 +14,9 @@ from kdbench.config import Budget, DataSpec
 from kdbench.losses import topk_signals
 from kdbench.methods import registry
 from kdbench.models import load_pretrained
-from kdbench.train import teacher_signals, train, transfer_batch
+from kdbench.signals import live_outputs as teacher_signals
+from kdbench.train import train
+from kdbench.transfer import transfer_batch
 
 from .test_generations import noisy_teacher
 
@@ -35,7 +37,7 @@ def entry(teacher, tmp_path_factory) -> dict:
 def _live(teacher: Path, idx: torch.Tensor):
     model, tok = load_pretrained(str(teacher))
     model.set_attn_implementation("eager")
-    data = transfer_batch(DATA, tok, seed=0)
+    data = transfer_batch(DATA, tok)
     width = int(data.attention_mask[idx].sum(1).max())
     batch = {
         "input_ids": data.input_ids[idx, :width],
@@ -45,8 +47,11 @@ def _live(teacher: Path, idx: torch.Tensor):
 
 
 def test_cached_signals_equal_a_live_teacher_pass(teacher, entry) -> None:
-    assert entry["built"] and entry["manifest"]["teacher_forwards"] == 2 * DATA.n_per_task
-    cache = signal_cache.open_cache(entry["path"])
+    assert (
+        entry.built
+        and signal_cache.open_cache(entry.path).manifest["teacher_forwards"] == 2 * DATA.n_per_task
+    )
+    cache = signal_cache.open_cache(entry.path)
     idx = torch.tensor([5, 0, 17, 3])  # shuffled, mixed tasks and lengths
     live, mask, width = _live(teacher, idx)
     got = cache.batch(idx, width)
@@ -55,7 +60,7 @@ def test_cached_signals_equal_a_live_teacher_pass(teacher, entry) -> None:
     assert torch.equal(got["topk_indices"][mask], want["topk_indices"][mask])
     torch.testing.assert_close(got["topk_logits"][mask], want["topk_logits"][mask])
     torch.testing.assert_close(got["logsumexp"][mask], want["logsumexp"][mask])
-    assert got["logits"] is None  # top-k form: the losses take the k + 1 buckets
+    assert "logits" not in got and got.is_topk  # top-k form: the losses take the k + 1 buckets
     for name in ("hidden_states", "qkv"):
         assert len(got[name]) == len(live[name])
         for a, b in zip(got[name], live[name], strict=True):
@@ -67,48 +72,48 @@ def test_cached_signals_equal_a_live_teacher_pass(teacher, entry) -> None:
         torch.testing.assert_close(
             a.masked_fill(~pair, 0), b.masked_fill(~pair, 0), atol=1e-3, rtol=0
         )
-    assert entry["manifest"]["bytes_per_token"] > 0
+    assert entry.bytes_per_token > 0
 
 
 def test_an_entry_is_reused_and_a_damaged_one_rebuilt(teacher, entry, tmp_path) -> None:
-    root = Path(entry["path"]).parent.parent
+    root = Path(entry.path).parent.parent
     again = signal_cache.ensure(teacher, DATA, ALL, 8, root)
-    assert again["path"] == entry["path"] and not again["built"]
+    assert again.path == entry.path and not again.built
 
-    hidden = Path(entry["path"]) / "hidden_states.npy"
+    hidden = Path(entry.path) / "hidden_states.npy"
     raw = bytearray(hidden.read_bytes())
     raw[-3] ^= 0xFF  # one flipped byte, same size: only the checksum sees it
     hidden.write_bytes(bytes(raw))
-    signal_cache.open_cache(entry["path"])  # a size check alone would pass...
+    signal_cache.open_cache(entry.path)  # a size check alone would pass...
     with pytest.raises(signal_cache.CacheError, match="damaged"):
-        signal_cache.open_cache(entry["path"], verify=True)
+        signal_cache.open_cache(entry.path, verify=True)
     rebuilt = signal_cache.ensure(teacher, DATA, ALL, 8, root)  # ...the stage's check does not
-    assert rebuilt["built"] and rebuilt["path"] == entry["path"]
-    signal_cache.open_cache(rebuilt["path"], verify=True)
+    assert rebuilt.built and rebuilt.path == entry.path
+    signal_cache.open_cache(rebuilt.path, verify=True)
 
     with hidden.open("r+b") as f:  # truncated, as by a full disk
         f.truncate(hidden.stat().st_size - 100)
     with pytest.raises(signal_cache.CacheError, match="truncated"):
-        signal_cache.open_cache(entry["path"])
-    assert signal_cache.ensure(teacher, DATA, ALL, 8, root)["built"]
+        signal_cache.open_cache(entry.path)
+    assert signal_cache.ensure(teacher, DATA, ALL, 8, root).built
 
 
 def test_a_build_that_dies_leaves_no_entry(teacher, tmp_path, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(signal_cache, "_sha256", boom)  # dies before the manifest is written
+    monkeypatch.setattr(signal_cache, "sha256_file", boom)  # dies before the manifest is written
     with pytest.raises(OSError):
         signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 4, tmp_path)
     monkeypatch.undo()
     folder = tmp_path / "signals"
     assert [p for p in folder.iterdir() if ".tmp-" not in p.name] == []
-    assert signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 4, tmp_path)["built"]
+    assert signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 4, tmp_path).built
 
 
 def test_full_logits_when_k_is_zero(teacher, tmp_path) -> None:
     e = signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 0, tmp_path)
-    cache = signal_cache.open_cache(e["path"])
+    cache = signal_cache.open_cache(e.path)
     idx = torch.tensor([1, 2])
     live, mask, width = _live(teacher, idx)
     got = cache.batch(idx, width)["logits"][mask]
@@ -123,13 +128,13 @@ def test_training_from_the_cache_runs_no_teacher_and_matches_live_training(
     from kdbench.models import build_llama
 
     model, tok = load_pretrained(str(teacher))
-    data = transfer_batch(DATA, tok, seed=0)
+    data = transfer_batch(DATA, tok)
     method = registry()["kd"]
     cfg = method.make_config()
     budget = Budget(steps=3, batch_size=4, lr=1e-3, warmup=0.0)
     arch = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 48}
     full = signal_cache.open_cache(
-        signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 0, tmp_path)["path"]
+        signal_cache.ensure(teacher, DATA, frozenset({"logits"}), 0, tmp_path).path
     )
     assert full.covers(method) and not full.covers(registry()["fitnets"])
 
@@ -142,5 +147,5 @@ def test_training_from_the_cache_runs_no_teacher_and_matches_live_training(
     assert cached["teacher_forwards"] == 0 and live["teacher_forwards"] == 3 * budget.batch_size
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
-    _, topk = run(cache=signal_cache.open_cache(entry["path"]), teacher_config=model.config)
+    _, topk = run(cache=signal_cache.open_cache(entry.path), teacher_config=model.config)
     assert topk["teacher_forwards"] == 0 and np.isfinite(topk["final_loss"])

@@ -13,7 +13,8 @@ import torch
 from kdbench.config import Budget, DataSpec
 from kdbench.methods import registry
 from kdbench.models import build_llama, default_tokenizer
-from kdbench.train import train, transfer_batch
+from kdbench.train import train
+from kdbench.transfer import transfer_batch
 
 ARCH = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
 DATA = DataSpec(n_per_task=16, max_length=48)
@@ -26,7 +27,8 @@ KILLED_JOB = textwrap.dedent(
     from kdbench.config import Budget, DataSpec
     from kdbench.methods import registry
     from kdbench.models import build_llama, default_tokenizer
-    from kdbench.train import train, transfer_batch
+    from kdbench.train import train
+    from kdbench.transfer import transfer_batch
 
     class KillAt:
         n = 0
@@ -39,7 +41,7 @@ KILLED_JOB = textwrap.dedent(
     sft = registry()["sft"]
     model = build_llama({arch}, tok, seed=0)
     train(model, sft, sft.make_config(), transfer_batch(DataSpec(n_per_task=16, max_length=48),
-          tok, 0), Budget(steps=10, batch_size=4, lr=1e-2), 10, seed=0, progress=KillAt(),
+          tok), Budget(steps=10, batch_size=4, lr=1e-2), 10, seed=0, progress=KillAt(),
           checkpoint_dir=sys.argv[1], checkpoint_every=3)
     """
 ).format(arch=ARCH)
@@ -53,7 +55,7 @@ def _run(checkpoint_dir: Path | None) -> tuple[dict, torch.nn.Module]:
         model,
         sft,
         sft.make_config(),
-        transfer_batch(DATA, tok, 0),
+        transfer_batch(DATA, tok),
         BUDGET,
         10,
         seed=0,

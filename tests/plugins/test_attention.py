@@ -11,8 +11,8 @@ from kdbench_plugins.minilm import MiniLMConfig, minilm_loss, minilm_term, relat
 
 from kdbench.losses import token_ce
 from kdbench.methods import SIGNALS, MethodError, registry
-from kdbench.models import build_llama, default_tokenizer
-from kdbench.train import capture_qkv, teacher_signals
+from kdbench.models import build_llama, capture_qkv, default_tokenizer
+from kdbench.signals import live_outputs as teacher_signals
 from tests.plugins.test_feature import _assert_trained, train_two_steps
 
 

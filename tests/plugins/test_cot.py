@@ -22,7 +22,8 @@ from kdbench.generations import cached_generations, method_batch, training_examp
 from kdbench.losses import IGNORE, token_ce, weighted_token_ce
 from kdbench.methods import registry
 from kdbench.models import build_llama, default_tokenizer, save
-from kdbench.train import encode, train
+from kdbench.train import train
+from kdbench.transfer import encode
 
 EX = [
     {

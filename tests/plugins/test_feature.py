@@ -8,14 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from kdbench_plugins.fitnets import (
-    FitNetsConfig,
-    default_layer_map,
-    fitnets_hint,
-    fitnets_loss,
-    fitnets_modules,
-    layer_pairs,
-)
+from kdbench_plugins.fitnets import FitNetsConfig, fitnets_hint, fitnets_loss, fitnets_modules
 from kdbench_plugins.hidden_cosine import (
     HiddenCosineConfig,
     hidden_cosine_loss,
@@ -24,6 +17,7 @@ from kdbench_plugins.hidden_cosine import (
 )
 
 from kdbench.config import Budget, DataSpec
+from kdbench.layers import default_layer_map, layer_pairs
 from kdbench.losses import token_ce
 from kdbench.methods import MethodError, registry
 
@@ -45,29 +39,13 @@ def _identity(width: int) -> torch.nn.Linear:
     return proj
 
 
-# --- layer mapping --------------------------------------------------------------------------
+# --- layer mapping (the mapping itself: tests/test_layers.py) --------------------------------
 
 
-def test_default_layer_map_for_the_suite_depths() -> None:
-    assert default_layer_map(2, 4) == ((1, 2), (2, 4))
-    assert default_layer_map(3, 4) == ((1, 1), (2, 3), (3, 4))
-    assert default_layer_map(4, 4) == ((1, 1), (2, 2), (3, 3), (4, 4))
-    assert default_layer_map(1, 2) == ((1, 2),)
-    assert default_layer_map(2, 5) == ((1, 3), (2, 5))  # 2.5 rounds half up
-    for s, t in ((2, 4), (3, 4), (4, 4), (4, 2), (5, 3)):
-        assert default_layer_map(s, t)[-1] == (s, t)  # last maps to last
-
-
-def test_layer_modes_and_explicit_pairs() -> None:
-    assert layer_pairs("last", 3, 4) == ((3, 4),)
-    assert layer_pairs("uniform", 3, 4) == default_layer_map(3, 4)
+def test_config_normalises_explicit_pairs() -> None:
     cfg = FitNetsConfig(layers=[[0, 0], [2, 4]])  # TOML gives lists
     assert cfg.layers == ((0, 0), (2, 4))
     assert layer_pairs(cfg.layers, 2, 4) == ((0, 0), (2, 4))
-    with pytest.raises(ValueError, match="out of range"):
-        layer_pairs(((3, 4),), 2, 4)
-    with pytest.raises(ValueError, match="out of range"):
-        layer_pairs(((0, 1),), 2, 4, first=1)  # attention maps have no layer 0
 
 
 def test_config_roundtrips_through_asdict() -> None:
@@ -302,10 +280,11 @@ def train_two_steps(name: str) -> tuple[list[float], dict, list, torch.nn.Module
     parameters before training and the student.
     """
     from kdbench.models import build_llama, default_tokenizer
-    from kdbench.train import train, transfer_batch
+    from kdbench.train import train
+    from kdbench.transfer import transfer_batch
 
     tok = default_tokenizer()
-    data = transfer_batch(DataSpec(n_per_task=4, max_length=32), tok, seed=0)
+    data = transfer_batch(DataSpec(n_per_task=4, max_length=32), tok)
     teacher = build_llama({"hidden_size": 32, "num_layers": 2, "num_heads": 4}, tok, seed=1)
     student = build_llama({"hidden_size": 16, "num_layers": 1, "num_heads": 2}, tok, seed=2)
     method = registry()[name]

@@ -1,0 +1,163 @@
+"""The leaderboard table's columns: which are shown, their headers, formats and help."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import streamlit as st
+
+from kdbench.app.urls import run_url
+
+RETENTION_HELP = (
+    "Arithmetic mean over tasks of student score / teacher score on each task's primary "
+    "metric (teacher / student where lm-eval declares the metric lower-is-better), then the "
+    "mean over seeds. The bar is full at 100% (or at the best row when it beats the teacher)."
+)
+
+
+def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, object]:
+    """``st.dataframe`` column configuration for a display frame of the board."""
+    cc = st.column_config
+    config: dict[str, object] = {
+        "rank_label": cc.TextColumn(
+            "rank",
+            help="Shared ranks: a method's 95% interval of retention overlaps those of the "
+            "methods it shares ranks with (e.g. 2–4). The teacher is not ranked.",
+        ),
+        "method": cc.TextColumn("method", help="Distillation method (plugin name)."),
+        "family": cc.TextColumn("family", help="Method family."),
+        "student": cc.TextColumn(
+            "student", help="Student model; on the teacher row, the teacher model."
+        ),
+        "role": cc.TextColumn(
+            "role", help="teacher = reference; baseline = sft, no distillation; method."
+        ),
+        "retention_avg": cc.ProgressColumn(
+            "retention", help=RETENTION_HELP, min_value=0.0, max_value=1.0, format="percent"
+        ),
+        "retention_ci": cc.NumberColumn(
+            "± 95% CI",
+            help="Half-width of the 95% confidence interval over seeds (Student t), in "
+            "percentage points. Empty with one seed: no interval.",
+            format="± %.1f pts",
+        ),
+        "gain_vs_sft": cc.NumberColumn(
+            "gain vs sft",
+            help="Retention minus that of sft on the same student, in percentage points.",
+            format="%+.1f pts",
+        ),
+        "gain_ci": cc.NumberColumn(
+            "± gain CI",
+            help="Welch 95% interval of the gain, in points; empty unless both have 2+ seeds.",
+            format="± %.1f",
+        ),
+        "params": cc.NumberColumn("params", help="Parameter count.", format="compact"),
+        "param_ratio": cc.NumberColumn(
+            "size vs teacher", help="Parameters relative to the teacher.", format="percent"
+        ),
+        "bytes": cc.NumberColumn("bytes", help="Saved model size on disk.", format="compact"),
+        "train_wall_s": cc.NumberColumn(
+            "train time", help="Mean training wall-clock seconds over seeds.", format="%.1f s"
+        ),
+        "device_hours": cc.NumberColumn(
+            "device-h",
+            help="Measured device-hours of the run (GPU-h, or CPU core-h).",
+            format="%.4f",
+        ),
+        "price_usd": cc.NumberColumn(
+            "price", help="device-hours x $/device-hour from the price table.", format="$%.4f"
+        ),
+        "total_flops": cc.NumberColumn(
+            "FLOPs",
+            help="Analytic FLOPs: student training incl. live teacher passes, plus this "
+            "run's share of the teacher's cache building and generation.",
+            format="%.3e",
+        ),
+        "infer_tokens_per_s": cc.NumberColumn(
+            "tokens/s", help="Measured inference throughput.", format="%.0f"
+        ),
+        "infer_latency_ms": cc.NumberColumn(
+            "latency", help="Measured ms per query at batch 1.", format="%.1f ms"
+        ),
+        "speedup": cc.NumberColumn(
+            "speed-up",
+            help="Tokens/s relative to the teacher on the same hardware.",
+            format="%.2fx",
+        ),
+        "usd_per_mtok": cc.NumberColumn(
+            "$/M tokens",
+            help="$/device-hour / (tokens/s x 3600) x 1e6: one device at its throughput.",
+            format="$%.4f",
+        ),
+        "seeds": cc.NumberColumn("seeds", help="Successful runs (seeds) averaged over."),
+        "failed": cc.NumberColumn("failed", help="Failed runs; listed below the table."),
+        "run": cc.LinkColumn(
+            "run", help="The run page (lowest seed) with full provenance.", display_text="open"
+        ),
+    }
+    # one row per task (a task whose runs disagree on the primary metric shows the first)
+    meta = task_meta.drop_duplicates("task").set_index("task")
+    for task in tasks:
+        declared = ""
+        if task in meta.index:
+            m = meta.loc[task]
+            direction = "higher is better" if m["higher_is_better"] else "lower is better"
+            agg = m["aggregation"] if isinstance(m["aggregation"], str) else "not recorded"
+            declared = f" Metric {m['metric']}, {direction}, aggregation {agg} (lm-eval)."
+        config[f"retention_{task}"] = cc.NumberColumn(
+            f"ret. {task}", help=f"Student / teacher on {task}.{declared}", format="percent"
+        )
+        config[f"retention_ci_{task}"] = cc.NumberColumn(
+            f"± {task}",
+            help=f"95% CI half-width of retention on {task}, points.",
+            format="± %.1f",
+        )
+        config[f"score_{task}"] = cc.NumberColumn(
+            f"score {task}",
+            help=f"Primary metric on {task}, mean over seeds.{declared}",
+            format="%.4f",
+        )
+    return config
+
+
+DISPLAY_COLUMNS = (
+    "rank_label",
+    "method",
+    "family",
+    "student",
+    "role",
+    "retention_avg",
+    "retention_ci",
+    "gain_vs_sft",
+    "gain_ci",
+)
+COST_DISPLAY = (
+    "params",
+    "param_ratio",
+    "bytes",
+    "train_wall_s",
+    "device_hours",
+    "price_usd",
+    "total_flops",
+    "infer_tokens_per_s",
+    "infer_latency_ms",
+    "speedup",
+    "usd_per_mtok",
+    "seeds",
+    "failed",
+)
+_POINTS = ("retention_ci", "gain_vs_sft", "gain_ci")  # shown x100, in points
+
+
+def display_frame(view: pd.DataFrame, tasks: Sequence[str], per_task: bool) -> pd.DataFrame:
+    """The on-screen table: chosen columns, interval columns in percentage points, a link."""
+    task_cols = []
+    if per_task:
+        for t in tasks:
+            task_cols += [f"retention_{t}", f"retention_ci_{t}", f"score_{t}"]
+    shown = view[[*DISPLAY_COLUMNS, *task_cols, *COST_DISPLAY]].copy()
+    for col in (*_POINTS, *(c for c in task_cols if c.startswith("retention_ci_"))):
+        shown[col] = shown[col].astype(float) * 100
+    shown.insert(shown.columns.get_loc("role") + 1, "run", [run_url(r) for r in view["run_id"]])
+    return shown

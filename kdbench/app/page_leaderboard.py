@@ -1,0 +1,127 @@
+"""The Leaderboard page: the ranked table with per-task columns, sorting, export and the
+suite's failed runs; the other suites of the teacher below (:mod:`kdbench.app.open_track`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from kdbench.app.columns import RETENTION_HELP, column_config, display_frame
+from kdbench.app.context import AppContext
+from kdbench.app.export import export_bytes, export_frame
+from kdbench.app.formatting import MISSING, RUN_HINT, last_line
+from kdbench.app.open_track import show_open_track
+from kdbench.app.urls import QP, run_url
+
+SORTS = ("rank", "retention", "gain vs sft", "params", "training price", "inference speed")
+_SORT_COLUMNS = {
+    "retention": ("retention_avg", False),
+    "gain vs sft": ("gain_vs_sft", False),
+    "params": ("params", True),
+    "training price": ("price_usd", True),
+    "inference speed": ("infer_tokens_per_s", False),
+}
+
+
+def sort_view(view: pd.DataFrame, how: str) -> pd.DataFrame:
+    """The teacher first, then rows by the chosen key (``rank`` keeps the board's order)."""
+    if how not in _SORT_COLUMNS:
+        return view
+    col, ascending = _SORT_COLUMNS[how]
+    teacher = view[view["role"] == "teacher"]
+    rest = view[view["role"] != "teacher"].sort_values(
+        col, ascending=ascending, na_position="last", kind="stable"
+    )
+    return pd.concat([teacher, rest], ignore_index=True)
+
+
+def teacher_caption(board: pd.DataFrame, tasks: Sequence[str]) -> str:
+    """A one-line description of the teacher and its per-task scores."""
+    teacher = board[board["role"] == "teacher"] if not board.empty else board
+    if teacher.empty:
+        return "No successful teacher run yet: retention cannot be computed."
+    row = teacher.iloc[0]
+    scores = ", ".join(f"{t} {row[f'score_{t}']:.4f}" for t in tasks if pd.notna(row[f"score_{t}"]))
+    return f"Teacher: **{row['student']}** — {scores or 'no scores'}"
+
+
+def render(ctx: AppContext) -> None:
+    """The ranked table with filters, per-task toggle, sorting, export, failed runs and the
+    other suites (open track)."""
+    view = ctx.view
+    tasks = ctx.tasks
+    st.caption(teacher_caption(view, tasks))
+    students = view[view["role"] != "teacher"]
+    if students.empty:
+        st.info(f"No successful student runs match. Run `{RUN_HINT}` or widen the filters.")
+    seeds = students["seeds"]
+    if not students.empty and (seeds <= 1).all():
+        st.caption(
+            "One seed per method: no confidence intervals, so only exact ties share a rank. "
+            "Add seeds to the suite to get intervals."
+        )
+    else:
+        st.caption(
+            "Retention: arithmetic mean over tasks of student/teacher score, mean over seeds "
+            "± 95% CI (Student t). Overlapping intervals share a rank."
+        )
+    c1, c2 = st.columns(2)
+    per_task = c1.toggle(
+        "per-task columns", key="per_task", bind=QP, help="Retention and score of each task."
+    )
+    how = c2.selectbox("sort by", SORTS, key="sort", bind=QP)
+    view = sort_view(view, how)
+    shown = display_frame(view, tasks, per_task)
+    config = column_config(tasks, ctx.task_meta)
+    top = max(1.0, float(np.nanmax(view["retention_avg"].to_numpy(dtype=float), initial=1.0)))
+    config["retention_avg"] = st.column_config.ProgressColumn(
+        "retention", help=RETENTION_HELP, min_value=0.0, max_value=top, format="percent"
+    )
+    st.dataframe(shown, column_config=config, hide_index=True, placeholder=MISSING, key="board")
+    export = export_frame(view, tasks, per_task)
+    name = f"kdbench-{ctx.suite_hash[:8]}"
+    d1, d2, _ = st.columns([1, 1, 4])
+    d1.download_button(
+        "Download CSV", export_bytes(export, "csv"), f"{name}.csv", "text/csv", key="csv"
+    )
+    d2.download_button(
+        "Download Parquet",
+        export_bytes(export, "parquet"),
+        f"{name}.parquet",
+        "application/vnd.apache.parquet",
+        key="parquet",
+    )
+    show_failed_runs(ctx)
+    show_open_track(ctx)
+
+
+def show_failed_runs(ctx: AppContext) -> None:
+    """The suite's failed runs: the exception line of each, and a link to its run page with
+    the full traceback."""
+    failed = ctx.failed
+    if failed.empty:
+        return
+    st.subheader(f"Failed runs ({len(failed)})")
+    table = pd.DataFrame(
+        {
+            "method": failed["method"],
+            "student": failed["student"],
+            "seed": failed["seed"],
+            "error": [last_line(e) for e in failed["error"]],
+            "run": [run_url(r) for r in failed["run_id"]],
+        }
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        placeholder=MISSING,
+        column_config={
+            "error": st.column_config.TextColumn(
+                "error", help="The exception; the run page shows the full traceback."
+            ),
+            "run": st.column_config.LinkColumn("run", display_text="open"),
+        },
+    )

@@ -1,0 +1,94 @@
+"""The typed records that pass between the pipeline's stages.
+
+``plan`` -> :class:`Job` per (method, student, seed); the teacher stage ->
+:class:`TeacherArtifacts`; a training job -> :class:`TrainResult`; an evaluation job ->
+:class:`EvalResult`; :mod:`kdbench.costs` turns them into the stored cost columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: a method (with its resolved config) on one student with one seed."""
+
+    run_id: str
+    method: str
+    student: str
+    seed: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SignalCacheInfo:
+    """The teacher-signal cache entry of a suite (:mod:`kdbench.signal_cache`)."""
+
+    path: str
+    built: bool  # False: an existing entry was verified
+    signals: tuple[str, ...]
+    topk: int  # 0: full logits
+    bytes: int
+    bytes_per_token: float
+    teacher_tokens: int  # tokens the teacher ran on to build it
+
+
+@dataclass(frozen=True)
+class TeacherArtifacts:
+    """What the teacher stage made, once per suite: the teacher's folder (loaded, trained or
+    found in the cache), its generations on the transfer set and the signal-cache entry."""
+
+    path: str
+    cached: bool  # a built teacher found in the cache
+    trained: bool  # built and trained now
+    params: int | None = None
+    bytes: int | None = None  # the saved weights (None: a teacher given by source)
+    tokens: int | None = None  # training tokens of a built teacher
+    steps: int | None = None
+    train_wall_s: float | None = None
+    recipe: dict[str, Any] = field(default_factory=dict)
+    generations: str | None = None  # the generations JSONL file
+    signal_cache: SignalCacheInfo | None = None
+
+    @property
+    def how(self) -> str:
+        return "loaded from cache" if self.cached else "trained" if self.trained else "loaded"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished training job: the saved student and what the job measured."""
+
+    path: str
+    params: int
+    bytes: int | None  # the saved weights; None on ranks other than 0
+    tokens: int
+    steps: int
+    train_wall_s: float
+    final_loss: float
+    resumed_from: int
+    teacher_forwards: int  # sequences the live teacher ran on (0 with the signal cache)
+    peak_rss_mb: float | None
+    peak_private_mb: float | None
+    signal_cache: bool  # the teacher's signals came from the cache
+    world_size: int
+    job_started: float = 0.0  # epoch seconds, set by the Ray task around the worker(s)
+    job_ended: float = 0.0
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """A scored model (a trained student, or the teacher): lm-eval metrics with stderr, the
+    per-question samples and the inference speed."""
+
+    model: TrainResult | TeacherArtifacts
+    metrics: list[dict[str, Any]]
+    samples: list[dict[str, Any]]
+    eval_wall_s: float
+    params: int
+    infer_tokens_per_s: float | None = None
+    infer_latency_ms: float | None = None
+    eval_started: float = 0.0
+    eval_ended: float = 0.0
