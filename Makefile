@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DB ?= results/kdbench.duckdb
 
-.PHONY: install browser-deps demo test test-fast e2e lint format bench bench-scale bench-app screenshot clean
+.PHONY: install browser-deps demo test test-fast e2e lint format docs bench bench-scale bench-app screenshot clean
 
 # torch first: on a machine without an NVIDIA GPU take the local CPU build (an open
 # `torch` requirement would pull a multi-GB CUDA build); with a GPU take the default build.
@@ -43,6 +43,9 @@ lint: install
 
 format: install
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+docs: install  ## regenerate docs/reference.md from the docstrings (a test checks it is current)
+	$(PY) -m kdbench.reference docs/reference.md
 
 bench: install  ## time the tiny suite with and without a cached teacher
 	$(PY) benchmarks/tiny_suite.py

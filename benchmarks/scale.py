@@ -146,7 +146,7 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
     import ray
 
     from kdbench import signal_cache, store
-    from kdbench.records import Job
+    from kdbench.records import Job, TrainTask
     from kdbench.train_job import train_job
     from kdbench.workers import WORKER_ENV
 
@@ -178,9 +178,8 @@ def bench_concurrency(suite_path: str, cache: Path, steps: int) -> dict:
 
     def submit(j: Job, cached: bool = True):
         path = entry.path if cached else None
-        return remote.remote(suite, j, teacher_info.path, str(out_dir), 1.0, None, path), (
-            time.time()
-        )
+        task = TrainTask(suite, j, teacher_info.path, str(out_dir), 1.0, None, path)
+        return remote.remote(task), (time.time())
 
     # warm both workers (imports, DeepSpeed op build) and the page cache
     ray.get([submit(job("sft", s))[0] for s in (0, 1)])

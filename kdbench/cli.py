@@ -24,7 +24,8 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+# the Streamlit script inside the installed package (a wheel has no checkout's app.py)
+APP = Path(__file__).resolve().parent / "app" / "streamlit_app.py"
 
 
 def _default_db() -> Path:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kdbench.records import TrainResult
+from kdbench.records import TrainResult, TrainTask
 
 RESULT = "train_result.json"  # rank 0's TrainResult, next to the saved student
 
@@ -28,41 +28,22 @@ def _loop(config: dict[str, Any]) -> None:
     keeps reported metrics only with a checkpoint, and the student is saved already)."""
     import torch
 
-    worker = config.pop("worker")
-    result = worker(**config)
+    result = config["worker"](config["task"])
     if torch.distributed.get_rank() == 0:
         (Path(result.path) / RESULT).write_text(json.dumps(dataclasses.asdict(result)))
 
 
-def fit(
-    worker: Callable[..., TrainResult],
-    suite: Any,
-    job: Any,
-    teacher_path: str,
-    out_dir: str,
-    cpus: float,
-    generations: str | None = None,
-    cache_path: str | None = None,
-) -> TrainResult:
-    """Run ``worker(suite, job, ...)`` on ``suite.resources.workers_per_job`` workers; returns
-    rank 0's result."""
+def fit(worker: Callable[[TrainTask], TrainResult], task: TrainTask) -> TrainResult:
+    """Run ``worker(task)`` on ``task.suite.resources.workers_per_job`` workers; returns rank
+    0's result."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    res = suite.resources
-    per_worker = {"CPU": cpus, **({"GPU": res.gpus_per_job} if res.gpus_per_job else {})}
+    res, job, out_dir = task.suite.resources, task.job, task.out_dir
+    per_worker = {"CPU": task.cpus, **({"GPU": res.gpus_per_job} if res.gpus_per_job else {})}
     trainer = TorchTrainer(
         _loop,
-        train_loop_config={
-            "worker": worker,
-            "suite": suite,
-            "job": job,
-            "teacher_path": teacher_path,
-            "out_dir": out_dir,
-            "cpus": cpus,
-            "generations": generations,
-            "cache_path": cache_path,
-        },
+        train_loop_config={"worker": worker, "task": task},
         torch_config=TorchConfig(backend="nccl" if res.gpus_per_job else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=res.workers_per_job,

@@ -1,5 +1,47 @@
 """Loss pieces shared by method plugins. Everything is computed in float32 and averaged over
-the tokens that count (``labels != -100``: completion tokens, never prompt or padding)."""
+the tokens that count (``labels != -100``: completion tokens, never prompt or padding).
+
+Teacher distributions: full logits or top-k
+-------------------------------------------
+
+A teacher reaches a logit-family loss in one of two forms:
+
+- full:  ``{"logits": (B, T, V)}``;
+- top-k: ``{"topk_logits": (B, T, k) float, "topk_indices": (B, T, k) long,
+  "logsumexp": (B, T)}``, the teacher's k largest logits, their vocabulary ids, and the
+  log-normaliser of its full softmax at temperature 1 (what a logit cache stores, see
+  :func:`topk_signals`).
+
+:func:`distributions` turns either into a pair of log-distributions over the same support,
+so that every divergence is a pure function of ``(log_p_teacher, log_q_student)``:
+
+- full teacher: both full softmaxes at temperature T, ``log_softmax(z / T)``;
+- top-k teacher (k < V): both distributions *coarse-grained* to k + 1 buckets, the teacher's
+  k tokens plus one "rest of the vocabulary" bucket holding the missing mass:
+      teacher  p_i = exp(z_i - logsumexp),   p_rest = 1 - sum_i p_i   (from ``logsumexp``)
+      student  q_i = softmax(s)_i at the teacher's ids,  q_rest = sum of the student's
+               probabilities on every other id (a logsumexp over the complement: exact, no
+               cancellation, finite even when the tail holds 1e-40 of the mass).
+  A divergence between the bucketed distributions is the divergence of the coarse-grained
+  distributions: at T = 1, for every f-divergence (KL both ways, JSD, skew KL, TV), it is
+  <= the full one and grows to it as k grows (data processing inequality); a student that
+  matches the teacher's top-k probabilities but spreads its tail mass differently over the
+  vocabulary is at zero loss (the tail's total mass still counts, its shape does not).
+  The teacher's rest is ``log(1 - exp(logsumexp_i(z_i - logsumexp)))``, accurate only to the
+  float32 rounding of the stored ``logsumexp`` (~1e-7 of the mass); it is floored at
+  ``REST_FLOOR`` (float32 eps) so that a teacher whose top-k holds all the mass to float
+  precision does not give an infinite reverse KL; the buckets are then renormalised.
+  Layout of the buckets on the last dimension: entries ``0..k-1`` are the teacher's top-k
+  tokens in the order of ``topk_indices``, entry ``k`` (the last) is the rest bucket.
+- top-k with k = V: there is no rest; the buckets are the full vocabulary and the result is
+  the full-teacher result (up to float rounding).
+
+Temperature with a top-k teacher: the teacher's normaliser is known only at T = 1, so the
+temperature is applied to the bucketed distribution, ``p_i^(1/T) / sum_j p_j^(1/T)`` over the
+k + 1 buckets (student alike). On the full vocabulary this is exactly ``softmax(z / T)``
+(hence k = V gives the full result at any T); for k < V the rest bucket is tempered as one
+token, which for T > 1 gives it less mass than the tempered tail tokens would have together.
+"""
 
 from __future__ import annotations
 
@@ -69,43 +111,7 @@ def aux_with_ce(
     return weight * term + ce_weight * token_ce(student_logits, labels)
 
 
-# --- teacher distributions: full logits or top-k -------------------------------------------
-#
-# A teacher reaches a logit-family loss in one of two forms:
-#
-# - full:  ``{"logits": (B, T, V)}``;
-# - top-k: ``{"topk_logits": (B, T, k) float, "topk_indices": (B, T, k) long,
-#   "logsumexp": (B, T)}``, the teacher's k largest logits, their vocabulary ids, and the
-#   log-normaliser of its full softmax at temperature 1 (what a logit cache stores, see
-#   :func:`topk_signals`).
-#
-# :func:`distributions` turns either into a pair of log-distributions over the same support,
-# so that every divergence is a pure function of ``(log_p_teacher, log_q_student)``:
-#
-# - full teacher: both full softmaxes at temperature T, ``log_softmax(z / T)``;
-# - top-k teacher (k < V): both distributions *coarse-grained* to k + 1 buckets, the teacher's
-#   k tokens plus one "rest of the vocabulary" bucket holding the missing mass:
-#       teacher  p_i = exp(z_i - logsumexp),   p_rest = 1 - sum_i p_i   (from ``logsumexp``)
-#       student  q_i = softmax(s)_i at the teacher's ids,  q_rest = sum of the student's
-#                probabilities on every other id (a logsumexp over the complement: exact, no
-#                cancellation, finite even when the tail holds 1e-40 of the mass).
-#   A divergence between the bucketed distributions is the divergence of the coarse-grained
-#   distributions: at T = 1, for every f-divergence (KL both ways, JSD, skew KL, TV), it is
-#   <= the full one and grows to it as k grows (data processing inequality); a student that
-#   matches the teacher's top-k probabilities but spreads its tail mass differently over the
-#   vocabulary is at zero loss (the tail's total mass still counts, its shape does not).
-#   The teacher's rest is ``log(1 - exp(logsumexp_i(z_i - logsumexp)))``, accurate only to the
-#   float32 rounding of the stored ``logsumexp`` (~1e-7 of the mass); it is floored at
-#   ``REST_FLOOR`` (float32 eps) so that a teacher whose top-k holds all the mass to float
-#   precision does not give an infinite reverse KL; the buckets are then renormalised.
-# - top-k with k = V: there is no rest; the buckets are the full vocabulary and the result is
-#   the full-teacher result (up to float rounding).
-#
-# Temperature with a top-k teacher: the teacher's normaliser is known only at T = 1, so the
-# temperature is applied to the bucketed distribution, ``p_i^(1/T) / sum_j p_j^(1/T)`` over the
-# k + 1 buckets (student alike). On the full vocabulary this is exactly ``softmax(z / T)``
-# (hence k = V gives the full result at any T); for k < V the rest bucket is tempered as one
-# token, which for T > 1 gives it less mass than the tempered tail tokens would have together.
+# --- teacher distributions: full logits or top-k (see the module docstring) ---------------
 
 TOPK_KEYS = ("topk_logits", "topk_indices", "logsumexp")
 REST_FLOOR = math.log(torch.finfo(torch.float32).eps)  # log of the smallest teacher rest mass
@@ -190,7 +196,7 @@ def distributions(
     :func:`shift` (position t predicts token t+1), and the mask of the positions that count.
 
     Returns ``(log_p_teacher, log_q_student, mask)``: ``(B, T-1, V)`` twice for a full teacher
-    (``(B, T-1, k+1)`` for a top-k teacher, see the notes above), float32, and ``(B, T-1)`` bool.
+    (``(B, T-1, k+1)`` for a top-k teacher, see the module docstring), float32, and ``(B, T-1)`` bool.
     """
     keys = ("logits", *TOPK_KEYS)
     shifted = {key: teacher[key][:, :-1] for key in keys if teacher.get(key) is not None}

@@ -8,15 +8,18 @@ A method is data plus a pure loss function. It knows nothing of Ray or DeepSpeed
   (tuple per layer of (B, heads, T, T) softmax maps) are the HF outputs; ``qkv`` is the last
   decoder layer's ``self_attn.q_proj`` / ``k_proj`` / ``v_proj`` outputs (before RoPE and the
   head split), a tuple ``(q, k, v)`` each (B, T, width), captured by forward hooks
-  (:func:`kdbench.train.capture_qkv`); ``hidden_states``, ``attentions`` and ``qkv``, when
-  declared, are computed for the student too;
+  (:func:`kdbench.models.capture_qkv`); ``hidden_states``, ``attentions`` and ``qkv``, when
+  declared, are computed for the student too. The loss receives them as a
+  :class:`kdbench.signals.TeacherSignals` (live or from the signal cache: the same type, the
+  same keys; logits as full ``logits`` or as top-k ``topk_logits`` / ``topk_indices`` /
+  ``logsumexp``); reading an undeclared signal raises;
 - ``config``: a dataclass whose defaults are the paper's and whose ``__post_init__`` checks
   ranges; a suite overrides fields under ``[method_config.<name>]``;
 - ``modules``: optional extra trainable modules (e.g. a projection for feature matching),
   trained with the student and dropped afterwards;
 - ``data``: optional ``(examples, generations, cfg) -> training examples``: a method that
   changes the *training data* instead of (or besides) the per-batch teacher signal. It gets
-  the transfer examples (:func:`kdbench.synthetic.transfer_set`), the teacher's greedy
+  the transfer examples (:func:`kdbench.transfer.transfer_examples`), the teacher's greedy
   generations for them (``generations[i]`` for ``examples[i]``, records of
   :mod:`kdbench.generations`; empty unless the method declares the ``"generations"`` signal,
   which makes the teacher stage produce them once per suite) and its config, and returns the
@@ -31,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.metadata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,12 +49,12 @@ FAMILIES = ("baseline", "logit", "feature", "attention", "chain_of_thought")
 
 # student: the model's output (``logits``, and ``hidden_states`` / ``attentions`` when the
 #   method declares them; with ``qkv`` declared, its attribute ``student.qkv`` holds the
-#   student's (q, k, v) like ``teacher["qkv"]``); teacher: a dict with the declared signals
-#   and ``logits`` (None when none);
+#   student's (q, k, v) like ``teacher["qkv"]``); teacher: a kdbench.signals.TeacherSignals
+#   holding exactly the declared per-batch signals (empty for a method that declares none);
 # batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt and padding), ``weight``
 #   (B,) float: each example's loss weight (1.0 unless the method's ``data`` sets it).
 LossFn = Callable[
-    [Any, dict[str, torch.Tensor] | None, dict[str, torch.Tensor], Any, dict[str, torch.nn.Module]],
+    [Any, Mapping[str, Any], dict[str, torch.Tensor], Any, dict[str, torch.nn.Module]],
     torch.Tensor,
 ]
 ModulesFn = Callable[[Any, Any, Any], dict[str, torch.nn.Module]]

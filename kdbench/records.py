@@ -23,6 +23,21 @@ class Job:
 
 
 @dataclass(frozen=True)
+class TrainTask:
+    """What a training job is given: the suite, the job, where the teacher and its shared
+    artefacts are (the teacher stage's generations file and signal-cache entry, if any), where
+    to save the student, and the CPUs it holds."""
+
+    suite: Any  # kdbench.config.Suite
+    job: Job
+    teacher_path: str
+    out_dir: str
+    cpus: float
+    generations: str | None = None
+    cache_path: str | None = None
+
+
+@dataclass(frozen=True)
 class SignalCacheInfo:
     """The teacher-signal cache entry of a suite (:mod:`kdbench.signal_cache`)."""
 
@@ -76,6 +91,13 @@ class TrainResult:
     world_size: int
     job_started: float = 0.0  # epoch seconds, set by the Ray task around the worker(s)
     job_ended: float = 0.0
+
+
+def train_result(stats: dict[str, Any], **fields: Any) -> TrainResult:
+    """A :class:`TrainResult` from :func:`kdbench.train.train`'s statistics and the job's own
+    fields (``path``, ``params``, ``bytes``, memory, cache use, world size)."""
+    keys = ("tokens", "steps", "train_wall_s", "final_loss", "resumed_from", "teacher_forwards")
+    return TrainResult(**{k: stats[k] for k in keys}, **fields)
 
 
 @dataclass(frozen=True)

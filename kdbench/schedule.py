@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from kdbench.config import Suite
 from kdbench.eval_job import eval_job
-from kdbench.records import EvalResult, Job, TeacherArtifacts
+from kdbench.records import EvalResult, Job, TeacherArtifacts, TrainTask
 from kdbench.train_job import train_job
 
 
@@ -79,7 +79,9 @@ class Scheduler:
             # a crashed worker is retried (and resumes from its checkpoint); an exception
             # raised by a method is not: it would fail the same way again
             .options(**train_opts, max_retries=2, retry_exceptions=False)
-            .remote(self.suite, job, t.path, self.out_dir, self.cpus, t.generations, cache)
+            .remote(
+                TrainTask(self.suite, job, t.path, self.out_dir, self.cpus, t.generations, cache)
+            )
         )
         scored = (
             ray.remote(eval_job)

@@ -39,7 +39,7 @@ from kdbench.generations import method_batch
 from kdbench.losses import IGNORE, topk_signals
 from kdbench.methods import Method, registry, resolve
 from kdbench.models import build_llama, default_tokenizer, load_pretrained, prepare_models, save
-from kdbench.records import TrainResult
+from kdbench.records import train_result
 from kdbench.signal_cache import SignalCache
 from kdbench.signals import SignalError, TeacherSignals, live_signals
 from kdbench.train import method_loss, train
@@ -412,16 +412,11 @@ def check_trains_saves_and_scores(ctx: Context) -> str:
     m = ctx.method
     folder = ctx.tmp / "student"
     size = save(student.cpu(), ctx.tokenizer, folder)
-    trained = TrainResult(
+    trained = train_result(
+        stats,
         path=str(folder),
         params=sum(p.numel() for p in student.parameters()),
         bytes=size,
-        tokens=stats["tokens"],
-        steps=stats["steps"],
-        train_wall_s=stats["train_wall_s"],
-        final_loss=stats["final_loss"],
-        resumed_from=stats["resumed_from"],
-        teacher_forwards=stats["teacher_forwards"],
         peak_rss_mb=None,
         peak_private_mb=None,
         signal_cache=ctx.cacheable,

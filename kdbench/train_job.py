@@ -30,7 +30,7 @@ from kdbench.models import (
     save,
     vocabulary_mismatch,
 )
-from kdbench.records import Job, TrainResult
+from kdbench.records import Job, TrainResult, TrainTask, train_result
 from kdbench.signal_cache import SignalCache, open_cache
 from kdbench.speed import PeakMemory
 from kdbench.train import init_distributed, train
@@ -38,28 +38,19 @@ from kdbench.transfer import encode, transfer_batch
 from kdbench.workers import worker_setup
 
 
-def train_job(
-    suite: Suite,
-    job: Job,
-    teacher_path: str,
-    out_dir: str,
-    cpus: float,
-    generations: str | None = None,
-    cache_path: str | None = None,
-) -> TrainResult:
+def train_job(task: TrainTask) -> TrainResult:
     """Ray task: train one student with one method; saves it and returns its folder and costs.
 
-    ``generations``: the teacher stage's generations file, read (never made) here for a method
-    with ``data``; ``cache_path``: the teacher-signal cache entry, read instead of running the
-    teacher when it holds every signal the method reads.
+    ``task.generations``: the teacher stage's generations file, read (never made) here for a
+    method with ``data``; ``task.cache_path``: the teacher-signal cache entry, read instead of
+    running the teacher when it holds every signal the method reads.
     """
     started = time.time()
-    worker_setup(cpus)
-    args = (suite, job, teacher_path, out_dir, cpus, generations, cache_path)
-    if suite.resources.workers_per_job > 1:
-        result = distributed.fit(train_worker, *args)
+    worker_setup(task.cpus)
+    if task.suite.resources.workers_per_job > 1:
+        result = distributed.fit(train_worker, task)
     else:
-        result = train_worker(*args)
+        result = train_worker(task)
     return dataclasses.replace(result, job_started=started, job_ended=time.time())
 
 
@@ -84,26 +75,19 @@ def _student(
     return model, teacher_tokenizer
 
 
-def train_worker(
-    suite: Suite,
-    job: Job,
-    teacher_path: str,
-    out_dir: str,
-    cpus: float,
-    generations: str | None = None,
-    cache_path: str | None = None,
-) -> TrainResult:
+def train_worker(task: TrainTask) -> TrainResult:
     """The training job itself, in one process of a group of one (a Ray task) or several (Ray
     Train workers, which share each global batch); rank 0 saves the student."""
     from ray.experimental.tqdm_ray import tqdm
 
-    worker_setup(cpus)
+    suite, job, teacher_path = task.suite, task.job, task.teacher_path
+    worker_setup(task.cpus)
     init_distributed()
     rank = torch.distributed.get_rank()
     method = registry()[job.method]
     cfg = method.make_config(job.config)
     spec = next(s for s in suite.students if s.name == job.student)
-    cache = _cache_for(method, cache_path)
+    cache = _cache_for(method, task.cache_path)
     live = method.needs_teacher and cache is None
     # the teacher's weights only when it runs live; its tokenizer and config always
     teacher_config = AutoConfig.from_pretrained(teacher_path)
@@ -120,7 +104,7 @@ def train_worker(
                 f"(student {spec.name})"
             )
     if method.data is not None:
-        examples = training_examples(method, cfg, suite.data, generations)
+        examples = training_examples(method, cfg, suite.data, task.generations)
         data = encode(examples, tokenizer, suite.data.max_length, suite.data.rationales)
     else:
         data = transfer_batch(suite.data, tokenizer)
@@ -129,7 +113,7 @@ def train_worker(
         if rank == 0
         else None
     )
-    folder = Path(out_dir) / job.run_id
+    folder = Path(task.out_dir) / job.run_id
     with PeakMemory() as memory:
         stats = train(
             student,
@@ -154,16 +138,11 @@ def train_worker(
     if rank == 0:
         size = save(student.cpu(), tokenizer, folder)
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # saved: no resume needed
-    return TrainResult(
+    return train_result(
+        stats,
         path=str(folder),
         params=n_params(student),
         bytes=size,
-        tokens=stats["tokens"],
-        steps=stats["steps"],
-        train_wall_s=stats["train_wall_s"],
-        final_loss=stats["final_loss"],
-        resumed_from=stats["resumed_from"],
-        teacher_forwards=stats["teacher_forwards"],
         peak_rss_mb=memory.peak_mb,
         peak_private_mb=memory.peak_private_mb,
         signal_cache=cache is not None,

@@ -474,6 +474,18 @@ def test_page_param_switches_pages(db: Path) -> None:
     assert board(at) is not None
 
 
+def test_page_param_keeps_the_other_parameters(db: Path) -> None:
+    at = run_app(page="Pareto", method=["kd"])  # a shared link: a page and its filters
+    assert len(max(chart_data(charts(at)[0]), key=len)) == 3  # the teacher, kd on 2 students
+    assert at.query_params["page"] == "Pareto" and at.query_params["method"] == "kd"
+    at.multiselect(key="method").set_value(["kd", "fkl"]).run()
+    at.query_params["page"] = "Tasks"  # a switch within the session keeps them too
+    at.run()
+    assert not at.exception
+    assert at.multiselect(key="method").value == ["kd", "fkl"]
+    assert set(table(at, "retention ± CI").value["method"]) == {"teacher", "kd", "fkl"}
+
+
 # --------------------------------------------------------------------------- robustness
 
 

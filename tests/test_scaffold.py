@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from kdbench.scaffold import new_plugin
+from kdbench.testing import CHECKS
+
+from .conftest import SHRINK, tiny_raw
 
 
 def test_bad_names_and_existing_folders_are_refused(tmp_path: Path) -> None:
@@ -23,7 +26,9 @@ def test_bad_names_and_existing_folders_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_generated_plugin_installs_registers_and_passes(tmp_path: Path) -> None:
+def test_generated_plugin_installs_registers_passes_and_runs(tmp_path: Path, write_suite) -> None:
+    """As generated, the plugin installs, registers, passes every check, passes its own tests
+    and runs in a (shrunken) tiny suite with the default top-k signal cache."""
     root = new_plugin("my_kd", tmp_path)
     site = tmp_path / "site"
     # a real pip install, into its own folder so this environment stays untouched
@@ -61,7 +66,7 @@ def test_generated_plugin_installs_registers_and_passes(tmp_path: Path) -> None:
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "my_kd: 5 passed, 0 failed" in check.stdout
+    assert f"my_kd: {len(CHECKS)} passed, 0 failed" in check.stdout
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
         env=env,
@@ -70,4 +75,22 @@ def test_generated_plugin_installs_registers_and_passes(tmp_path: Path) -> None:
         cwd=root,
     )
     assert tests.returncode == 0, tests.stdout[-3000:]
-    assert "6 passed" in tests.stdout
+    assert f"{len(CHECKS) + 2} passed" in tests.stdout  # the checks and the template's own test
+
+    suite = write_suite({**SHRINK, "methods": ["my_kd"], "students": [tiny_raw()["students"][0]]})
+    assert "topk = 16" in suite.read_text()  # the default suite's cache: top-k logits
+    db = tmp_path / "results.duckdb"
+    run = subprocess.run(
+        [sys.executable, "-m", "kdbench.cli", "run", str(suite), "--db", str(db)]
+        + ["--cache", str(tmp_path / "cache")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    from kdbench import store
+
+    runs = store.read_runs(db)
+    mine = runs[runs.method == "my_kd"]
+    assert len(mine) == 1 and (mine.status == "ok").all(), runs.error.dropna().tolist()
+    assert (mine.teacher_forwards == 0).all()  # it read the cached top-k teacher

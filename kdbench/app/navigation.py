@@ -39,7 +39,6 @@ PAGES = (  # the first is the default page, served at the app's root
     PageSpec("Economics", "economics", page_economics.render),
     PageSpec("Run", "run", page_run.render),
 )
-TITLES = tuple(p.title for p in PAGES)
 
 
 class Navigation:

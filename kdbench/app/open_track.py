@@ -24,9 +24,7 @@ def other_suites(ctx: AppContext) -> pd.DataFrame:
         (suites["teacher"].fillna("") == teacher) & (suites["suite_hash"] != this["suite_hash"])
     ]
     same = same.head(OPEN_TRACK_SUITES)
-    differs = [
-        ", ".join(lb.suite_differences(this["config"], c)) or "name only" for c in same["config"]
-    ]
+    differs = [lb.differences_label(this["config"], c) for c in same["config"]]
     return same.assign(differs=differs)
 
 

@@ -1,0 +1,136 @@
+"""The training job with Hugging Face-format models: a teacher and students given by ``source``
+(local folders written with ``save_pretrained``) that share one BPE tokenizer train from the
+teacher-signal cache; a student with another vocabulary is refused at plan time and in the job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from kdbench import signal_cache, synthetic
+from kdbench.config import SuiteError, parse_suite
+from kdbench.plan import plan, run_key
+from kdbench.records import Job, TrainTask
+from kdbench.train_job import train_worker
+
+from .conftest import SHRINK, edit_suite, tiny_raw
+
+
+def bpe_tokenizer(seed_text: str, vocab: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``seed_text`` (synthetic task text)."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(seed_text.splitlines(), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
+
+
+def save_model(folder: Path, tokenizer, hidden: int, layers: int) -> Path:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _text(seed: int) -> str:
+    return "\n".join(
+        ex["prompt"] + synthetic.target_text(ex)
+        for ex in synthetic.transfer_set(["addition", "compare"], 200, seed)
+    )
+
+
+@pytest.fixture(scope="module")
+def hf_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf")
+    shared = bpe_tokenizer(_text(0), 400)
+    other = bpe_tokenizer(_text(0).replace("+", "plus "), 400)
+    return {
+        "teacher": save_model(root / "teacher", shared, 32, 2),
+        "student": save_model(root / "student", shared, 16, 1),
+        "other": save_model(root / "other", other, 16, 1),
+    }
+
+
+def hf_suite(hf_models, tmp_path: Path, student: str = "student", methods=("kd", "fitnets")):
+    raw = edit_suite(
+        tiny_raw(),
+        {
+            **SHRINK,
+            "teacher": {"name": "hf-teacher", "source": str(hf_models["teacher"])},
+            "students": [
+                {"name": "hf-student", "source": str(hf_models[student])},
+                {
+                    "name": "arch-student",
+                    "arch": {"hidden_size": 16, "num_layers": 1, "num_heads": 2},
+                },
+            ],
+            "methods": list(methods),
+            "data.n_per_task": 16,
+            "budget.steps": 2,
+        },
+    )
+    return parse_suite(raw, tmp_path / "hf.toml")
+
+
+def test_plan_compares_the_real_vocabularies(hf_models, tmp_path: Path) -> None:
+    suite = hf_suite(hf_models, tmp_path)
+    methods, jobs = plan(suite)  # same tokenizer: accepted; the arch student shares it too
+    assert {j.student for j in jobs} == {"hf-student", "arch-student"}
+    with pytest.raises(SuiteError, match=r"students\[0\]: kd, fitnets need a vocabulary shared"):
+        plan(hf_suite(hf_models, tmp_path, student="other"))
+    assert plan(hf_suite(hf_models, tmp_path, student="other", methods=("sft", "seqkd")))[1]
+
+
+@pytest.mark.parametrize("method", ["kd", "fitnets"])
+def test_hf_students_train_from_the_signal_cache(hf_models, tmp_path: Path, method: str) -> None:
+    suite = hf_suite(hf_models, tmp_path)
+    entry = signal_cache.ensure(
+        hf_models["teacher"], suite.data, frozenset({"logits", "hidden_states"}), 16, tmp_path
+    )
+    assert entry.topk == 16
+    _, jobs = plan(suite)
+    job = next(j for j in jobs if j.method == method and j.student == "hf-student")
+    runs = str(tmp_path / "runs")
+    result = train_worker(
+        TrainTask(suite, job, str(hf_models["teacher"]), runs, 1.0, None, entry.path)
+    )
+    assert result.signal_cache and result.teacher_forwards == 0 and result.steps == 2
+    # the size axis is the saved weights alone
+    saved = Path(result.path)
+    assert result.bytes == (saved / "model.safetensors").stat().st_size
+    assert not (saved / "checkpoints").exists()
+
+
+def test_the_job_refuses_another_vocabulary(hf_models, tmp_path: Path) -> None:
+    """The job checks again (a plan-time check can be skipped when a tokenizer is not
+    readable offline)."""
+    suite = hf_suite(hf_models, tmp_path, student="other", methods=("sft",))
+    cfg = {"temperature": 2.0, "alpha": 0.5}
+    job = Job(run_key(suite, "kd", cfg, "hf-student", 0), "kd", "hf-student", 0, cfg)
+    with pytest.raises(ValueError, match="kd needs a vocabulary shared with the teacher"):
+        train_worker(TrainTask(suite, job, str(hf_models["teacher"]), str(tmp_path / "runs"), 1.0))
