@@ -136,6 +136,15 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
         assert sorted(runs.role) == ["student"] * 6 + ["teacher"]
         assert runs.git_commit.str.len().min() > 0 and runs.versions.str.contains("deepspeed").all()
         assert (runs.loc[runs.role == "student", "tokens"] > 0).all()
+        # the size axis is the saved weights alone, the teacher's as the students'
+        weights = {
+            r.run_id: (db.parent / "runs" / r.run_id / "model.safetensors").stat().st_size
+            for r in runs[runs.role == "student"].itertuples()
+        }
+        weights[runs.loc[runs.role == "teacher", "run_id"].iloc[0]] = (
+            (Path(summary.teacher.path) / "model.safetensors").stat().st_size
+        )
+        assert runs.set_index("run_id").bytes.to_dict() == weights
         # kd read the teacher-signal cache the teacher stage built: no teacher pass in training
         entry = summary.teacher.signal_cache
         assert entry.built and Path(entry.path).is_dir()
