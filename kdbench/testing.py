@@ -227,10 +227,11 @@ def check_loss_finite_and_differentiable(ctx: Context) -> str:
         if not torch.isfinite(loss):
             raise ConformanceError(f"{name}: loss is not finite ({loss.item()}) ({form} teacher)")
         loss.backward()
+        own = [p.grad for p in student.parameters() if p.grad is not None]
+        if not own or not any(g.abs().sum() > 0 for g in own):
+            raise ConformanceError(f"{name}: the loss has no gradient w.r.t. the student ({form})")
         params = list(student.parameters()) + [p for m in modules.values() for p in m.parameters()]
         grads = [p.grad for p in params if p.grad is not None]
-        if not grads or not any(g.abs().sum() > 0 for g in grads):
-            raise ConformanceError(f"{name}: the loss has no gradient w.r.t. the student ({form})")
         if not all(torch.isfinite(g).all() for g in grads):
             raise ConformanceError(f"{name}: non-finite gradients ({form} teacher)")
         for key, mod in modules.items():
@@ -425,6 +426,13 @@ def check_trains_saves_and_scores(ctx: Context) -> str:
     threads = torch.get_num_threads()
     try:
         result = eval_job(trained, ["kd_compare"], 4, 8, 1.0)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConformanceError(
+            f"{m.name}: the saved student does not load and score as the evaluation job does "
+            f"it ({type(e).__name__}: {first}); do the method's hooks change the student or "
+            "its config?"
+        ) from None
     finally:
         torch.set_num_threads(threads)  # the job sets a Ray worker's thread count
     if not result.metrics:

@@ -99,13 +99,51 @@ def topk_no_rest(student, teacher, batch, cfg, modules):
     )
 
 
-def method(loss, signals=("logits",)) -> Method:
+def feature_good(student, teacher, batch, cfg, modules):
+    mask = batch["attention_mask"]
+    h = modules["proj"](student.hidden_states[-1].float())
+    per_token = (h - teacher["hidden_states"][-1].float()).pow(2).mean(-1)
+    return masked_mean(per_token, mask) + token_ce(student.logits, batch["labels"])
+
+
+def teacher_padding_counts(student, teacher, batch, cfg, modules):
+    """The teacher's hidden states are averaged over every position, padding included (the
+    live teacher has values there, the cache zeros)."""
+    return (
+        feature_good(student, teacher, batch, cfg, modules)
+        + teacher["hidden_states"][-1].float().abs().mean()
+    )
+
+
+def trains_the_projection_only(student, teacher, batch, cfg, modules):
+    """The student's features are detached: only the projection learns."""
+    h = modules["proj"](student.hidden_states[-1].detach().float())
+    per_token = (h - teacher["hidden_states"][-1].float()).pow(2).mean(-1)
+    return masked_mean(per_token, batch["attention_mask"])
+
+
+def projection(student_config, teacher_config, cfg):
+    return {"proj": torch.nn.Linear(student_config.hidden_size, teacher_config.hidden_size)}
+
+
+def projection_mutating_the_config(student_config, teacher_config, cfg):
+    student_config.vocab_size = 7  # the saved student's config no longer fits its weights
+    return projection(student_config, teacher_config, cfg)
+
+
+@dataclass
+class NoDefaultCfg:
+    temperature: float
+
+
+def method(loss, signals=("logits",), modules=None, config=Cfg) -> Method:
     return Method(
         name=f"broken_{loss.__name__}",
-        family="logit",
-        config=Cfg,
+        family="feature" if modules else "logit",
+        config=config,
         loss=loss,
         signals=frozenset(signals),
+        modules=modules,
     )
 
 
@@ -137,6 +175,34 @@ def test_a_correct_top_k_aware_loss_passes_every_check(tmp_path) -> None:
 )
 def test_each_check_catches_its_broken_plugin(tmp_path, loss, signals, check, says) -> None:
     failures = failed(run_checks(method(loss, signals), tmp_path))
+    assert check in failures, failures
+    assert says in failures[check]
+
+
+HIDDEN = ("hidden_states",)
+
+
+@pytest.mark.parametrize(
+    ("broken", "check", "says"),
+    [
+        (method(good, config=NoDefaultCfg), "config_defaults", "without a default"),
+        (
+            method(teacher_padding_counts, HIDDEN, projection),
+            "cached_teacher_matches_live",
+            "from the cached teacher",
+        ),
+        (method(trains_the_projection_only, HIDDEN, projection), "engine_steps", "did not change"),
+        (
+            method(feature_good, HIDDEN, projection_mutating_the_config),
+            "trains_saves_and_scores",
+            "does not load and score",
+        ),
+    ],
+    ids=["config", "cache", "engine", "saved"],
+)
+def test_the_other_checks_catch_theirs(tmp_path, broken, check, says) -> None:
+    assert run_checks(method(feature_good, HIDDEN, projection), tmp_path / "ok")[-1][1]
+    failures = failed(run_checks(broken, tmp_path / "broken"))
     assert check in failures, failures
     assert says in failures[check]
 
