@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
+from kdbench import leaderboard as lb
 from kdbench.app.urls import run_url
 
 RETENTION_HELP = (
@@ -56,7 +57,9 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
         "param_ratio": cc.NumberColumn(
             "size vs teacher", help="Parameters relative to the teacher.", format="percent"
         ),
-        "bytes": cc.NumberColumn("bytes", help="Saved model size on disk.", format="compact"),
+        "bytes": cc.NumberColumn(
+            "bytes", help="Size of the saved weights (safetensors).", format="compact"
+        ),
         "train_wall_s": cc.NumberColumn(
             "train time", help="Mean training wall-clock seconds over seeds.", format="%.1f s"
         ),
@@ -121,17 +124,8 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
     return config
 
 
-DISPLAY_COLUMNS = (
-    "rank_label",
-    "method",
-    "family",
-    "student",
-    "role",
-    "retention_avg",
-    "retention_ci",
-    "gain_vs_sft",
-    "gain_ci",
-)
+# the board's identifying and ranking columns, the rank shown as its label ("2–4")
+DISPLAY_COLUMNS = tuple(c for c in lb.BASE_COLUMNS if c not in ("rank", "rank_worst"))
 COST_DISPLAY = (
     "params",
     "param_ratio",
