@@ -126,20 +126,9 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
 
 # the board's identifying and ranking columns, the rank shown as its label ("2–4")
 DISPLAY_COLUMNS = tuple(c for c in lb.BASE_COLUMNS if c not in ("rank", "rank_worst"))
-COST_DISPLAY = (
-    "params",
-    "param_ratio",
-    "bytes",
-    "train_wall_s",
-    "device_hours",
-    "price_usd",
-    "total_flops",
-    "infer_tokens_per_s",
-    "infer_latency_ms",
-    "speedup",
-    "usd_per_mtok",
-    "seeds",
-    "failed",
+# the board's size and cost columns, without the FLOP parts and the identifiers
+COST_DISPLAY = tuple(
+    c for c in lb.TAIL_COLUMNS if c not in ("train_flops", "teacher_flops", "run_id", "gpu")
 )
 _POINTS = ("retention_ci", "gain_vs_sft", "gain_ci")  # shown x100, in points
 
