@@ -50,15 +50,35 @@ class TeacherSpec(ModelSpec):
     gate_value: float = 0.0
 
 
+DATA_KINDS = ("synthetic", "jsonl", "parquet", "csv", "hf")
+FILE_KINDS = ("jsonl", "parquet", "csv")
+
+
 @dataclass(frozen=True)
 class DataSpec:
-    """The transfer set: what every student (and a built teacher) trains on."""
+    """The transfer set: what every student (and a built teacher) trains on.
+
+    ``kind = "synthetic"`` generates kdbench's task family (``tasks``, ``n_per_task``,
+    ``rationales``). ``jsonl`` / ``parquet`` / ``csv`` read a local file (``path``, relative to
+    the suite file), ``hf`` a Hub dataset (``name``, ``revision``, ``split``, through
+    ``datasets`` and its local cache) or a ``save_to_disk`` folder (``path``); each record's
+    ``prompt_field`` and ``response_field`` become the example's prompt and target
+    (:mod:`kdbench.data_sources`), shuffled by ``seed`` and cut to ``max_examples``.
+    """
 
     kind: str = "synthetic"
     tasks: tuple[str, ...] = synthetic.TASKS
     n_per_task: int = 8000
     max_length: int = 64
     rationales: bool = True
+    path: str | None = None  # file kinds, or an hf save_to_disk folder: resolved, absolute
+    name: str | None = None  # hf: a Hub dataset id
+    revision: str | None = None  # hf: a Hub revision (commit, tag or branch)
+    split: str = "train"  # hf: the split
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    max_examples: int | None = None  # keep the first N after the shuffle
+    seed: int = 0  # the shuffle of a file or dataset (the synthetic set has its own)
 
 
 @dataclass(frozen=True)
@@ -261,6 +281,79 @@ def _model(path: Path, raw: Any, prefix: str) -> dict[str, Any]:
     return {"name": name, "source": source, "arch": dict(arch) if arch else None}
 
 
+_DATA_KEYS = {
+    "kind",
+    "tasks",
+    "n_per_task",
+    "max_length",
+    "rationales",
+    "path",
+    "name",
+    "revision",
+    "split",
+    "prompt_field",
+    "response_field",
+    "max_examples",
+    "seed",
+}
+
+
+def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
+    d = _table(path, raw, "data", _DATA_KEYS)
+    kind = _take(path, d, "data.", "kind", str, "synthetic", choices=DATA_KINDS)
+    data_tasks = d.get("tasks", list(synthetic.TASKS))
+    if not (isinstance(data_tasks, list) and data_tasks):
+        raise SuiteError(path, "data.tasks", f"must be a non-empty list, got {data_tasks!r}")
+    for task in data_tasks:
+        if task not in synthetic.TASKS:
+            raise SuiteError(
+                path,
+                "data.tasks",
+                f"unknown task {task!r}; allowed: "
+                + ", ".join(synthetic.TASKS)
+                + _did_you_mean(task, synthetic.TASKS),
+            )
+    source = _take(path, d, "data.", "path", str, None)
+    name = _take(path, d, "data.", "name", str, None)
+    if kind == "synthetic":
+        extra = [
+            k for k in ("path", "name", "revision", "prompt_field", "response_field") if k in d
+        ]
+        if extra:
+            raise SuiteError(
+                path, f"data.{extra[0]}", 'only for a file or dataset (kind = "jsonl", ...)'
+            )
+    elif kind in FILE_KINDS or (kind == "hf" and source is not None):
+        if source is None:
+            raise SuiteError(path, "data.path", f'is required with kind = "{kind}"')
+        resolved = (path.parent / source).resolve()
+        wanted = "a folder written by datasets' save_to_disk" if kind == "hf" else "a file"
+        if not (resolved.is_dir() if kind == "hf" else resolved.is_file()):
+            raise SuiteError(path, "data.path", f"{resolved}: not found; must be {wanted}")
+        source = str(resolved)
+        if kind == "hf" and name is not None:
+            raise SuiteError(path, "data.name", "give `name` (a Hub id) or `path`, not both")
+    elif name is None:
+        raise SuiteError(
+            path, "data.name", 'is required with kind = "hf" (a Hub dataset id), or give `path`'
+        )
+    return DataSpec(
+        kind=kind,
+        tasks=tuple(data_tasks),
+        n_per_task=_take(path, d, "data.", "n_per_task", int, 8000, minimum=1),
+        max_length=_take(path, d, "data.", "max_length", int, 64, minimum=8),
+        rationales=_take(path, d, "data.", "rationales", bool, True),
+        path=source,
+        name=name,
+        revision=_take(path, d, "data.", "revision", str, None),
+        split=_take(path, d, "data.", "split", str, "train"),
+        prompt_field=_take(path, d, "data.", "prompt_field", str, "prompt"),
+        response_field=_take(path, d, "data.", "response_field", str, "response"),
+        max_examples=_take(path, d, "data.", "max_examples", int, None, minimum=1),
+        seed=_take(path, d, "data.", "seed", int, 0, minimum=0),
+    )
+
+
 # --- the loader -----------------------------------------------------------------------------
 
 
@@ -352,26 +445,7 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
     if len(set(names)) != len(names):
         raise SuiteError(path, "students", f"names must be unique, got {names!r}")
 
-    d = _table(path, raw, "data", {"kind", "tasks", "n_per_task", "max_length", "rationales"})
-    data_tasks = d.get("tasks", list(synthetic.TASKS))
-    if not (isinstance(data_tasks, list) and data_tasks):
-        raise SuiteError(path, "data.tasks", f"must be a non-empty list, got {data_tasks!r}")
-    for task in data_tasks:
-        if task not in synthetic.TASKS:
-            raise SuiteError(
-                path,
-                "data.tasks",
-                f"unknown task {task!r}; allowed: "
-                + ", ".join(synthetic.TASKS)
-                + _did_you_mean(task, synthetic.TASKS),
-            )
-    data = DataSpec(
-        kind=_take(path, d, "data.", "kind", str, "synthetic", choices=("synthetic",)),
-        tasks=tuple(data_tasks),
-        n_per_task=_take(path, d, "data.", "n_per_task", int, 8000, minimum=1),
-        max_length=_take(path, d, "data.", "max_length", int, 64, minimum=8),
-        rationales=_take(path, d, "data.", "rationales", bool, True),
-    )
+    data = _data(path, raw)
 
     b = _table(path, raw, "budget", {"steps", "batch_size", "lr", "warmup"})
     budget = Budget(

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from kdbench import __version__
 from kdbench.config import ModelSpec, Suite, SuiteError
+from kdbench.data_sources import DataError, load_examples
 from kdbench.evaluate import task_names
 from kdbench.methods import Method, MethodError, registry, resolve
 from kdbench.models import default_tokenizer, load_tokenizer, vocabulary_mismatch
@@ -49,6 +50,11 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
                 f"unknown task {task!r}; available: "
                 f"{', '.join(local_tasks)}" + _suggest(task, local_tasks),
             )
+    if suite.data.kind != "synthetic":
+        try:
+            load_examples(suite.data)  # a missing field or an unreadable source, now
+        except DataError as e:
+            raise SuiteError(suite.path, f"data.{e.field}", str(e)) from None
     check_vocabularies(suite, [m for m in methods if m.needs_teacher])
     jobs = []
     for method in methods:

@@ -15,6 +15,7 @@ from typing import Any
 
 from kdbench import __version__, signal_cache
 from kdbench.config import Budget, Suite
+from kdbench.data_sources import fingerprint
 from kdbench.disk_cache import atomic_entry
 from kdbench.evaluate import evaluate
 from kdbench.generations import cached_generations
@@ -54,6 +55,13 @@ def recipe(suite: Suite) -> dict[str, Any]:
             suite.data.max_length,
             suite.data.rationales,
         ],
+        # a file or dataset: the whole spec and the file's content (synthetic recipes, and so
+        # their cached teachers, are unchanged)
+        **(
+            {"source": {**dataclasses.asdict(suite.data), **fingerprint(suite.data)}}
+            if suite.data.kind != "synthetic"
+            else {}
+        ),
         "seed": 0,
         "kdbench": __version__.split(".")[0],
         "trainer": TRAINER_VERSION,

@@ -16,6 +16,7 @@ import torch
 
 from kdbench import synthetic
 from kdbench.config import DataSpec
+from kdbench.data_sources import load_examples
 from kdbench.losses import IGNORE
 
 TRANSFER_SEED = 0  # fixed: the transfer set does not change with a suite's seeds
@@ -51,8 +52,12 @@ class Batch:
 
 
 def transfer_examples(data: DataSpec) -> list[dict[str, Any]]:
-    """The suite's transfer examples (``prompt``, ``task`` and the ground truth fields of
-    :mod:`kdbench.synthetic`), disjoint from the evaluation split, in a fixed order."""
+    """The suite's transfer examples in a fixed order: for the synthetic suite ``prompt``,
+    ``task`` and the ground-truth fields of :mod:`kdbench.synthetic` (disjoint from the
+    evaluation split); for a file or dataset, ``prompt`` and ``target``
+    (:func:`kdbench.data_sources.load_examples`)."""
+    if data.kind != "synthetic":
+        return load_examples(data)
     return synthetic.transfer_set(list(data.tasks), data.n_per_task, TRANSFER_SEED)
 
 
