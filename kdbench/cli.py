@@ -40,13 +40,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kdbench.pipeline import plan, run_suite
 
     suite = load_suite(suite_path(args.suite))  # a file, or a bundled suite's name
-    plan(suite)  # all input errors before anything starts or is written
+    planned = plan(suite)  # all input errors before anything starts or is written
     if args.dry_run:
-        _, jobs = plan(suite)
-        for job in jobs:
+        for job in planned[1]:
             print(f"{job.run_id}  {job.method:<14} {job.student:<16} seed {job.seed}")
         return 0
-    summary = run_suite(suite, args.db, address=args.address, cache=args.cache, force=args.force)
+    summary = run_suite(
+        suite, args.db, address=args.address, cache=args.cache, force=args.force, planned=planned
+    )
     print()
     print(format_table(leaderboard(args.db, summary.suite_hash)))
     print(

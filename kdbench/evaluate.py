@@ -84,9 +84,13 @@ def _no_env_info(storage: dict[str, Any]) -> None:
     for ~0.5 s per call to collect an environment report that ``evaluate`` does not return."""
 
 
+def _no_git_hash() -> None:
+    """Stand-in for ``lm_eval.evaluator.get_git_commit_hash`` (see :func:`_lm_eval_patched`)."""
+
+
 @contextlib.contextmanager
 def _lm_eval_patched(quiet: bool = True) -> Iterator[None]:
-    """For the block: skip lm-eval's environment report and, if ``quiet``, silence its
+    """For the block: skip lm-eval's environment report and git call and, if ``quiet``, silence its
     INFO/WARNING logs and its per-request progress bars. Everything is restored on exit."""
     import importlib
 
@@ -94,6 +98,11 @@ def _lm_eval_patched(quiet: bool = True) -> Iterator[None]:
     evaluator = importlib.import_module("lm_eval.evaluator")
     if hasattr(evaluator, "add_env_info"):
         patches.append((evaluator, "add_env_info", _no_env_info))
+    if hasattr(evaluator, "get_git_commit_hash"):
+        # runs `git describe` in the working directory: outside a checkout (kdbench installed
+        # from its wheel) git prints "fatal: not a git repository" on every evaluation;
+        # kdbench records its own commit in each run's provenance
+        patches.append((evaluator, "get_git_commit_hash", _no_git_hash))
     if quiet:
         for name in _TQDM_MODULES:
             module = importlib.import_module(name)

@@ -54,9 +54,13 @@ def run_suite(
     cache: str | None = None,
     force: bool = False,
     echo: Any = print,
+    planned: tuple[list[Method], list[Job]] | None = None,
 ) -> SuiteSummary:
-    """Run every missing job of ``suite`` and store the results in ``db``."""
-    methods, jobs = plan(suite)  # every input error surfaces here, before Ray or the database
+    """Run every missing job of ``suite`` and store the results in ``db``; ``planned`` is
+    :func:`plan`'s result when the caller has it already (planning loads every plugin and
+    lm-eval's task index: seconds)."""
+    # every input error surfaces in plan, before Ray or the database
+    methods, jobs = planned if planned is not None else plan(suite)
     by_name = {m.name: m for m in methods}
     done = set() if force else store.ok_run_ids(db, suite.hash)
     todo = [j for j in jobs if j.run_id not in done]

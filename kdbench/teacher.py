@@ -86,8 +86,14 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
     until the gate metric reaches its value or ``max_steps`` is spent.
     """
     t = suite.teacher
-    if t.source is not None:
-        return TeacherArtifacts(path=t.source, cached=False, trained=False)
+    if t.source is not None:  # never trained; a local folder's weights give the size axis
+        local = Path(t.source).is_dir()
+        return TeacherArtifacts(
+            path=t.source,
+            cached=False,
+            trained=False,
+            bytes=model_bytes(t.source) if local else None,
+        )
     folder = root / "teachers" / recipe_hash(suite)
     done = folder / "kdbench_teacher.json"
     if done.is_file():  # written last: a folder without it is a partial build, never read

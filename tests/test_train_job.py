@@ -134,3 +134,11 @@ def test_the_job_refuses_another_vocabulary(hf_models, tmp_path: Path) -> None:
     job = Job(run_key(suite, "kd", cfg, "hf-student", 0), "kd", "hf-student", 0, cfg)
     with pytest.raises(ValueError, match="kd needs a vocabulary shared with the teacher"):
         train_worker(TrainTask(suite, job, str(hf_models["teacher"]), str(tmp_path / "runs"), 1.0))
+
+
+def test_a_teacher_given_by_source_is_not_trained_and_has_its_size(hf_models, tmp_path) -> None:
+    from kdbench.teacher import build_teacher
+
+    teacher = build_teacher(hf_suite(hf_models, tmp_path), tmp_path / "cache")
+    assert not teacher.trained and not teacher.cached
+    assert teacher.bytes == (hf_models["teacher"] / "model.safetensors").stat().st_size
