@@ -223,12 +223,14 @@ def test_a_killed_training_job_resumes_from_its_checkpoint(write_suite, tmp_path
     try:
         deadline = time.monotonic() + 600
         while killed is None and thread.is_alive() and time.monotonic() < deadline:
-            # a job with a checkpoint and most of its steps still ahead (one about to finish
-            # could end before the kill lands)
+            # a job with a complete checkpoint ("latest" is written after the step folder: a
+            # kill while the first one is being saved restarts from step 0) and most of its
+            # steps still ahead (one about to finish could end before the kill lands)
             done = [
                 j
                 for j in jobs
-                if any(
+                if (db.parent / "runs" / j.run_id / "checkpoints" / "latest").is_file()
+                and any(
                     int(c.name[4:]) <= 160
                     for c in (db.parent / "runs" / j.run_id / "checkpoints").glob("step*")
                     if c.name[4:].isdigit()
