@@ -76,3 +76,13 @@ def write_suite(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def hf_world(tmp_path_factory):
+    """Small Hugging Face-format models (Llama teacher and student, GPT-2, Qwen2, one with
+    another vocabulary), JSONL transfer data (prompt/response and chat) and a local lm-eval
+    task folder, built once per session (:mod:`tests.hf_fixtures`)."""
+    from .hf_fixtures import hf_world as build
+
+    return build(tmp_path_factory.mktemp("hf_world"))
