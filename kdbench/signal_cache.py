@@ -42,7 +42,7 @@ import torch
 from kdbench.config import CACHEABLE, DataSpec
 from kdbench.disk_cache import atomic_entry, sha256_file
 from kdbench.generations import teacher_fingerprint
-from kdbench.models import load_pretrained, prepare_models
+from kdbench.models import job_device, load_pretrained, prepare_models
 from kdbench.records import SignalCacheInfo
 from kdbench.signals import TeacherSignals, live_outputs
 from kdbench.transfer import transfer_batch
@@ -70,9 +70,17 @@ def signals_for(methods: Iterable[Any], wanted: tuple[str, ...] | None) -> froze
     return frozenset(used if wanted is None else used & set(wanted))
 
 
-def cache_key(teacher_path: str | Path, input_ids: torch.Tensor, signals, topk: int) -> str:
+def cache_key(
+    teacher_path: str | Path,
+    input_ids: torch.Tensor,
+    signals,
+    topk: int,
+    dtype: torch.dtype = torch.float32,
+) -> str:
     h = hashlib.sha256()
     spec = {"signals": sorted(signals), "topk": topk, "format": FORMAT, "float": "float16"}
+    if dtype != torch.float32:  # a half-precision teacher pass gives other values
+        spec["teacher_dtype"] = str(dtype).removeprefix("torch.")
     h.update(json.dumps([teacher_fingerprint(teacher_path), spec], sort_keys=True).encode())
     h.update(input_ids.numpy().astype(np.int64).tobytes())
     return h.hexdigest()[:20]
@@ -232,6 +240,8 @@ def _fill(
 
         def put(name: str, value: torch.Tensor, dtype: Any, a=a, b=b, mask=mask) -> None:
             value = value.detach().cpu()[mask]  # (tokens, ...) in example-major order
+            if value.is_floating_point():
+                value = value.float()  # numpy has no bfloat16
             if name not in arrays:
                 alloc(name, (n_tok, *value.shape[1:]), dtype)
             arrays[name][a:b] = value.numpy().astype(dtype)
@@ -252,7 +262,7 @@ def _fill(
             for name, value in zip(PER_TOKEN["qkv"], out["qkv"], strict=True):
                 put(name, value, np.float16)
         if "attentions" in signals:
-            maps = torch.stack(out["attentions"], 0).cpu()  # (layers, B, heads, T, T)
+            maps = torch.stack(out["attentions"], 0).float().cpu()  # (layers, B, heads, T, T)
             layers, _, heads = maps.shape[:3]
             manifest["attention_shape"] = [layers, heads]
             if "attentions" not in arrays:
@@ -299,12 +309,16 @@ def ensure(
     topk: int,
     root: str | Path,
     progress_factory: Any = None,
+    dtype: str = "auto",
 ) -> SignalCacheInfo:
     """The cache entry for this teacher, transfer set and spec: verified (every checksum) if
-    present, (re)built if missing or damaged (a damaged entry is removed, never read)."""
-    teacher, tokenizer = load_pretrained(str(teacher_path))
+    present, (re)built if missing or damaged (a damaged entry is removed, never read). The
+    teacher pass runs on the job's GPU when it has one, in the teacher's ``dtype``
+    (:func:`kdbench.models.resolve_dtype`; float32 on a CPU), which enters the key."""
+    teacher, tokenizer = load_pretrained(str(teacher_path), dtype)
     batch = transfer_batch(data, tokenizer)
-    folder = Path(root) / "signals" / cache_key(teacher_path, batch.input_ids, signals, topk)
+    key = cache_key(teacher_path, batch.input_ids, signals, topk, teacher.dtype)
+    folder = Path(root) / "signals" / key
     if folder.exists():
         try:
             return _info(open_cache(folder, verify=True).manifest, folder, built=False)
@@ -316,6 +330,7 @@ def ensure(
         if progress_factory
         else None
     )
+    teacher.to(job_device())
     manifest = build(
         teacher, batch.input_ids, batch.attention_mask, signals, topk, folder, progress=bar
     )

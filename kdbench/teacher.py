@@ -62,6 +62,8 @@ def recipe(suite: Suite) -> dict[str, Any]:
             if suite.data.kind != "synthetic"
             else {}
         ),
+        # a dtype asked for (the default, auto, keeps today's recipes and cached teachers)
+        **({"dtype": t.dtype} if t.dtype != "auto" else {}),
         "seed": 0,
         "kdbench": __version__.split(".")[0],
         "trainer": TRAINER_VERSION,
@@ -123,6 +125,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
             seed=steps,
             ds_overrides=suite.deepspeed,
             progress=bar,
+            dtype=t.dtype,
         )
         if bar is not None:
             bar.close()
@@ -193,7 +196,13 @@ def teacher_stage(
         teacher = dataclasses.replace(teacher, generations=str(path))
     if signals:
         entry = signal_cache.ensure(
-            teacher.path, suite.data, signals, suite.cache.topk, cache, progress_factory=tqdm
+            teacher.path,
+            suite.data,
+            signals,
+            suite.cache.topk,
+            cache,
+            progress_factory=tqdm,
+            dtype=suite.teacher.dtype,
         )
         teacher = dataclasses.replace(teacher, signal_cache=entry)
     return teacher
