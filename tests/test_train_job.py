@@ -229,3 +229,25 @@ def test_gradient_checkpointing_trains(hf_world, tmp_path: Path) -> None:
         saved.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight
     )
     assert saved.config.use_cache
+
+
+def test_a_zero3_job_saves_a_normal_folder(hf_world, tmp_path: Path) -> None:
+    """ZeRO-3 (here through the [deepspeed] table) with a LoRA student: the gathered, merged
+    weights are saved as a plain Hugging Face model of the base's shapes."""
+    from kdbench.models import load_pretrained
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0}
+    suite = world_suite(
+        hf_world,
+        tmp_path,
+        {"source": str(hf_world.student), "lora": lora},
+        methods=("sft",),
+        deepspeed={"zero_optimization": {"stage": 3}},
+    )
+    result = _run_job(suite, hf_world, tmp_path)
+    saved, _ = load_pretrained(result.path)
+    base, _ = load_pretrained(str(hf_world.student))
+    s, b = saved.state_dict(), base.state_dict()
+    assert set(s) == set(b) and all(s[k].shape == b[k].shape for k in b)
+    changed = {k for k in s if not torch.equal(s[k], b[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
