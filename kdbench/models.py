@@ -28,7 +28,14 @@ def build_llama(
 ) -> PreTrainedModel:
     """A freshly initialised Llama-style causal LM with the sizes in ``arch``."""
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    return AutoModelForCausalLM.from_config(
+        llama_config(arch, tokenizer), attn_implementation="eager"
+    )
+
+
+def llama_config(arch: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """The config :func:`build_llama` builds from ``arch`` with ``tokenizer``'s vocabulary."""
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=arch["hidden_size"],
         intermediate_size=arch.get("intermediate_size", 3 * arch["hidden_size"]),
@@ -42,7 +49,6 @@ def build_llama(
         eos_token_id=tokenizer.eos_token_id,
         attn_implementation="eager",  # attention maps are a teacher signal some methods use
     )
-    return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
 
 
 def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
