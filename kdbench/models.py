@@ -126,12 +126,7 @@ def from_teacher_layers(
         raise ValueError(
             f"from_teacher_layers {list(keep)}: the teacher has {n} layers (0 to {n - 1})"
         )
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(keep)
-    for key in ("layer_types",):  # per-layer settings
-        value = getattr(config, key, None)
-        if isinstance(value, list) and len(value) == n:
-            setattr(config, key, [value[i] for i in keep])
+    config = kept_layers_config(teacher.config, keep)
     student = AutoModelForCausalLM.from_config(
         config,
         dtype=next(teacher.parameters()).dtype,
@@ -147,6 +142,19 @@ def from_teacher_layers(
             state[f"{m.group(1)}.{where[int(m.group(2))]}.{key[m.end() :]}"] = value
     student.load_state_dict(state, strict=True)
     return student.train(teacher.training)
+
+
+def kept_layers_config(config: Any, keep: tuple[int, ...] | list[int]) -> Any:
+    """A copy of a model config with only decoder layers ``keep``: ``num_hidden_layers`` and
+    per-layer lists (Qwen2's ``layer_types``) follow."""
+    n = config.num_hidden_layers
+    config = copy.deepcopy(config)
+    config.num_hidden_layers = len(keep)
+    for key in ("layer_types",):  # per-layer settings
+        value = getattr(config, key, None)
+        if isinstance(value, list) and len(value) == n:
+            setattr(config, key, [value[i] for i in keep])
+    return config
 
 
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:

@@ -95,7 +95,9 @@ class MemoryEstimate:
 
 
 def count(n: int) -> str:
-    """Parameters for people: 0.1M, 124.4M, 1.54B."""
+    """Parameters for people: 12.3k, 0.1M, 124.4M, 1.54B."""
+    if n < 10**5:
+        return f"{n / 1e3:.1f}k"
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
@@ -154,18 +156,14 @@ def _teacher_config(suite: Suite) -> Any:
 def model_config(spec: ModelSpec, suite: Suite, teacher_config: Any) -> Any:
     """A student's config without its weights: its folder's or Hub id's, the Llama config its
     ``arch`` builds (with the teacher's vocabulary) or the teacher's with its kept layers."""
-    import copy
-
     from transformers import AutoConfig
 
-    from kdbench.models import llama_config
+    from kdbench.models import kept_layers_config, llama_config
 
     if spec.source is not None:
         return AutoConfig.from_pretrained(spec.source)
     if spec.from_teacher_layers is not None:
-        config = copy.deepcopy(teacher_config)
-        config.num_hidden_layers = len(spec.from_teacher_layers)
-        return config
+        return kept_layers_config(teacher_config, spec.from_teacher_layers)
 
     class _Vocab:  # llama_config reads only these of a tokenizer
         pad_token_id = getattr(teacher_config, "pad_token_id", None)
