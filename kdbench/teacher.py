@@ -195,6 +195,7 @@ def teacher_stage(
         path = cached_generations(teacher.path, suite.data, cache)
         teacher = dataclasses.replace(teacher, generations=str(path))
     if signals:
+        layers = cached_hidden_layers(suite, teacher.path) if "hidden_states" in signals else None
         entry = signal_cache.ensure(
             teacher.path,
             suite.data,
@@ -203,6 +204,41 @@ def teacher_stage(
             cache,
             progress_factory=tqdm,
             dtype=suite.teacher.dtype,
+            hidden_layers=layers,
         )
         teacher = dataclasses.replace(teacher, signal_cache=entry)
     return teacher
+
+
+def _depth(spec: Any) -> int | None:
+    """A student's number of decoder layers from its spec or config (None: unreadable)."""
+    if spec.arch is not None:
+        return spec.arch["num_layers"]
+    if spec.from_teacher_layers is not None:
+        return len(spec.from_teacher_layers)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(spec.source).num_hidden_layers
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def cached_hidden_layers(suite: Suite, teacher_path: str) -> tuple[int, ...] | None:
+    """The teacher hidden-state layers the suite's methods read with its students (the signal
+    cache keeps only those), or None for every layer when that is not known up front
+    (:func:`kdbench.signal_cache.hidden_layers_for`)."""
+    from transformers import AutoConfig
+
+    from kdbench.methods import resolve
+
+    try:
+        teacher_layers = AutoConfig.from_pretrained(teacher_path).num_hidden_layers
+    except (OSError, ValueError, AttributeError):
+        return None
+    return signal_cache.hidden_layers_for(
+        resolve(suite.methods, registry()),
+        suite.method_config,
+        [_depth(s) for s in suite.students],
+        teacher_layers,
+    )

@@ -251,3 +251,17 @@ def test_a_zero3_job_saves_a_normal_folder(hf_world, tmp_path: Path) -> None:
     assert set(s) == set(b) and all(s[k].shape == b[k].shape for k in b)
     changed = {k for k in s if not torch.equal(s[k], b[k])}
     assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
+
+
+def test_the_cache_keeps_the_teacher_layers_the_suite_reads(hf_models, tmp_path: Path) -> None:
+    from kdbench.teacher import cached_hidden_layers
+
+    suite = hf_suite(
+        hf_models, tmp_path
+    )  # fitnets, uniform pairs: 1-layer students, 2-layer teacher
+    assert cached_hidden_layers(suite, str(hf_models["teacher"])) == (2,)
+    raw = edit_suite(tiny_raw(), {**SHRINK, "methods": ["kd"]})
+    assert (
+        cached_hidden_layers(parse_suite(raw, tmp_path / "t.toml"), str(hf_models["teacher"]))
+        is None
+    )
