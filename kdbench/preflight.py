@@ -42,6 +42,8 @@ import torch
 from kdbench.config import ModelSpec, Suite, SuiteError
 
 GIB = 2**30
+# a config that cannot be read or built here (offline, custom code): that model is not estimated
+UNREADABLE = (OSError, ValueError, KeyError, AttributeError, TypeError, ImportError)
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ def estimates(suite: Suite, methods: list[Any]) -> list[MemoryEstimate]:
     try:
         t_config = _teacher_config(suite)
         t_size = _meta_size(t_config)
-    except (OSError, ValueError):
+    except UNREADABLE:
         return []
     _, t_bytes = _dtype_bytes(suite.teacher.dtype, gpu)
     teacher_live = t_bytes * t_size.params + micro * seq * t_size.vocab * 4
@@ -296,7 +298,7 @@ def estimates(suite: Suite, methods: list[Any]) -> list[MemoryEstimate]:
     for i, spec in enumerate(suite.students):
         try:
             size = _meta_size(model_config(spec, suite, t_config), spec.lora)
-        except (OSError, ValueError):
+        except UNREADABLE:
             continue
         dtype, nbytes = _dtype_bytes(spec.dtype, gpu)
         trainable, weights, grads, optim = model_states(

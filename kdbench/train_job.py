@@ -83,15 +83,18 @@ def _student(
     suite: Suite,
     teacher_tokenizer: PreTrainedTokenizerBase,
     teacher_path: str,
+    teacher: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """The student and its tokenizer, in the spec's dtype: loaded from its ``source``, built
     from its ``arch`` or copied from the teacher's layers ``from_teacher_layers``, with the
     teacher's tokenizer in both latter cases (so it shares the teacher's vocabulary by
-    construction)."""
+    construction). ``teacher``: the teacher already loaded (copied from when its dtype is the
+    student's, instead of loading it again)."""
     if spec.source is not None:
         return load_pretrained(spec.source, spec.dtype)
     if spec.from_teacher_layers is not None:
-        teacher, _ = load_pretrained(teacher_path, spec.dtype)
+        if teacher is None or teacher.dtype != resolve_dtype(spec.dtype):
+            teacher, _ = load_pretrained(teacher_path, spec.dtype)
         try:
             model = from_teacher_layers(teacher, spec.from_teacher_layers)
         except ValueError as e:
@@ -132,7 +135,7 @@ def train_worker(task: TrainTask) -> TrainResult:
         teacher, teacher_tok = load_pretrained(teacher_path, suite.teacher.dtype)
     else:
         teacher, teacher_tok = None, load_tokenizer(teacher_path)
-    base, tokenizer = _student(spec, job, suite, teacher_tok, teacher_path)
+    base, tokenizer = _student(spec, job, suite, teacher_tok, teacher_path, teacher)
     params = n_params(base)  # the saved (merged) model's, before any adapter or partition
     student = prepare_student(base, spec)
     trainable = n_trainable(student)
