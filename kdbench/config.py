@@ -26,13 +26,37 @@ class SuiteError(ValueError):
         super().__init__(f"{path}: {field}: {message}")
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA student (Hu et al. 2021, through ``peft``): only rank-``r`` adapters on the
+    ``target_modules`` train (scaled by ``alpha / r``, with ``dropout``); they are merged into
+    the base weights before the student is saved, so evaluation and the size axis see a plain
+    model of the base's size."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model: ``source`` (Hugging Face id or local folder) or ``arch`` (built from scratch)."""
+    """A model: ``source`` (Hugging Face id or local folder), ``arch`` (built from scratch) or,
+    for a student, ``from_teacher_layers`` (a copy of the teacher keeping those decoder layers,
+    DistilBERT's initialisation). ``dtype``: the weights' and compute dtype in its jobs
+    (``auto``: bfloat16 on a CUDA device that supports it, else float32; always float32 on a
+    CPU). Students may train with ``gradient_checkpointing`` and as ``lora`` adapters."""
 
     name: str
     source: str | None = None
     arch: dict[str, int] | None = None
+    dtype: str = "auto"
+    from_teacher_layers: tuple[int, ...] | None = None
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +130,7 @@ class Resources:
     gpus_per_job: float = 0.0
     checkpoint_every: int = 50  # steps; a killed training job resumes from its last checkpoint
     workers_per_job: int = 1  # > 1: one job spans several workers (Ray Train TorchTrainer)
-    zero_stage: int = 0  # DeepSpeed ZeRO stage of every training engine (0-2)
+    zero_stage: int = 0  # DeepSpeed ZeRO stage of every training engine (0-3)
 
 
 CACHEABLE = ("logits", "hidden_states", "attentions", "qkv")
@@ -247,19 +271,58 @@ def _did_you_mean(word: str, options: Any) -> str:
 _ARCH_KEYS = {"hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length"}
 
 
-def _model(path: Path, raw: Any, prefix: str) -> dict[str, Any]:
+_LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+_STUDENT_KEYS = {
+    "name",
+    "source",
+    "arch",
+    "dtype",
+    "from_teacher_layers",
+    "gradient_checkpointing",
+    "lora",
+}
+
+
+def _model(path: Path, raw: Any, prefix: str, student: bool = False) -> dict[str, Any]:
+    """The fields of a model table (teacher or student, ``student``) as ModelSpec keywords."""
     if not isinstance(raw, dict):
         raise SuiteError(path, prefix.rstrip("."), f"must be a table, got {raw!r}")
     name = _take(path, raw, prefix, "name", str, None, required=True)
     source = _take(path, raw, prefix, "source", str, None)
     arch = raw.get("arch")
-    if (source is None) == (arch is None):
+    dtype = _take(path, raw, prefix, "dtype", str, "auto", choices=DTYPES)
+    extra: dict[str, Any] = {"dtype": dtype} if dtype != "auto" else {}
+    layers = raw.get("from_teacher_layers") if student else None
+    if layers is not None:
+        if not (
+            isinstance(layers, list)
+            and layers
+            and all(type(i) is int and i >= 0 for i in layers)
+            and layers == sorted(set(layers))
+        ):
+            raise SuiteError(
+                path,
+                f"{prefix}from_teacher_layers",
+                f"must be a non-empty increasing list of teacher layer indices (>= 0), "
+                f"got {layers!r}",
+            )
+        extra["from_teacher_layers"] = tuple(layers)
+    if student:
+        if _take(path, raw, prefix, "gradient_checkpointing", bool, False):
+            extra["gradient_checkpointing"] = True
+        if "lora" in raw:
+            extra["lora"] = _lora(path, raw["lora"], f"{prefix}lora.")
+    given = [k for k, v in (("source", source), ("arch", arch), ("layers", layers)) if v]
+    if len(given) != 1:
         raise SuiteError(
             path,
             f"{prefix}source",
-            "give exactly one of `source` (a Hugging Face "
-            "id or local folder) and `arch` (a table of sizes to build)",
+            "give exactly one of `source` (a Hugging Face id or local folder), `arch` (a table "
+            "of sizes to build)"
+            + (" and `from_teacher_layers` (teacher layers to copy)" if student else ""),
         )
+    if layers is not None:
+        return {"name": name, "source": None, "arch": None, **extra}
     if arch is not None:
         if not isinstance(arch, dict):
             raise SuiteError(path, f"{prefix}arch", f"must be a table, got {arch!r}")
@@ -278,7 +341,51 @@ def _model(path: Path, raw: Any, prefix: str) -> dict[str, Any]:
             f"{prefix}source",
             f"{source!r} is neither a local folder nor a Hugging Face id of the form owner/name",
         )
-    return {"name": name, "source": source, "arch": dict(arch) if arch else None}
+    return {"name": name, "source": source, "arch": dict(arch) if arch else None, **extra}
+
+
+def _lora(path: Path, raw: Any, prefix: str) -> LoraSpec:
+    if not isinstance(raw, dict):
+        raise SuiteError(
+            path, prefix.rstrip("."), f"must be a table like {{ r = 16 }}, got {raw!r}"
+        )
+    _no_unknown(path, raw, prefix, _LORA_KEYS)
+    modules = raw.get("target_modules", list(LoraSpec.target_modules))
+    if not (isinstance(modules, list) and modules and all(isinstance(m, str) for m in modules)):
+        raise SuiteError(
+            path,
+            f"{prefix}target_modules",
+            f"must be a non-empty list of module names (e.g. q_proj, v_proj; c_attn for GPT-2), "
+            f"got {modules!r}",
+        )
+    dropout = _take(path, raw, prefix, "dropout", float, 0.05, minimum=0)
+    if dropout >= 1:
+        raise SuiteError(path, f"{prefix}dropout", f"must be in [0, 1), got {dropout}")
+    return LoraSpec(
+        r=_take(path, raw, prefix, "r", int, 16, minimum=1),
+        alpha=_take(path, raw, prefix, "alpha", float, 32.0, minimum=0),
+        dropout=dropout,
+        target_modules=tuple(modules),
+    )
+
+
+def teacher_layer_count(teacher: ModelSpec) -> int | None:
+    """The teacher's number of decoder layers, without loading weights: its ``arch``, or the
+    ``config.json`` of a local folder; None when it cannot be read here (a Hub id: the training
+    job checks then)."""
+    if teacher.arch is not None:
+        return teacher.arch["num_layers"]
+    config = Path(teacher.source or "") / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    return None
 
 
 _DATA_KEYS = {
@@ -408,7 +515,17 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
     t = raw.get("teacher")
     if t is None:
         raise SuiteError(path, "teacher", "is required: a [teacher] table")
-    t_known = {"name", "source", "arch", "train_steps", "max_steps", "lr", "batch_size", "gate"}
+    t_known = {
+        "name",
+        "source",
+        "arch",
+        "dtype",
+        "train_steps",
+        "max_steps",
+        "lr",
+        "batch_size",
+        "gate",
+    }
     if isinstance(t, dict):
         _no_unknown(path, t, "teacher.", t_known)
     teacher_model = _model(path, t, "teacher.")
@@ -437,10 +554,20 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
     if not (isinstance(students_raw, list) and students_raw):
         raise SuiteError(path, "students", "is required: one or more [[students]] tables")
     students = []
+    n_teacher_layers = teacher_layer_count(teacher)
     for i, s in enumerate(students_raw):
         if isinstance(s, dict):
-            _no_unknown(path, s, f"students[{i}].", {"name", "source", "arch"})
-        students.append(ModelSpec(**_model(path, s, f"students[{i}].")))
+            _no_unknown(path, s, f"students[{i}].", _STUDENT_KEYS)
+        student = ModelSpec(**_model(path, s, f"students[{i}].", student=True))
+        kept = student.from_teacher_layers
+        if kept and n_teacher_layers is not None and kept[-1] >= n_teacher_layers:
+            raise SuiteError(
+                path,
+                f"students[{i}].from_teacher_layers",
+                f"layer {kept[-1]} is out of range: the teacher has {n_teacher_layers} layers "
+                f"(0 to {n_teacher_layers - 1})",
+            )
+        students.append(student)
     names = [s.name for s in students]
     if len(set(names)) != len(names):
         raise SuiteError(path, "students", f"names must be unique, got {names!r}")
@@ -488,12 +615,9 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         workers_per_job=_take(path, r, "resources.", "workers_per_job", int, 1, minimum=1),
         zero_stage=_take(path, r, "resources.", "zero_stage", int, 0, minimum=0),
     )
-    if resources.zero_stage > 2:
+    if resources.zero_stage > 3:
         raise SuiteError(
-            path,
-            "resources.zero_stage",
-            f"must be 0, 1 or 2 (ZeRO-3 partitions the weights kdbench saves), "
-            f"got {resources.zero_stage}",
+            path, "resources.zero_stage", f"must be 0, 1, 2 or 3, got {resources.zero_stage}"
         )
     c = _table(path, raw, "cache", {"signals", "topk"})
     cache_signals = c.get("signals")

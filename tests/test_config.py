@@ -97,3 +97,62 @@ def test_model_needs_source_or_arch(write_suite) -> None:
     path = write_suite({"students[0]": {"name": "x"}})
     with pytest.raises(SuiteError, match=r"students\[0\]\.source: give exactly one"):
         load_suite(path)
+
+
+@pytest.mark.parametrize(
+    "edits, field, words",
+    [
+        ({"students[0].dtype": "fp8"}, "students[0].dtype", "auto, float32, bfloat16, float16"),
+        ({"teacher.dtype": "half"}, "teacher.dtype", "one of auto"),
+        ({"students[0].from_teacher_layers": [0, 1]}, "students[0].source", "exactly one"),
+        (
+            {"students[0].from_teacher_layers": [2, 1]},
+            "students[0].from_teacher_layers",
+            "increasing",
+        ),
+        ({"teacher.from_teacher_layers": [0]}, "teacher.from_teacher_layers", "unknown field"),
+        ({"students[0].lora": {"rank": 4}}, "students[0].lora.rank", "allowed: alpha, dropout, r"),
+        ({"students[0].lora": {"dropout": 1.5}}, "students[0].lora.dropout", "[0, 1)"),
+        (
+            {"students[0].lora": {"target_modules": []}},
+            "students[0].lora.target_modules",
+            "non-empty",
+        ),
+        (
+            {"students[0].gradient_checkpointing": 1},
+            "students[0].gradient_checkpointing",
+            "true or false",
+        ),
+        ({"resources.zero_stage": 4}, "resources.zero_stage", "0, 1, 2 or 3"),
+    ],
+)
+def test_bad_model_fields_name_file_and_field(write_suite, edits, field, words) -> None:
+    path = write_suite(edits)
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert err.value.field == field
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_fields_are_typed(write_suite) -> None:
+    from kdbench.config import LoraSpec
+
+    suite = load_suite(
+        write_suite(
+            {
+                "teacher.dtype": "bfloat16",
+                "students[0]": {"name": "copy", "from_teacher_layers": [0, 2], "dtype": "float16"},
+                "students[1].gradient_checkpointing": True,
+                "students[1].lora": {"r": 8, "target_modules": ["q_proj"]},
+                "resources.zero_stage": 3,
+            }
+        )
+    )
+    copy, other = suite.students
+    assert suite.teacher.dtype == "bfloat16" and copy.dtype == "float16"
+    assert copy.from_teacher_layers == (0, 2) and copy.source is None and copy.arch is None
+    assert other.gradient_checkpointing and other.dtype == "auto"
+    assert other.lora == LoraSpec(r=8, alpha=32.0, dropout=0.05, target_modules=("q_proj",))
+    assert suite.resources.zero_stage == 3
+    with pytest.raises(SuiteError, match="layer 4 is out of range: the teacher has 4 layers"):
+        load_suite(write_suite({"students[0]": {"name": "c", "from_teacher_layers": [4]}}))
