@@ -19,6 +19,7 @@ from kdbench.evaluate import task_names
 from kdbench.methods import Method, MethodError, registry, resolve
 from kdbench.models import default_tokenizer, load_tokenizer, vocabulary_mismatch
 from kdbench.records import Job
+from kdbench.transfer import check_chat_template
 
 
 def run_key(suite: Suite, method: str, config: dict, student: str, seed: int) -> str:
@@ -55,6 +56,11 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
             load_examples(suite.data)  # a missing field or an unreadable source, now
         except DataError as e:
             raise SuiteError(suite.path, f"data.{e.field}", str(e)) from None
+    if suite.data.chat_template:  # the teacher's tokenizer renders the transfer set
+        tokenizer = tokenizer_of(suite.teacher)
+        problem = check_chat_template(tokenizer) if tokenizer is not None else None
+        if problem:
+            raise SuiteError(suite.path, "data.chat_template", problem)
     check_vocabularies(suite, [m for m in methods if m.needs_teacher])
     jobs = []
     for method in methods:

@@ -121,8 +121,8 @@ def test_a_job_trains_on_a_jsonl_transfer_set(tmp_path, files) -> None:
     )
     batch = transfer_batch(suite.data, tok)
     answers = [e["target"] for e in transfer_examples(suite.data)]
-    counted = int((batch.labels != IGNORE).sum())
-    assert counted == sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers)
+    counted = int((batch.labels != IGNORE).sum())  # each answer and its EOS token
+    assert counted == sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)
     _, jobs = plan(suite)
     result = train_worker(TrainTask(suite, jobs[0], str(teacher), str(tmp_path / "runs"), 1.0))
     assert result.steps == 2 and result.teacher_forwards > 0 and result.bytes > 0
