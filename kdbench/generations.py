@@ -14,8 +14,8 @@ tokenizer's EOS token or at the chat template's end-of-turn token. One JSON line
 ``text`` is the decoded completion, up to and including the stop string that ended it;
 ``stopped`` says the teacher reached what ends a target in the suite (a stop string; with
 ``[data] add_eos`` also EOS or the end-of-turn token) rather than running out of
-``max_new_tokens`` (or, on the synthetic set, emitting EOS first); chat records also keep their
-``messages``. ``target``
+``max_new_tokens`` (or, on the synthetic set, emitting EOS first); ``tokens`` counts the tokens
+generated; chat records also keep their ``messages``. ``target``
 (:func:`as_target`) is the generation as a training target, ending with what marks the end of
 a target in the suite: with ``[data] add_eos`` (files and datasets) the stop string is left
 out, since :mod:`kdbench.transfer` appends the EOS token; without it (the synthetic set) the
@@ -132,8 +132,9 @@ def completions(
     end_ids: tuple[int, ...] = (),
     max_length: int | None = None,
     eos_ends: bool = False,
-) -> list[tuple[str, bool]]:
-    """The completion of each prompt, cut after its first stop string: ``(text, stopped)``.
+) -> list[tuple[str, bool, int]]:
+    """The completion of each prompt, cut after its first stop string: ``(text, stopped,
+    tokens)``, ``tokens`` being how many the teacher generated (up to its first stop token).
 
     Decoding follows ``spec`` (default: greedy); the model's own ``generation_config`` sampling
     and repetition settings are overridden. ``end_ids`` (an end-of-turn token) stop like EOS;
@@ -151,14 +152,15 @@ def completions(
     ends = set(end_ids) | ({tokenizer.eos_token_id} - {None})
     # a one-byte stop is inside one token: the stop tokens catch it; longer ones may span tokens
     spanning = [s for s in stops if len(s.encode()) > 1]
-    decoding: dict[str, Any] = {"do_sample": spec.do_sample, "top_k": 0, "repetition_penalty": 1.0}
-    if spec.do_sample:
-        decoding.update(temperature=spec.temperature, top_p=spec.top_p)
+    decoding: dict[str, Any] = {"do_sample": spec.do_sample, "repetition_penalty": 1.0}
+    if spec.do_sample:  # top_k 0: off (a model's generation_config may set one)
+        decoding.update(temperature=spec.temperature, top_p=spec.top_p, top_k=0)
         torch.manual_seed(TRANSFER_SEED)
     if spanning:
         decoding.update(stop_strings=spanning, tokenizer=tokenizer)
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    out: list[tuple[str, bool]] = [("", False)] * len(prompts)
+    out: list[tuple[str, bool, int]] = [("", False, 0)] * len(prompts)
+    halt = set(stop)
     try:
         for idx in _batches(lengths, batch_size, max_new_tokens or 0):
             new_tokens = max_new_tokens or max(1, (max_length or 0) - max(lengths[i] for i in idx))
@@ -179,7 +181,8 @@ def completions(
                 end = next((j for j, t in enumerate(row) if t in ends), None)
                 text = tokenizer.decode(row[:end], skip_special_tokens=True)
                 text, stopped = _cut(text, stops)
-                out[i] = (text, stopped or (eos_ends and end is not None))
+                n = next((j + 1 for j, t in enumerate(row) if t in halt), len(row))
+                out[i] = (text, stopped or (eos_ends and end is not None), n)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
@@ -190,7 +193,8 @@ def greedy_completions(
     model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = BATCH_SIZE
 ) -> list[tuple[str, bool]]:
     """Greedy completion of each prompt, cut after the first ``"\\n"`` (:func:`completions`)."""
-    return completions(model, tokenizer, prompts, max_new_tokens, batch_size)
+    done = completions(model, tokenizer, prompts, max_new_tokens, batch_size)
+    return [(text, stopped) for text, stopped, _ in done]
 
 
 def default_max_new_tokens(data: DataSpec, tokenizer) -> int:
@@ -258,8 +262,9 @@ def generate_transfer(
         eos_ends=data.eos,
     )
     records = []
-    for ex, (text, stopped) in zip(examples, done, strict=True):
+    for ex, (text, stopped, n) in zip(examples, done, strict=True):
         record = {"prompt": ex["prompt"], "task": ex.get("task"), "text": text, "stopped": stopped}
+        record["tokens"] = n
         if "messages" in ex:
             record["messages"] = ex["messages"]
         record["target"] = target_of(text, stopped, stops, data.eos)
