@@ -61,6 +61,7 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
         problem = check_chat_template(tokenizer) if tokenizer is not None else None
         if problem:
             raise SuiteError(suite.path, "data.chat_template", problem)
+    check_packing(suite, methods)
     check_vocabularies(suite, [m for m in methods if m.needs_teacher])
     jobs = []
     for method in methods:
@@ -85,6 +86,23 @@ def tokenizer_of(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
         return load_tokenizer(spec.source)
     except (OSError, ValueError):
         return None
+
+
+def check_packing(suite: Suite, methods: list[Method]) -> None:
+    """``[data] packing = true`` puts several examples in one row: refused, in one line, for a
+    method that does not declare it allows that (:attr:`Method.allows_packing`)."""
+    if not suite.data.packing:
+        return
+    refused = [m.name for m in methods if not m.allows_packing]
+    if refused:
+        allowed = [m.name for m in registry().values() if m.allows_packing]
+        raise SuiteError(
+            suite.path,
+            "data.packing",
+            f"{', '.join(refused)} do not allow packed rows (several examples per row); "
+            "set packing = false or select methods that allow it: "
+            + (", ".join(allowed) or "none registered"),
+        )
 
 
 def check_vocabularies(suite: Suite, methods: list[Method]) -> None:

@@ -278,3 +278,64 @@ def test_encode_examples_uses_every_data_setting() -> None:
     batch = encode_examples(examples, tok, spec)
     assert all(_learnt(batch, i)[-1] == tok.eos_token_id for i in range(3))
     assert torch.equal(batch.labels, encode(examples, tok, 64, True, add_eos=True).labels)
+
+
+# --- packing -------------------------------------------------------------------------------
+
+
+def test_packing_fills_rows_and_learns_responses_only() -> None:
+    tok = default_tokenizer()
+    spec = DataSpec(tasks=("addition", "compare"), n_per_task=6, max_length=32, packing=True)
+    examples = transfer_examples(spec)
+    plain = encode(examples, tok, 32, True)
+    packed = transfer_batch(spec, tok)
+    # every example once, each followed by EOS (a separator, not learnt: synthetic add_eos off)
+    stream = []
+    for i in range(len(plain)):
+        n = int(plain.attention_mask[i].sum())
+        stream += [*plain.input_ids[i, :n].tolist(), tok.eos_token_id]
+    assert len(packed) == -(-len(stream) // 32) < len(plain)
+    assert packed.attention_mask[:-1].all() and packed.input_ids.shape[1] == 32
+    flat = packed.input_ids[packed.attention_mask.bool()].tolist()
+    assert flat == stream
+    learnt = packed.labels[packed.labels != IGNORE].tolist()
+    assert learnt == plain.labels[plain.labels != IGNORE].tolist()  # no prompt token, no EOS
+    assert packed.truncation.rows == len(packed) and packed.truncation.examples == len(plain)
+    with_eos = encode(examples, tok, 32, True, add_eos=True, packing=True)
+    assert (with_eos.labels == tok.eos_token_id).sum() == len(examples)  # now learnt
+    with pytest.raises(ValueError, match="weight to be 1"):
+        encode([{**examples[0], "weight": 0.5}], tok, 32, True, packing=True)
+
+
+def test_packing_is_refused_for_methods_that_do_not_allow_it(tmp_path) -> None:
+    from dataclasses import replace
+
+    from kdbench.methods import registry
+    from kdbench.plan import check_packing
+
+    raw = edit_suite(tiny_raw(), {**SHRINK, "data.packing": True, "methods": ["sft", "kd"]})
+    suite = parse_suite(raw, tmp_path / "s.toml")
+    with pytest.raises(SuiteError) as err:
+        plan(suite)
+    assert err.value.field == "data.packing" and "sft, kd do not allow packed rows" in str(
+        err.value
+    )
+    assert "\n" not in str(err.value)
+    sft = registry()["sft"]
+    check_packing(suite, [replace(sft, allows_packing=True)])  # one that allows it: no error
+
+
+def test_a_packed_batch_trains(tmp_path) -> None:
+    from kdbench.config import Budget
+    from kdbench.methods import registry
+    from kdbench.models import build_llama
+    from kdbench.train import train
+
+    tok = default_tokenizer()
+    spec = DataSpec(tasks=("addition",), n_per_task=8, max_length=32, packing=True)
+    student = build_llama({"hidden_size": 16, "num_layers": 1, "num_heads": 2}, tok, 0)
+    sft = registry()["sft"]
+    stats = train(
+        student, sft, sft.make_config(), transfer_batch(spec, tok), Budget(2, 2, 1e-2), 2, seed=0
+    )
+    assert stats["steps"] == 2 and stats["tokens"] > 0
