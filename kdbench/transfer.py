@@ -182,23 +182,31 @@ def render(example: dict[str, Any], target: str, tokenizer, chat_template: bool)
 
 
 def _tokens(
-    example: dict[str, Any], tokenizer, rationales: bool, chat_template: bool, add_eos: bool
-) -> tuple[list[int], list[int]]:
-    target = (
-        example["target"] if "target" in example else synthetic.target_text(example, rationales)
-    )
-    prompt, completion = render(example, target, tokenizer, chat_template)
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    t = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if add_eos:
-        eos = tokenizer.eos_token_id
-        if eos is None:
-            raise DataError(
-                "add_eos", "the tokenizer has no EOS token to append; set add_eos = false"
-            )
-        if eos not in t:  # a chat template may end the turn with it already
+    examples: list[dict[str, Any]], tokenizer, rationales: bool, chat_template: bool, add_eos: bool
+) -> list[tuple[list[int], list[int]]]:
+    """``(prompt ids, completion ids)`` of every example (tokenised in one call each)."""
+    texts = [
+        render(
+            ex,
+            ex["target"] if "target" in ex else synthetic.target_text(ex, rationales),
+            tokenizer,
+            chat_template,
+        )
+        for ex in examples
+    ]
+    if not texts:
+        return []
+    prompts = tokenizer([p for p, _ in texts], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([c for _, c in texts], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if add_eos and eos is None:
+        raise DataError("add_eos", "the tokenizer has no EOS token to append; set add_eos = false")
+    out = []
+    for p, t in zip(prompts, completions, strict=True):
+        if add_eos and eos not in t:  # a chat template may end the turn with it already
             t = [*t, eos]
-    return p, t
+        out.append((list(p), list(t)))
+    return out
 
 
 def encode(
@@ -223,8 +231,8 @@ def encode(
         raise ValueError(f"truncation must be 'right' or 'drop', got {truncation!r}")
     seqs: list[tuple[list[int], list[int], float]] = []  # (ids, labels, weight)
     cut = tokens_cut = dropped = no_target = 0
-    for ex in examples:
-        p, t = _tokens(ex, tokenizer, rationales, chat_template, add_eos)
+    tokens = _tokens(examples, tokenizer, rationales, chat_template, add_eos)
+    for ex, (p, t) in zip(examples, tokens, strict=True):
         ids, labels = p + t, [IGNORE] * len(p) + t
         excess = len(ids) - max_length
         if excess > 0:
