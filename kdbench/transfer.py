@@ -317,3 +317,13 @@ def truncation_report(data: DataSpec, tokenizer) -> TruncationReport:
     report = transfer_batch(data, tokenizer).truncation
     assert report is not None
     return report
+
+
+def truncation_line(data: DataSpec, teacher: Any) -> str | None:
+    """:func:`describe_truncation` of the suite's transfer set with the teacher's tokenizer
+    (``teacher`` a :class:`kdbench.config.ModelSpec`), for the terminal before anything runs;
+    None when the tokenizer cannot be read offline yet."""
+    from kdbench.plan import tokenizer_of
+
+    tokenizer = tokenizer_of(teacher)
+    return None if tokenizer is None else describe_truncation(truncation_report(data, tokenizer))

@@ -339,3 +339,12 @@ def test_a_packed_batch_trains(tmp_path) -> None:
         student, sft, sft.make_config(), transfer_batch(spec, tok), Budget(2, 2, 1e-2), 2, seed=0
     )
     assert stats["steps"] == 2 and stats["tokens"] > 0
+
+
+def test_truncation_line_for_the_terminal(hf_world, tmp_path) -> None:
+    from kdbench.transfer import truncation_line
+
+    data = {"kind": "jsonl", "path": str(hf_world.transfer), "max_length": 15}
+    suite = hf_suite(hf_world, data, tmp_path / "s.toml")
+    line = truncation_line(suite.data, suite.teacher)
+    assert line.startswith("transfer set: 48 examples, max_length 15: ") and "\n" not in line
