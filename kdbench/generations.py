@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,15 +104,15 @@ def _cut(text: str, stops: tuple[str, ...] = (STOP,)) -> tuple[str, bool]:
     return text[: i + len(s)], True
 
 
-def _batches(lengths: list[int], batch_size: int, new_tokens: int) -> list[list[int]]:
+def _batches(lengths: list[int], batch_size: int, row: Callable[[int], int]) -> list[list[int]]:
     """Prompt indices sorted by length, in batches of at most ``batch_size`` prompts and
-    :data:`BATCH_TOKENS` tokens (little padding; sequences of a batch finish together)."""
+    :data:`BATCH_TOKENS` tokens, ``row(prompt length)`` per sequence (little padding;
+    sequences of a batch finish together)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     out: list[list[int]] = []
     for i in order:
         if out and (
-            len(out[-1]) < batch_size
-            and (len(out[-1]) + 1) * (lengths[i] + new_tokens) <= BATCH_TOKENS
+            len(out[-1]) < batch_size and (len(out[-1]) + 1) * row(lengths[i]) <= BATCH_TOKENS
         ):
             out[-1].append(i)
         else:
@@ -162,7 +163,13 @@ def completions(
     out: list[tuple[str, bool, int]] = [("", False, 0)] * len(prompts)
     halt = set(stop)
     try:
-        for idx in _batches(lengths, batch_size, max_new_tokens or 0):
+        # a sequence's tokens: its prompt and what it may generate (up to max_length when fitting)
+        row = (
+            (lambda n: n + max_new_tokens)
+            if max_new_tokens
+            else (lambda n: max(n, max_length or 0))
+        )
+        for idx in _batches(lengths, batch_size, row):
             new_tokens = max_new_tokens or max(1, (max_length or 0) - max(lengths[i] for i in idx))
             enc = tokenizer(
                 [prompts[i] for i in idx],
