@@ -86,8 +86,16 @@ class DataSpec:
     ``rationales``). ``jsonl`` / ``parquet`` / ``csv`` read a local file (``path``, relative to
     the suite file), ``hf`` a Hub dataset (``name``, ``revision``, ``split``, through
     ``datasets`` and its local cache) or a ``save_to_disk`` folder (``path``); each record's
-    ``prompt_field`` and ``response_field`` become the example's prompt and target
+    ``prompt_field`` and ``response_field`` (or its chat ``messages_field``: the last turn, an
+    assistant's, is the response) become the example's prompt and target
     (:mod:`kdbench.data_sources`), shuffled by ``seed`` and cut to ``max_examples``.
+
+    Tokenisation (:mod:`kdbench.transfer`): ``chat_template`` renders every example with the
+    teacher tokenizer's chat template; ``add_eos`` (None: true for a file or dataset, false for
+    the synthetic set, whose targets end with ``"\\n"``) appends the EOS token to every target;
+    ``truncation`` is ``"right"`` (cut at ``max_length``) or ``"drop"`` (leave out examples
+    longer than ``max_length``); ``packing`` concatenates examples, EOS-separated, into rows of
+    ``max_length`` (only for methods that allow it).
     """
 
     kind: str = "synthetic"
@@ -103,6 +111,69 @@ class DataSpec:
     response_field: str = "response"
     max_examples: int | None = None  # keep the first N after the shuffle
     seed: int = 0  # the shuffle of a file or dataset (the synthetic set has its own)
+    messages_field: str | None = None  # chat form: a list of {role, content} per record
+    chat_template: bool = False  # render with the tokenizer's chat template
+    add_eos: bool | None = None  # None: true for a file or dataset, false for synthetic
+    truncation: str = "right"  # "right": cut at max_length; "drop": leave the example out
+    packing: bool = False  # concatenate examples (EOS-separated) into rows of max_length
+    path_as_written: str | None = None  # ``path`` as the suite gives it: the identity's
+
+    @property
+    def eos(self) -> bool:
+        """Whether every target ends with the tokenizer's EOS token (``add_eos`` resolved)."""
+        return self.kind != "synthetic" if self.add_eos is None else self.add_eos
+
+
+TRUNCATIONS = ("right", "drop")
+# [data] fields added after suites were stored, at the value that keeps the old behaviour:
+# left out of the identity there, so the suites that predate them keep their hash
+_DATA_ADDED = {
+    "messages_field": None,
+    "chat_template": False,
+    "add_eos": None,
+    "truncation": "right",
+    "packing": False,
+}
+
+
+def data_identity(data: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a ``[data]`` table (:meth:`Suite.to_dict`'s ``data``): ``path`` as the
+    suite wrote it (relative to the suite file), not where the checkout is; fields added later
+    are left out at their old behaviour (synthetic data without EOS: ``add_eos`` False)."""
+    out = dict(data)
+    written = out.pop("path_as_written", None)
+    if written is not None:
+        out["path"] = written
+    for key, old in _DATA_ADDED.items():
+        if key in out and out[key] == old:
+            del out[key]
+    if out.get("kind") == "synthetic" and out.get("add_eos") is False:
+        del out["add_eos"]  # the synthetic set's own default
+    return out
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """The teacher's generations (``[generation]``, :mod:`kdbench.generations`): what
+    ``seqkd``, ``step_by_step`` and later on-policy methods train on.
+
+    ``max_new_tokens`` 0: what fits in ``data.max_length`` after the prompt; ``stop`` None:
+    ``["\\n"]`` for the synthetic set (the end of its targets), none otherwise (the EOS token
+    and a chat template's end-of-turn token always stop); ``do_sample`` false: greedy, else
+    sampling with ``temperature`` and ``top_p`` (seeded, so reproducible).
+    """
+
+    max_new_tokens: int = 0
+    stop: tuple[str, ...] | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def stops(self, data: DataSpec) -> tuple[str, ...]:
+        """The stop strings for ``data`` (``stop`` resolved)."""
+        if self.stop is not None:
+            return self.stop
+        return (synthetic.EOS,) if data.kind == "synthetic" else ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +231,7 @@ class Suite:
     resources: Resources = Resources()
     deepspeed: dict[str, Any] = field(default_factory=dict)
     cache: CacheSpec = CacheSpec()
+    generation: GenerationSpec = GenerationSpec()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,12 +262,19 @@ IDENTITY = (
     "method_config",
     "deepspeed",
     "cache",
+    "generation",
 )
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The identity sections of a suite config (:meth:`Suite.to_dict`, or a stored one)."""
-    return {k: config.get(k) for k in IDENTITY}
+    """The identity sections of a suite config (:meth:`Suite.to_dict`, or a stored one); the
+    data section through :func:`data_identity`, ``generation`` only when not the default."""
+    out = {k: config.get(k) for k in IDENTITY}
+    if isinstance(out["data"], dict):
+        out["data"] = data_identity(out["data"])
+    if out["generation"] is None or out["generation"] == asdict(GenerationSpec()):
+        del out["generation"]  # suites from before [generation] keep their hash
+    return out
 
 
 def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -402,6 +481,11 @@ _DATA_KEYS = {
     "response_field",
     "max_examples",
     "seed",
+    "messages_field",
+    "chat_template",
+    "add_eos",
+    "truncation",
+    "packing",
 }
 
 
@@ -422,9 +506,20 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
             )
     source = _take(path, d, "data.", "path", str, None)
     name = _take(path, d, "data.", "name", str, None)
+    written = source  # as the suite gives it: the identity's (``source`` is resolved below)
     if kind == "synthetic":
         extra = [
-            k for k in ("path", "name", "revision", "prompt_field", "response_field") if k in d
+            k
+            for k in (
+                "path",
+                "name",
+                "revision",
+                "prompt_field",
+                "response_field",
+                "messages_field",
+                "chat_template",
+            )
+            if k in d
         ]
         if extra:
             raise SuiteError(
@@ -444,6 +539,24 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         raise SuiteError(
             path, "data.name", 'is required with kind = "hf" (a Hub dataset id), or give `path`'
         )
+    messages = _take(path, d, "data.", "messages_field", str, None)
+    chat = _take(path, d, "data.", "chat_template", bool, False)
+    if messages is not None:
+        both = [k for k in ("prompt_field", "response_field") if k in d]
+        if both:
+            raise SuiteError(
+                path,
+                f"data.{both[0]}",
+                "give `messages_field` (chat records) or `prompt_field` / `response_field`, "
+                "not both",
+            )
+        if not chat:
+            raise SuiteError(
+                path,
+                "data.messages_field",
+                "chat messages are rendered with the tokenizer's chat template: set "
+                "chat_template = true",
+            )
     return DataSpec(
         kind=kind,
         tasks=tuple(data_tasks),
@@ -458,7 +571,45 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         response_field=_take(path, d, "data.", "response_field", str, "response"),
         max_examples=_take(path, d, "data.", "max_examples", int, None, minimum=1),
         seed=_take(path, d, "data.", "seed", int, 0, minimum=0),
+        messages_field=messages,
+        chat_template=chat,
+        add_eos=_take(path, d, "data.", "add_eos", bool, kind != "synthetic"),
+        truncation=_take(path, d, "data.", "truncation", str, "right", choices=TRUNCATIONS),
+        packing=_take(path, d, "data.", "packing", bool, False),
+        path_as_written=written,
     )
+
+
+def _generation(path: Path, raw: dict[str, Any]) -> GenerationSpec:
+    g = _table(
+        path, raw, "generation", {"max_new_tokens", "stop", "do_sample", "temperature", "top_p"}
+    )
+    stop = g.get("stop")
+    if stop is not None and not (
+        isinstance(stop, list) and all(isinstance(x, str) and x for x in stop)
+    ):
+        raise SuiteError(
+            path,
+            "generation.stop",
+            f'must be a list of non-empty strings (e.g. ["\\n\\n"]; [] for the EOS token only),'
+            f" got {stop!r}",
+        )
+    spec = GenerationSpec(
+        max_new_tokens=_take(path, g, "generation.", "max_new_tokens", int, 0, minimum=0),
+        stop=None if stop is None else tuple(stop),
+        do_sample=_take(path, g, "generation.", "do_sample", bool, False),
+        temperature=_take(path, g, "generation.", "temperature", float, 1.0, minimum=0),
+        top_p=_take(path, g, "generation.", "top_p", float, 1.0, minimum=0),
+    )
+    if spec.top_p > 1:
+        raise SuiteError(path, "generation.top_p", f"must be in (0, 1], got {spec.top_p}")
+    if spec.do_sample and (spec.temperature == 0 or spec.top_p == 0):
+        raise SuiteError(
+            path,
+            "generation.temperature" if spec.temperature == 0 else "generation.top_p",
+            "must be > 0 with do_sample = true (do_sample = false decodes greedily)",
+        )
+    return spec
 
 
 # --- the loader -----------------------------------------------------------------------------
@@ -477,6 +628,7 @@ _TOP = {
     "deepspeed",
     "method_config",
     "cache",
+    "generation",
 }
 
 
@@ -573,6 +725,7 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         raise SuiteError(path, "students", f"names must be unique, got {names!r}")
 
     data = _data(path, raw)
+    generation = _generation(path, raw)
 
     b = _table(path, raw, "budget", {"steps", "batch_size", "lr", "warmup"})
     budget = Budget(
@@ -655,6 +808,7 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         resources=resources,
         deepspeed=dict(ds),
         cache=cache,
+        generation=generation,
     )
 
 

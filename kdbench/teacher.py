@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import __version__, signal_cache
-from kdbench.config import Budget, Suite
+from kdbench.config import Budget, Suite, data_identity
 from kdbench.data_sources import fingerprint
 from kdbench.disk_cache import atomic_entry
 from kdbench.evaluate import evaluate
@@ -58,7 +58,7 @@ def recipe(suite: Suite) -> dict[str, Any]:
         # a file or dataset: the whole spec and the file's content (synthetic recipes, and so
         # their cached teachers, are unchanged)
         **(
-            {"source": {**dataclasses.asdict(suite.data), **fingerprint(suite.data)}}
+            {"source": {**data_identity(dataclasses.asdict(suite.data)), **fingerprint(suite.data)}}
             if suite.data.kind != "synthetic"
             else {}
         ),
@@ -192,7 +192,7 @@ def teacher_stage(
     worker_setup(cpus)
     teacher = build_teacher(suite, Path(cache), progress_factory=tqdm)
     if generations:
-        path = cached_generations(teacher.path, suite.data, cache)
+        path = cached_generations(teacher.path, suite.data, cache, generation=suite.generation)
         teacher = dataclasses.replace(teacher, generations=str(path))
     if signals:
         layers = cached_hidden_layers(suite, teacher.path) if "hidden_states" in signals else None

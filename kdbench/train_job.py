@@ -47,7 +47,7 @@ from kdbench.records import Job, TrainResult, TrainTask, train_result
 from kdbench.signal_cache import SignalCache, open_cache
 from kdbench.speed import PeakMemory
 from kdbench.train import init_distributed, train
-from kdbench.transfer import encode, transfer_batch
+from kdbench.transfer import encode_examples, transfer_batch
 from kdbench.workers import worker_setup
 
 STUDENT_INFO = "kdbench_student.json"  # how the saved student was made; not a weight file
@@ -148,7 +148,7 @@ def train_worker(task: TrainTask) -> TrainResult:
             )
     if method.data is not None:
         examples = training_examples(method, cfg, suite.data, task.generations)
-        data = encode(examples, tokenizer, suite.data.max_length, suite.data.rationales)
+        data = encode_examples(examples, tokenizer, suite.data)
     else:
         data = transfer_batch(suite.data, tokenizer)
     bar = (

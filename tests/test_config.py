@@ -73,6 +73,18 @@ def test_one_identity_for_the_hash_and_the_track_labels(write_suite) -> None:
         ({"budgte": {"steps": 1}}, "budgte", "did you mean 'budget'"),
         ({"students[0].arch.num_heads": 5}, "students[0].arch.num_heads", "divide"),
         ({"resources.cpus_per_job": 0}, "resources.cpus_per_job", ">="),
+        ({"data.add_eos": "yes"}, "data.add_eos", "true or false"),
+        ({"data.truncation": "left"}, "data.truncation", "right, drop"),
+        ({"generation.stop": "\n"}, "generation.stop", "list of non-empty strings"),
+        ({"generation.stop": [""]}, "generation.stop", "list of non-empty strings"),
+        ({"generation.max_new_tokens": -1}, "generation.max_new_tokens", ">= 0"),
+        ({"generation.top_p": 1.5}, "generation.top_p", "(0, 1]"),
+        (
+            {"generation.do_sample": True, "generation.temperature": 0},
+            "generation.temperature",
+            "> 0 with do_sample",
+        ),
+        ({"generation.beams": 4}, "generation.beams", "unknown field"),
     ],
 )
 def test_bad_input_names_file_and_field(write_suite, edits, field, words) -> None:
@@ -156,3 +168,18 @@ def test_model_fields_are_typed(write_suite) -> None:
     assert suite.resources.zero_stage == 3
     with pytest.raises(SuiteError, match="layer 4 is out of range: the teacher has 4 layers"):
         load_suite(write_suite({"students[0]": {"name": "c", "from_teacher_layers": [4]}}))
+
+
+def test_generation_table_is_typed_and_in_the_identity(write_suite) -> None:
+    from kdbench.config import GenerationSpec
+
+    tiny = load_suite(ROOT / "leaderboards" / "tiny.toml")
+    assert tiny.generation == GenerationSpec() and tiny.generation.stops(tiny.data) == ("\n",)
+    path = write_suite(
+        {"generation": {"max_new_tokens": 32, "stop": ["\n\n", "###"], "do_sample": True}}
+    )
+    suite = load_suite(path)
+    assert suite.generation == GenerationSpec(32, ("\n\n", "###"), True, 1.0, 1.0)
+    assert suite.hash != tiny.hash and suite.identity()["generation"]["max_new_tokens"] == 32
+    empty = load_suite(write_suite({"generation.stop": []}, name="e.toml"))
+    assert empty.generation.stops(empty.data) == ()  # the EOS token only
