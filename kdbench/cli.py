@@ -38,12 +38,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kdbench.config import load_suite, suite_path
     from kdbench.leaderboard import format_table, leaderboard
     from kdbench.pipeline import plan, run_suite
+    from kdbench.preflight import estimates
+    from kdbench.transfer import truncation_line
 
     suite = load_suite(suite_path(args.suite))  # a file, or a bundled suite's name
     planned = plan(suite)  # all input errors before anything starts or is written
+    truncated = truncation_line(suite.data, suite.teacher)  # what max_length cuts
+    if truncated:
+        print(truncated)
     if args.dry_run:
         for job in planned[1]:
             print(f"{job.run_id}  {job.method:<14} {job.student:<16} seed {job.seed}")
+        for estimate in estimates(suite, planned[0]):  # the preflight's figures, per student
+            print(f"memory: {estimate.describe()}")
         return 0
     summary = run_suite(
         suite, args.db, address=args.address, cache=args.cache, force=args.force, planned=planned

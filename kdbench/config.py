@@ -106,6 +106,7 @@ class DataSpec:
     path: str | None = None  # file kinds, or an hf save_to_disk folder: resolved, absolute
     name: str | None = None  # hf: a Hub dataset id
     revision: str | None = None  # hf: a Hub revision (commit, tag or branch)
+    config: str | None = None  # hf: the dataset's configuration (e.g. "main" of openai/gsm8k)
     split: str = "train"  # hf: the split
     prompt_field: str = "prompt"
     response_field: str = "response"
@@ -128,6 +129,7 @@ TRUNCATIONS = ("right", "drop")
 # [data] fields added after suites were stored, at the value that keeps the old behaviour:
 # left out of the identity there, so the suites that predate them keep their hash
 _DATA_ADDED = {
+    "config": None,
     "messages_field": None,
     "chat_template": False,
     "add_eos": None,
@@ -266,14 +268,35 @@ IDENTITY = (
 )
 
 
+# Model fields added after suites were stored, at the value that keeps the old behaviour: left
+# out of the identity there (as :data:`_DATA_ADDED`), so suites that predate them keep their hash
+_MODEL_ADDED = {
+    "dtype": "auto",
+    "from_teacher_layers": None,
+    "gradient_checkpointing": False,
+    "lora": None,
+}
+
+
+def _without_added(table: Any, added: dict[str, Any]) -> Any:
+    """``table`` (a dict) without the keys of ``added`` that hold their old default."""
+    if not isinstance(table, dict):
+        return table
+    return {k: v for k, v in table.items() if not (k in added and v == added[k])}
+
+
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """The identity sections of a suite config (:meth:`Suite.to_dict`, or a stored one); the
-    data section through :func:`data_identity`, ``generation`` only when not the default."""
+    data section through :func:`data_identity`, ``generation`` only when not the default, and
+    fields added later left out while they hold their old default."""
     out = {k: config.get(k) for k in IDENTITY}
     if isinstance(out["data"], dict):
         out["data"] = data_identity(out["data"])
     if out["generation"] is None or out["generation"] == asdict(GenerationSpec()):
         del out["generation"]  # suites from before [generation] keep their hash
+    out["teacher"] = _without_added(out["teacher"], _MODEL_ADDED)
+    if isinstance(out["students"], list | tuple):
+        out["students"] = [_without_added(s, _MODEL_ADDED) for s in out["students"]]
     return out
 
 
@@ -483,6 +506,7 @@ _DATA_KEYS = {
     "seed",
     "messages_field",
     "chat_template",
+    "config",
     "add_eos",
     "truncation",
     "packing",
@@ -514,6 +538,7 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
                 "path",
                 "name",
                 "revision",
+                "config",
                 "prompt_field",
                 "response_field",
                 "messages_field",
@@ -528,11 +553,9 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
     elif kind in FILE_KINDS or (kind == "hf" and source is not None):
         if source is None:
             raise SuiteError(path, "data.path", f'is required with kind = "{kind}"')
-        resolved = (path.parent / source).resolve()
-        wanted = "a folder written by datasets' save_to_disk" if kind == "hf" else "a file"
-        if not (resolved.is_dir() if kind == "hf" else resolved.is_file()):
-            raise SuiteError(path, "data.path", f"{resolved}: not found; must be {wanted}")
-        source = str(resolved)
+        # resolved here, checked at plan time (kdbench.data_sources.check_source): a suite
+        # shipped before its data is fetched still parses
+        source = str((path.parent / source).resolve())
         if kind == "hf" and name is not None:
             raise SuiteError(path, "data.name", "give `name` (a Hub id) or `path`, not both")
     elif name is None:
@@ -566,6 +589,7 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         path=source,
         name=name,
         revision=_take(path, d, "data.", "revision", str, None),
+        config=_take(path, d, "data.", "config", str, None),
         split=_take(path, d, "data.", "split", str, "train"),
         prompt_field=_take(path, d, "data.", "prompt_field", str, "prompt"),
         response_field=_take(path, d, "data.", "response_field", str, "response"),

@@ -31,8 +31,21 @@ class DataError(ValueError):
         super().__init__(message)
 
 
+def check_source(spec: DataSpec) -> None:
+    """A local source exists: a file for ``jsonl`` / ``parquet`` / ``csv``, a ``save_to_disk``
+    folder for ``hf`` with a ``path`` (raises :class:`DataError` on ``path``)."""
+    if spec.path is None or spec.kind == "synthetic":
+        return
+    hf = spec.kind == "hf"
+    if not (Path(spec.path).is_dir() if hf else Path(spec.path).is_file()):
+        wanted = "a folder written by datasets' save_to_disk" if hf else "a file"
+        raise DataError("path", f"{spec.path}: not found; must be {wanted}")
+
+
 def _load(spec: DataSpec) -> Any:
     import datasets
+
+    check_source(spec)
 
     if spec.kind == "csv":  # every cell as text: "42" is a response, not a number
         columns = datasets.load_dataset("csv", data_files=spec.path, split="train").column_names
@@ -52,11 +65,14 @@ def _load(spec: DataSpec) -> Any:
             loaded = loaded[spec.split]
         return loaded
     try:
-        return datasets.load_dataset(spec.name, revision=spec.revision, split=spec.split)
+        return datasets.load_dataset(
+            spec.name, spec.config, revision=spec.revision, split=spec.split
+        )
     except Exception as e:  # offline, gated, misspelt: one line saying how to get it
+        which = f"{spec.name!r}" + (f" ({spec.config})" if spec.config else "")
         raise DataError(
             "name",
-            f"Hub dataset {spec.name!r} (split {spec.split!r}) cannot be loaded "
+            f"Hub dataset {which} (split {spec.split!r}) cannot be loaded "
             f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''});"
             " download it into the datasets cache beforehand, or save_to_disk it and give "
             "[data] path",

@@ -246,10 +246,12 @@ def generate_transfer(
     max_new_tokens: int | None = None,
     batch_size: int = BATCH_SIZE,
     generation: GenerationSpec | None = None,
+    dtype: str = "auto",
 ) -> list[dict[str, Any]]:
-    """The teacher's generation for every prompt of the transfer set, in its order."""
+    """The teacher's generation for every prompt of the transfer set, in its order, with the
+    teacher loaded in ``dtype`` (:func:`kdbench.models.resolve_dtype`)."""
     generation = generation or GenerationSpec()
-    model, tokenizer = load_pretrained(str(teacher_path))
+    model, tokenizer = load_pretrained(str(teacher_path), dtype)
     if torch.cuda.is_available():
         model.cuda()
     max_new_tokens = _budget(data, generation, max_new_tokens, lambda: tokenizer)
@@ -313,10 +315,16 @@ def cache_key(
     data: DataSpec,
     max_new_tokens: int | None,
     generation: GenerationSpec | None = None,
+    dtype: str = "auto",
 ) -> str:
-    """The generations file's key: teacher, data (identity and content) and decoding."""
+    """The generations file's key: teacher (and the dtype it runs in, when not float32), data
+    (identity and content) and decoding."""
+    from kdbench.models import resolve_dtype
+
     generation = generation or GenerationSpec()
+    resolved = str(resolve_dtype(dtype)).removeprefix("torch.")
     blob = {
+        **({"dtype": resolved} if resolved != "float32" else {}),
         "teacher": teacher_fingerprint(teacher_path),
         "data": {**data_identity(dataclasses.asdict(data)), **fingerprint(data)},
         "generation": {
@@ -353,6 +361,7 @@ def cached_generations(
     max_new_tokens: int | None = None,
     batch_size: int = BATCH_SIZE,
     generation: GenerationSpec | None = None,
+    dtype: str = "auto",
 ) -> Path:
     """The JSONL file of the teacher's generations on the transfer set, generating it only when
     no complete file for this (teacher, data, ``generation`` settings) is cached under ``root``.
@@ -366,13 +375,13 @@ def cached_generations(
 
     max_new_tokens = _budget(data, generation, max_new_tokens, tokenizer)
     folder = Path(root) / "generations"
-    path = folder / f"{cache_key(teacher_path, data, max_new_tokens, generation)}.jsonl"
+    path = folder / f"{cache_key(teacher_path, data, max_new_tokens, generation, dtype)}.jsonl"
     if is_complete(path):
         return path
     folder.mkdir(parents=True, exist_ok=True)
     _marker(path).unlink(missing_ok=True)  # a stale marker must never bless the new file
     start = time.perf_counter()
-    records = generate_transfer(teacher_path, data, max_new_tokens, batch_size, generation)
+    records = generate_transfer(teacher_path, data, max_new_tokens, batch_size, generation, dtype)
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     meta = {
         "count": len(records),

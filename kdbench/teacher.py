@@ -192,7 +192,9 @@ def teacher_stage(
     worker_setup(cpus)
     teacher = build_teacher(suite, Path(cache), progress_factory=tqdm)
     if generations:
-        path = cached_generations(teacher.path, suite.data, cache, generation=suite.generation)
+        path = cached_generations(
+            teacher.path, suite.data, cache, generation=suite.generation, dtype=suite.teacher.dtype
+        )
         teacher = dataclasses.replace(teacher, generations=str(path))
     if signals:
         layers = cached_hidden_layers(suite, teacher.path) if "hidden_states" in signals else None

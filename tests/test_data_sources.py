@@ -80,7 +80,6 @@ def test_seed_and_max_examples(tmp_path, files) -> None:
     ("data", "field", "words"),
     [
         ({"kind": "jsonl"}, "data.path", "is required"),
-        ({"kind": "jsonl", "path": "data/nope.jsonl"}, "data.path", "not found"),
         ({"kind": "hf"}, "data.name", "is required"),
         ({"kind": "parquets"}, "data.kind", "did you mean 'parquet'"),
         ({"kind": "synthetic", "prompt_field": "q"}, "data.prompt_field", "only for a file"),
@@ -95,6 +94,15 @@ def test_bad_data_tables_name_the_field(tmp_path, files, data, field, words) -> 
     with pytest.raises(SuiteError) as err:
         suite_for(tmp_path, data)
     assert err.value.field == field and words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_file_is_refused_at_plan_time(tmp_path, files) -> None:
+    """A suite parses before its data is fetched (shipped suites do); plan refuses it."""
+    suite = suite_for(tmp_path, {"kind": "jsonl", "path": "data/nope.jsonl"})
+    with pytest.raises(SuiteError) as err:
+        plan(suite)
+    assert err.value.field == "data.path" and "not found; must be a file" in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_a_missing_column_is_refused_at_plan_time(tmp_path, files) -> None:
