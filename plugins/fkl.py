@@ -59,6 +59,7 @@ def kdbench_methods() -> list[Method]:
             config=FKLConfig,
             loss=fkl_loss,
             signals=frozenset({"logits"}),
+            allows_packing=True,  # token-level: a row may hold several examples
             paper="Hinton et al. 2015; Kim & Rush 2016",
             description="token-level forward KL(p_T || p_S) (mass-covering), pure divergence",
         )

@@ -89,6 +89,7 @@ def kdbench_methods() -> list[Method]:
             config=JSDConfig,
             loss=jsd_loss,
             signals=frozenset({"logits"}),
+            allows_packing=True,  # token-level: a row may hold several examples
             paper="Agarwal et al. 2024 (GKD)",
             description="generalized JSD_beta(p_T || p_S): beta=0 forward KL, beta=1 reverse KL",
         )

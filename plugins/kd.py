@@ -58,6 +58,7 @@ def kdbench_methods() -> list[Method]:
             config=KDConfig,
             loss=kd_loss,
             signals=frozenset({"logits"}),
+            allows_packing=True,  # token-level: a row may hold several examples
             paper="Hinton et al. 2015",
             description="Hinton logit distillation: T^2-scaled KL at temperature T, "
             "mixed with the task loss by alpha",

@@ -64,6 +64,7 @@ def kdbench_methods() -> list[Method]:
             config=RKLConfig,
             loss=rkl_loss,
             signals=frozenset({"logits"}),
+            allows_packing=True,  # token-level: a row may hold several examples
             paper="Gu et al. 2024 (MiniLLM)",
             description="token-level reverse KL(p_S || p_T) (mode-seeking), pure divergence",
         )

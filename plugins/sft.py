@@ -39,6 +39,7 @@ def kdbench_methods() -> list[Method]:
             family="baseline",
             config=SFTConfig,
             loss=sft_loss,
+            allows_packing=True,  # token-level: a row may hold several examples
             description="student on ground truth only (no teacher)",
         )
     ]

@@ -84,6 +84,7 @@ def kdbench_methods() -> list[Method]:
             config=SkewConfig,
             loss=skl_loss,
             signals=frozenset({"logits"}),
+            allows_packing=True,  # token-level: a row may hold several examples
             paper="Ko et al. 2024 (DistiLLM)",
             description="skew KL(p_T || lam p_T + (1-lam) p_S), lam = 0.1",
         ),
@@ -93,6 +94,7 @@ def kdbench_methods() -> list[Method]:
             config=SkewConfig,
             loss=srkl_loss,
             signals=frozenset({"logits"}),
+            allows_packing=True,  # token-level: a row may hold several examples
             paper="Ko et al. 2024 (DistiLLM)",
             description="skew reverse KL(p_S || lam p_S + (1-lam) p_T), lam = 0.1",
         ),

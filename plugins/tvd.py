@@ -55,6 +55,7 @@ def kdbench_methods() -> list[Method]:
             config=TVDConfig,
             loss=tvd_loss,
             signals=frozenset({"logits"}),
+            allows_packing=True,  # token-level: a row may hold several examples
             paper="Wen et al. 2023",
             description="token-level total variation 1/2 sum |p_T - p_S|, pure divergence",
         )
