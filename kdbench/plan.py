@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from kdbench import __version__
 from kdbench.config import ModelSpec, Suite, SuiteError
 from kdbench.data_sources import DataError, load_examples
-from kdbench.evaluate import task_names
+from kdbench.evaluate import TaskError, TaskOrGroup, load_tasks
 from kdbench.methods import Method, MethodError, registry, resolve
 from kdbench.models import default_tokenizer, load_tokenizer, vocabulary_mismatch
 from kdbench.records import Job
@@ -41,15 +41,7 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
                 f"method_config.{name}",
                 str(MethodError(f"unknown method {name!r}")) + _suggest(name, list(known)),
             )
-    local_tasks = task_names()
-    for task in suite.eval.tasks:
-        if task not in local_tasks:
-            raise SuiteError(
-                suite.path,
-                "eval.tasks",
-                f"unknown task {task!r}; available: "
-                f"{', '.join(local_tasks)}" + _suggest(task, local_tasks),
-            )
+    check_eval(suite)
     if suite.data.kind != "synthetic":
         try:
             load_examples(suite.data)  # a missing field or an unreadable source, now
@@ -67,6 +59,19 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
                 run_id = run_key(suite, method.name, cfg, student.name, seed)
                 jobs.append(Job(run_id, method.name, student.name, seed, cfg))
     return methods, jobs
+
+
+def check_eval(suite: Suite) -> dict[str, TaskOrGroup]:
+    """The suite's evaluation tasks built by lm-eval (cached per process), or a one-line
+    :class:`SuiteError`: an unknown task (with close names), a dataset that cannot be loaded
+    (with how to fetch it beforehand), an unknown ranking metric or filter."""
+    e = suite.eval
+    try:
+        return load_tasks(e.tasks, e.include_dirs, {t: e.task_options(t) for t in e.tasks})
+    except TaskError as err:
+        raise SuiteError(suite.path, err.field, str(err)) from None
+    except FileNotFoundError as err:  # a KDBENCH_TASKS_DIR or include folder gone
+        raise SuiteError(suite.path, "eval.include", str(err)) from None
 
 
 def tokenizer_of(spec: ModelSpec) -> PreTrainedTokenizerBase | None:

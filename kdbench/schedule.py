@@ -48,8 +48,7 @@ class Scheduler:
         self.queue: list[Job] = []
 
     def _eval_args(self) -> tuple[Any, ...]:
-        e = self.suite.eval
-        return (list(e.tasks), e.limit, e.batch_size, self.cpus, self.prompts)
+        return (self.suite.eval, self.cpus, self.prompts)
 
     def submit_teacher_eval(self) -> None:
         ref = (
