@@ -9,16 +9,20 @@ import dataclasses
 import difflib
 import hashlib
 import json
+from collections.abc import Callable
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from kdbench import __version__
+from kdbench import __version__, contamination
 from kdbench.config import ModelSpec, Suite, SuiteError
+from kdbench.contamination import ContaminationReport
 from kdbench.data_sources import DataError, load_examples
 from kdbench.evaluate import TaskError, TaskOrGroup, load_tasks
 from kdbench.methods import Method, MethodError, registry, resolve
 from kdbench.models import default_tokenizer, load_tokenizer, vocabulary_mismatch
 from kdbench.records import Job
+from kdbench.transfer import transfer_examples
 
 
 def run_key(suite: Suite, method: str, config: dict, student: str, seed: int) -> str:
@@ -27,8 +31,9 @@ def run_key(suite: Suite, method: str, config: dict, student: str, seed: int) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
-    """Every (method, student, seed) job. Raises :class:`SuiteError` for a bad method or config."""
+def plan(suite: Suite, echo: Callable[[str], Any] = print) -> tuple[list[Method], list[Job]]:
+    """Every (method, student, seed) job. Raises :class:`SuiteError` for a bad method or config,
+    evaluation task or data source; ``echo`` prints the contamination check's warnings."""
     known = registry()
     try:
         methods = resolve(suite.methods, known)
@@ -41,12 +46,14 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
                 f"method_config.{name}",
                 str(MethodError(f"unknown method {name!r}")) + _suggest(name, list(known)),
             )
-    check_eval(suite)
+    tasks = check_eval(suite)
     if suite.data.kind != "synthetic":
         try:
             load_examples(suite.data)  # a missing field or an unreadable source, now
         except DataError as e:
             raise SuiteError(suite.path, f"data.{e.field}", str(e)) from None
+    if suite.eval.contamination != "off":
+        check_contamination(suite, tasks, echo)
     check_vocabularies(suite, [m for m in methods if m.needs_teacher])
     jobs = []
     for method in methods:
@@ -72,6 +79,27 @@ def check_eval(suite: Suite) -> dict[str, TaskOrGroup]:
         raise SuiteError(suite.path, err.field, str(err)) from None
     except FileNotFoundError as err:  # a KDBENCH_TASKS_DIR or include folder gone
         raise SuiteError(suite.path, "eval.include", str(err)) from None
+
+
+def check_contamination(
+    suite: Suite, tasks: dict[str, TaskOrGroup], echo: Callable[[str], Any] = print
+) -> ContaminationReport:
+    """Transfer examples whose prompt appears in an evaluation task's documents
+    (:mod:`kdbench.contamination`): with ``[eval] contamination = "warn"`` one line per task
+    through ``echo``; with ``"error"`` a :class:`SuiteError` naming the first task."""
+    report = contamination.check(transfer_examples(suite.data), tasks)
+    lines = report.lines()
+    if lines and suite.eval.contamination == "error":
+        raise SuiteError(
+            suite.path,
+            "eval.contamination",
+            f"{lines[0]}"
+            + (f" (and {len(lines) - 1} more tasks)" if len(lines) > 1 else "")
+            + '; remove them from the transfer set, or set contamination = "warn"',
+        )
+    for line in lines:
+        echo(f"contamination: {line}")
+    return report
 
 
 def tokenizer_of(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
