@@ -229,7 +229,13 @@ def load_tasks(
                     f"task {name!r}: its dataset cannot be loaded ({type(e).__name__}: "
                     f"{reason}); {_dataset_hint(manager, name)}",
                 ) from None
-            obj = built["groups"].get(name) or built["tasks"][name]
+            obj = built["groups"].get(name) or built["tasks"].get(name)
+            if obj is None:  # a tag: its tasks, ranked one by one, under one name
+                from lm_eval.api.group import Group
+
+                obj = Group(name=name)
+                for task in built["tasks"].values():
+                    obj.add(task)
             for task in _loaded(obj):
                 if opt.num_fewshot is not None:
                     task.set_config(key="num_fewshot", value=opt.num_fewshot)
@@ -593,23 +599,28 @@ def _chance(task: Any) -> tuple[float, int] | None:
 
 
 def _chance_rows(loaded: dict[str, TaskOrGroup]) -> list[dict[str, Any]]:
+    """A :data:`CHANCE` row per multiple-choice task, and per group of them (the doc-weighted
+    mean of its tasks')."""
     rows = []
     for name, obj in loaded.items():
-        levels = [c for t in _loaded(obj) if (c := _chance(t)) is not None]
-        if not levels or len(levels) < len(_loaded(obj)):
-            continue
-        n = sum(k for _, k in levels)
-        rows.append(
-            {
-                "task": name,
-                "metric": CHANCE,
-                "value": sum(c * k for c, k in levels) / n,
-                "stderr": None,
-                "higher_is_better": True,
-                "is_primary": False,
-                "aggregation": "mean",
-            }
-        )
+        leaves = _loaded(obj)
+        levels = {t.config.task: c for t in leaves if (c := _chance(t)) is not None}
+        named = dict(levels)
+        if levels and len(levels) == len(leaves) and name not in levels:
+            n = sum(k for _, k in levels.values())
+            named[name] = (sum(c * k for c, k in levels.values()) / n, n)
+        for task, (value, _) in named.items():
+            rows.append(
+                {
+                    "task": task,
+                    "metric": CHANCE,
+                    "value": value,
+                    "stderr": None,
+                    "higher_is_better": True,
+                    "is_primary": False,
+                    "aggregation": "mean",
+                }
+            )
     return rows
 
 

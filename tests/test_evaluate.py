@@ -388,3 +388,38 @@ def test_parse_results_ranks_a_group_not_its_tasks():
     rows = {r["task"]: r for r in parse_results(results)}
     assert rows["ab"]["is_primary"] and rows["ab"]["value"] == 0.3
     assert not rows["a"]["is_primary"] and not rows["b"]["is_primary"]
+
+
+def test_a_group_ranks_as_one_task_and_a_tag_as_its_tasks(eval_suite, hf_world, tmp_path):
+    """A group that aggregates its tasks (like ``mmlu``) has the primary row, its tasks get the
+    group's options; a tag (like ``ai2_arc``) stands for its tasks, each ranked."""
+    from kdbench.evaluate import evaluate_suite
+
+    folder = tmp_path / "tasks"
+    text = (folder / "word_math.yaml").read_text()
+    (folder / "word_math.yaml").write_text(text + "tag: word_tag\n")
+    (folder / "word_math_b.yaml").write_text(
+        text.replace("task: word_math", "task: word_math_b") + "tag: word_tag\n"
+    )
+    (folder / "word_pair.yaml").write_text(
+        "group: word_pair\ntask:\n  - word_math\n  - word_math_b\n"
+        "aggregate_metric_list:\n  - metric: exact_match\n    aggregation: mean\n"
+        "    weight_by_size: true\nmetadata:\n  version: 1.0\n"
+    )
+    model, tok = load_pretrained(str(hf_world.student))
+    table = {"include": ["tasks"], "limit": 2}
+    suite = eval_suite(
+        {**table, "tasks": ["word_pair"], "options": {"word_pair": {"num_fewshot": 1}}}
+    )
+    from kdbench.plan import check_eval
+
+    group = check_eval(suite)["word_pair"]
+    assert [t.get_config("num_fewshot") for t in group.get_all_tasks()] == [1, 1]
+    rows, questions = evaluate_suite(model, tok, suite.eval, samples=True)
+    ranked = [(r["task"], r["metric"]) for r in rows if r["is_primary"]]
+    assert ranked == [("word_pair", "exact_match")]
+    assert {r["task"] for r in rows} == {"word_pair", "word_math", "word_math_b"}
+    assert len(questions) == 4
+    suite = eval_suite({**table, "tasks": ["word_tag"]})
+    rows = evaluate_suite(model, tok, suite.eval)
+    assert sorted(r["task"] for r in rows if r["is_primary"]) == ["word_math", "word_math_b"]
