@@ -1,7 +1,15 @@
-"""Score a model on the leaderboard tasks with lm-eval, in memory.
+"""Score a model on a suite's evaluation tasks with lm-eval, in memory.
 
-The tasks are lm-eval YAMLs under ``leaderboards/tasks`` (``kd_addition``, ``kd_compare``, ...),
-installed as package data of ``kdbench_leaderboards``.
+Tasks are named as lm-eval names them: kdbench's bundled YAMLs (``leaderboards/tasks``:
+``kd_addition``, ``kd_compare``, ..., package data of ``kdbench_leaderboards``), the folders of
+``KDBENCH_TASKS_DIR`` and of a suite's ``[eval] include``, all added together, and lm-eval's
+built-in tasks, groups and tags (``gsm8k``, ``hellaswag``, ``mmlu``). The local folders are
+indexed first; lm-eval's built-in index (~15k entries, 10-17 s) is built once per process, and
+only when a name is not local (:func:`resolve_tasks`). :func:`load_tasks` builds the tasks
+(their datasets loaded, from the local cache when offline) with their per-task options, once
+per process; plan time calls it, so an unknown task, an unloadable dataset or an unknown
+ranking metric is one line before anything runs.
+
 A model, whether built from scratch, just trained, or loaded with
 ``kdbench.models.load_pretrained``, is wrapped in lm-eval's ``HFLM`` as is, so every model is
 scored through the same code path as a model from the Hub.
