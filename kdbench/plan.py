@@ -73,6 +73,17 @@ def check_eval(suite: Suite) -> dict[str, TaskOrGroup]:
     :class:`SuiteError`: an unknown task (with close names), a dataset that cannot be loaded
     (with how to fetch it beforehand), an unknown ranking metric or filter."""
     e = suite.eval
+    chat = [t for t in e.tasks if e.task_options(t).chat_template]
+    if chat:
+        tokenizer = tokenizer_of(suite.teacher)
+        if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+            field = "eval.chat_template" if e.chat_template else f"eval.options.{chat[0]}"
+            raise SuiteError(
+                suite.path,
+                field,
+                f"the teacher's tokenizer ({suite.teacher.name}) has no chat template to apply "
+                f"to {', '.join(chat)}; set chat_template = false or use an instruct model",
+            )
     try:
         return load_tasks(e.tasks, e.include_dirs, {t: e.task_options(t) for t in e.tasks})
     except TaskError as err:

@@ -262,8 +262,11 @@ def eval_suite(hf_world, write_suite, tmp_path):
 
     shutil.copytree(hf_world.tasks, tmp_path / "tasks", dirs_exist_ok=True)
 
-    def make(table):
-        return load_suite(write_suite({"eval": table}))
+    def make(table, teacher=None):
+        edits = {"eval": table}
+        if teacher is not None:  # a Hugging Face folder instead of the built tiny teacher
+            edits["teacher"] = {"name": "hf-teacher", "source": str(teacher)}
+        return load_suite(write_suite(edits))
 
     return make
 
@@ -285,7 +288,8 @@ def test_suite_scores_include_folder_tasks_with_options(eval_suite, hf_world, tm
                     "chat_template": True,
                 }
             },
-        }
+        },
+        teacher=hf_world.teacher,
     )
     assert suite.eval.include == ("tasks",)  # as written: the hash does not see the checkout
     assert suite.eval.include_dirs == [str(tmp_path / "tasks")]
@@ -423,3 +427,12 @@ def test_a_group_ranks_as_one_task_and_a_tag_as_its_tasks(eval_suite, hf_world, 
     suite = eval_suite({**table, "tasks": ["word_tag"]})
     rows = evaluate_suite(model, tok, suite.eval)
     assert sorted(r["task"] for r in rows if r["is_primary"]) == ["word_math", "word_math_b"]
+
+
+def test_chat_template_needs_one_in_the_teachers_tokenizer(eval_suite):
+    from kdbench.config import SuiteError
+    from kdbench.plan import check_eval
+
+    with pytest.raises(SuiteError) as err:  # the tiny teacher's character tokenizer has none
+        check_eval(eval_suite({"tasks": ["kd_compare"], "chat_template": True}))
+    assert err.value.field == "eval.chat_template" and "no chat template" in str(err.value)
