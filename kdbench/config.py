@@ -26,13 +26,37 @@ class SuiteError(ValueError):
         super().__init__(f"{path}: {field}: {message}")
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA student (Hu et al. 2021, through ``peft``): only rank-``r`` adapters on the
+    ``target_modules`` train (scaled by ``alpha / r``, with ``dropout``); they are merged into
+    the base weights before the student is saved, so evaluation and the size axis see a plain
+    model of the base's size."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model: ``source`` (Hugging Face id or local folder) or ``arch`` (built from scratch)."""
+    """A model: ``source`` (Hugging Face id or local folder), ``arch`` (built from scratch) or,
+    for a student, ``from_teacher_layers`` (a copy of the teacher keeping those decoder layers,
+    DistilBERT's initialisation). ``dtype``: the weights' and compute dtype in its jobs
+    (``auto``: bfloat16 on a CUDA device that supports it, else float32; always float32 on a
+    CPU). Students may train with ``gradient_checkpointing`` and as ``lora`` adapters."""
 
     name: str
     source: str | None = None
     arch: dict[str, int] | None = None
+    dtype: str = "auto"
+    from_teacher_layers: tuple[int, ...] | None = None
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -62,8 +86,16 @@ class DataSpec:
     ``rationales``). ``jsonl`` / ``parquet`` / ``csv`` read a local file (``path``, relative to
     the suite file), ``hf`` a Hub dataset (``name``, ``revision``, ``split``, through
     ``datasets`` and its local cache) or a ``save_to_disk`` folder (``path``); each record's
-    ``prompt_field`` and ``response_field`` become the example's prompt and target
+    ``prompt_field`` and ``response_field`` (or its chat ``messages_field``: the last turn, an
+    assistant's, is the response) become the example's prompt and target
     (:mod:`kdbench.data_sources`), shuffled by ``seed`` and cut to ``max_examples``.
+
+    Tokenisation (:mod:`kdbench.transfer`): ``chat_template`` renders every example with the
+    teacher tokenizer's chat template; ``add_eos`` (None: true for a file or dataset, false for
+    the synthetic set, whose targets end with ``"\\n"``) appends the EOS token to every target;
+    ``truncation`` is ``"right"`` (cut at ``max_length``) or ``"drop"`` (leave out examples
+    longer than ``max_length``); ``packing`` concatenates examples, EOS-separated, into rows of
+    ``max_length`` (only for methods that allow it).
     """
 
     kind: str = "synthetic"
@@ -79,6 +111,69 @@ class DataSpec:
     response_field: str = "response"
     max_examples: int | None = None  # keep the first N after the shuffle
     seed: int = 0  # the shuffle of a file or dataset (the synthetic set has its own)
+    messages_field: str | None = None  # chat form: a list of {role, content} per record
+    chat_template: bool = False  # render with the tokenizer's chat template
+    add_eos: bool | None = None  # None: true for a file or dataset, false for synthetic
+    truncation: str = "right"  # "right": cut at max_length; "drop": leave the example out
+    packing: bool = False  # concatenate examples (EOS-separated) into rows of max_length
+    path_as_written: str | None = None  # ``path`` as the suite gives it: the identity's
+
+    @property
+    def eos(self) -> bool:
+        """Whether every target ends with the tokenizer's EOS token (``add_eos`` resolved)."""
+        return self.kind != "synthetic" if self.add_eos is None else self.add_eos
+
+
+TRUNCATIONS = ("right", "drop")
+# [data] fields added after suites were stored, at the value that keeps the old behaviour:
+# left out of the identity there, so the suites that predate them keep their hash
+_DATA_ADDED = {
+    "messages_field": None,
+    "chat_template": False,
+    "add_eos": None,
+    "truncation": "right",
+    "packing": False,
+}
+
+
+def data_identity(data: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a ``[data]`` table (:meth:`Suite.to_dict`'s ``data``): ``path`` as the
+    suite wrote it (relative to the suite file), not where the checkout is; fields added later
+    are left out at their old behaviour (synthetic data without EOS: ``add_eos`` False)."""
+    out = dict(data)
+    written = out.pop("path_as_written", None)
+    if written is not None:
+        out["path"] = written
+    for key, old in _DATA_ADDED.items():
+        if key in out and out[key] == old:
+            del out[key]
+    if out.get("kind") == "synthetic" and out.get("add_eos") is False:
+        del out["add_eos"]  # the synthetic set's own default
+    return out
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """The teacher's generations (``[generation]``, :mod:`kdbench.generations`): what
+    ``seqkd``, ``step_by_step`` and later on-policy methods train on.
+
+    ``max_new_tokens`` 0: what fits in ``data.max_length`` after the prompt; ``stop`` None:
+    ``["\\n"]`` for the synthetic set (the end of its targets), none otherwise (the EOS token
+    and a chat template's end-of-turn token always stop); ``do_sample`` false: greedy, else
+    sampling with ``temperature`` and ``top_p`` (seeded, so reproducible).
+    """
+
+    max_new_tokens: int = 0
+    stop: tuple[str, ...] | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def stops(self, data: DataSpec) -> tuple[str, ...]:
+        """The stop strings for ``data`` (``stop`` resolved)."""
+        if self.stop is not None:
+            return self.stop
+        return (synthetic.EOS,) if data.kind == "synthetic" else ()
 
 
 @dataclass(frozen=True)
@@ -151,7 +246,7 @@ class Resources:
     gpus_per_job: float = 0.0
     checkpoint_every: int = 50  # steps; a killed training job resumes from its last checkpoint
     workers_per_job: int = 1  # > 1: one job spans several workers (Ray Train TorchTrainer)
-    zero_stage: int = 0  # DeepSpeed ZeRO stage of every training engine (0-2)
+    zero_stage: int = 0  # DeepSpeed ZeRO stage of every training engine (0-3)
 
 
 CACHEABLE = ("logits", "hidden_states", "attentions", "qkv")
@@ -181,6 +276,7 @@ class Suite:
     resources: Resources = Resources()
     deepspeed: dict[str, Any] = field(default_factory=dict)
     cache: CacheSpec = CacheSpec()
+    generation: GenerationSpec = GenerationSpec()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +307,7 @@ IDENTITY = (
     "method_config",
     "deepspeed",
     "cache",
+    "generation",
 )
 
 
@@ -224,8 +321,14 @@ _NOT_IDENTITY: dict[str, tuple[str, ...]] = {"eval": ("root", "contamination")}
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The identity sections of a suite config (:meth:`Suite.to_dict`, or a stored one)."""
+    """The identity sections of a suite config (:meth:`Suite.to_dict`, or a stored one); the
+    data section through :func:`data_identity`, ``generation`` only when not the default, and
+    the new fields of :data:`_IDENTITY_DEFAULTS` only when not at their defaults."""
     out = {k: config.get(k) for k in IDENTITY}
+    if isinstance(out["data"], dict):
+        out["data"] = data_identity(out["data"])
+    if out["generation"] is None or out["generation"] == asdict(GenerationSpec()):
+        del out["generation"]  # suites from before [generation] keep their hash
     for section in set(_IDENTITY_DEFAULTS) | set(_NOT_IDENTITY):
         value = out.get(section)
         if not isinstance(value, dict):
@@ -313,19 +416,58 @@ def _did_you_mean(word: str, options: Any) -> str:
 _ARCH_KEYS = {"hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length"}
 
 
-def _model(path: Path, raw: Any, prefix: str) -> dict[str, Any]:
+_LORA_KEYS = {"r", "alpha", "dropout", "target_modules"}
+_STUDENT_KEYS = {
+    "name",
+    "source",
+    "arch",
+    "dtype",
+    "from_teacher_layers",
+    "gradient_checkpointing",
+    "lora",
+}
+
+
+def _model(path: Path, raw: Any, prefix: str, student: bool = False) -> dict[str, Any]:
+    """The fields of a model table (teacher or student, ``student``) as ModelSpec keywords."""
     if not isinstance(raw, dict):
         raise SuiteError(path, prefix.rstrip("."), f"must be a table, got {raw!r}")
     name = _take(path, raw, prefix, "name", str, None, required=True)
     source = _take(path, raw, prefix, "source", str, None)
     arch = raw.get("arch")
-    if (source is None) == (arch is None):
+    dtype = _take(path, raw, prefix, "dtype", str, "auto", choices=DTYPES)
+    extra: dict[str, Any] = {"dtype": dtype} if dtype != "auto" else {}
+    layers = raw.get("from_teacher_layers") if student else None
+    if layers is not None:
+        if not (
+            isinstance(layers, list)
+            and layers
+            and all(type(i) is int and i >= 0 for i in layers)
+            and layers == sorted(set(layers))
+        ):
+            raise SuiteError(
+                path,
+                f"{prefix}from_teacher_layers",
+                f"must be a non-empty increasing list of teacher layer indices (>= 0), "
+                f"got {layers!r}",
+            )
+        extra["from_teacher_layers"] = tuple(layers)
+    if student:
+        if _take(path, raw, prefix, "gradient_checkpointing", bool, False):
+            extra["gradient_checkpointing"] = True
+        if "lora" in raw:
+            extra["lora"] = _lora(path, raw["lora"], f"{prefix}lora.")
+    given = [k for k, v in (("source", source), ("arch", arch), ("layers", layers)) if v]
+    if len(given) != 1:
         raise SuiteError(
             path,
             f"{prefix}source",
-            "give exactly one of `source` (a Hugging Face "
-            "id or local folder) and `arch` (a table of sizes to build)",
+            "give exactly one of `source` (a Hugging Face id or local folder), `arch` (a table "
+            "of sizes to build)"
+            + (" and `from_teacher_layers` (teacher layers to copy)" if student else ""),
         )
+    if layers is not None:
+        return {"name": name, "source": None, "arch": None, **extra}
     if arch is not None:
         if not isinstance(arch, dict):
             raise SuiteError(path, f"{prefix}arch", f"must be a table, got {arch!r}")
@@ -344,7 +486,51 @@ def _model(path: Path, raw: Any, prefix: str) -> dict[str, Any]:
             f"{prefix}source",
             f"{source!r} is neither a local folder nor a Hugging Face id of the form owner/name",
         )
-    return {"name": name, "source": source, "arch": dict(arch) if arch else None}
+    return {"name": name, "source": source, "arch": dict(arch) if arch else None, **extra}
+
+
+def _lora(path: Path, raw: Any, prefix: str) -> LoraSpec:
+    if not isinstance(raw, dict):
+        raise SuiteError(
+            path, prefix.rstrip("."), f"must be a table like {{ r = 16 }}, got {raw!r}"
+        )
+    _no_unknown(path, raw, prefix, _LORA_KEYS)
+    modules = raw.get("target_modules", list(LoraSpec.target_modules))
+    if not (isinstance(modules, list) and modules and all(isinstance(m, str) for m in modules)):
+        raise SuiteError(
+            path,
+            f"{prefix}target_modules",
+            f"must be a non-empty list of module names (e.g. q_proj, v_proj; c_attn for GPT-2), "
+            f"got {modules!r}",
+        )
+    dropout = _take(path, raw, prefix, "dropout", float, 0.05, minimum=0)
+    if dropout >= 1:
+        raise SuiteError(path, f"{prefix}dropout", f"must be in [0, 1), got {dropout}")
+    return LoraSpec(
+        r=_take(path, raw, prefix, "r", int, 16, minimum=1),
+        alpha=_take(path, raw, prefix, "alpha", float, 32.0, minimum=0),
+        dropout=dropout,
+        target_modules=tuple(modules),
+    )
+
+
+def teacher_layer_count(teacher: ModelSpec) -> int | None:
+    """The teacher's number of decoder layers, without loading weights: its ``arch``, or the
+    ``config.json`` of a local folder; None when it cannot be read here (a Hub id: the training
+    job checks then)."""
+    if teacher.arch is not None:
+        return teacher.arch["num_layers"]
+    config = Path(teacher.source or "") / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    return None
 
 
 _DATA_KEYS = {
@@ -361,6 +547,11 @@ _DATA_KEYS = {
     "response_field",
     "max_examples",
     "seed",
+    "messages_field",
+    "chat_template",
+    "add_eos",
+    "truncation",
+    "packing",
 }
 
 
@@ -381,9 +572,20 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
             )
     source = _take(path, d, "data.", "path", str, None)
     name = _take(path, d, "data.", "name", str, None)
+    written = source  # as the suite gives it: the identity's (``source`` is resolved below)
     if kind == "synthetic":
         extra = [
-            k for k in ("path", "name", "revision", "prompt_field", "response_field") if k in d
+            k
+            for k in (
+                "path",
+                "name",
+                "revision",
+                "prompt_field",
+                "response_field",
+                "messages_field",
+                "chat_template",
+            )
+            if k in d
         ]
         if extra:
             raise SuiteError(
@@ -403,6 +605,24 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         raise SuiteError(
             path, "data.name", 'is required with kind = "hf" (a Hub dataset id), or give `path`'
         )
+    messages = _take(path, d, "data.", "messages_field", str, None)
+    chat = _take(path, d, "data.", "chat_template", bool, False)
+    if messages is not None:
+        both = [k for k in ("prompt_field", "response_field") if k in d]
+        if both:
+            raise SuiteError(
+                path,
+                f"data.{both[0]}",
+                "give `messages_field` (chat records) or `prompt_field` / `response_field`, "
+                "not both",
+            )
+        if not chat:
+            raise SuiteError(
+                path,
+                "data.messages_field",
+                "chat messages are rendered with the tokenizer's chat template: set "
+                "chat_template = true",
+            )
     return DataSpec(
         kind=kind,
         tasks=tuple(data_tasks),
@@ -417,6 +637,12 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         response_field=_take(path, d, "data.", "response_field", str, "response"),
         max_examples=_take(path, d, "data.", "max_examples", int, None, minimum=1),
         seed=_take(path, d, "data.", "seed", int, 0, minimum=0),
+        messages_field=messages,
+        chat_template=chat,
+        add_eos=_take(path, d, "data.", "add_eos", bool, kind != "synthetic"),
+        truncation=_take(path, d, "data.", "truncation", str, "right", choices=TRUNCATIONS),
+        packing=_take(path, d, "data.", "packing", bool, False),
+        path_as_written=written,
     )
 
 
@@ -503,6 +729,38 @@ def _eval(path: Path, raw: dict[str, Any]) -> EvalSpec:
     )
 
 
+def _generation(path: Path, raw: dict[str, Any]) -> GenerationSpec:
+    g = _table(
+        path, raw, "generation", {"max_new_tokens", "stop", "do_sample", "temperature", "top_p"}
+    )
+    stop = g.get("stop")
+    if stop is not None and not (
+        isinstance(stop, list) and all(isinstance(x, str) and x for x in stop)
+    ):
+        raise SuiteError(
+            path,
+            "generation.stop",
+            f'must be a list of non-empty strings (e.g. ["\\n\\n"]; [] for the EOS token only),'
+            f" got {stop!r}",
+        )
+    spec = GenerationSpec(
+        max_new_tokens=_take(path, g, "generation.", "max_new_tokens", int, 0, minimum=0),
+        stop=None if stop is None else tuple(stop),
+        do_sample=_take(path, g, "generation.", "do_sample", bool, False),
+        temperature=_take(path, g, "generation.", "temperature", float, 1.0, minimum=0),
+        top_p=_take(path, g, "generation.", "top_p", float, 1.0, minimum=0),
+    )
+    if spec.top_p > 1:
+        raise SuiteError(path, "generation.top_p", f"must be in (0, 1], got {spec.top_p}")
+    if spec.do_sample and (spec.temperature == 0 or spec.top_p == 0):
+        raise SuiteError(
+            path,
+            "generation.temperature" if spec.temperature == 0 else "generation.top_p",
+            "must be > 0 with do_sample = true (do_sample = false decodes greedily)",
+        )
+    return spec
+
+
 # --- the loader -----------------------------------------------------------------------------
 
 
@@ -519,6 +777,7 @@ _TOP = {
     "deepspeed",
     "method_config",
     "cache",
+    "generation",
 }
 
 
@@ -557,7 +816,17 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
     t = raw.get("teacher")
     if t is None:
         raise SuiteError(path, "teacher", "is required: a [teacher] table")
-    t_known = {"name", "source", "arch", "train_steps", "max_steps", "lr", "batch_size", "gate"}
+    t_known = {
+        "name",
+        "source",
+        "arch",
+        "dtype",
+        "train_steps",
+        "max_steps",
+        "lr",
+        "batch_size",
+        "gate",
+    }
     if isinstance(t, dict):
         _no_unknown(path, t, "teacher.", t_known)
     teacher_model = _model(path, t, "teacher.")
@@ -586,15 +855,26 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
     if not (isinstance(students_raw, list) and students_raw):
         raise SuiteError(path, "students", "is required: one or more [[students]] tables")
     students = []
+    n_teacher_layers = teacher_layer_count(teacher)
     for i, s in enumerate(students_raw):
         if isinstance(s, dict):
-            _no_unknown(path, s, f"students[{i}].", {"name", "source", "arch"})
-        students.append(ModelSpec(**_model(path, s, f"students[{i}].")))
+            _no_unknown(path, s, f"students[{i}].", _STUDENT_KEYS)
+        student = ModelSpec(**_model(path, s, f"students[{i}].", student=True))
+        kept = student.from_teacher_layers
+        if kept and n_teacher_layers is not None and kept[-1] >= n_teacher_layers:
+            raise SuiteError(
+                path,
+                f"students[{i}].from_teacher_layers",
+                f"layer {kept[-1]} is out of range: the teacher has {n_teacher_layers} layers "
+                f"(0 to {n_teacher_layers - 1})",
+            )
+        students.append(student)
     names = [s.name for s in students]
     if len(set(names)) != len(names):
         raise SuiteError(path, "students", f"names must be unique, got {names!r}")
 
     data = _data(path, raw)
+    generation = _generation(path, raw)
 
     b = _table(path, raw, "budget", {"steps", "batch_size", "lr", "warmup"})
     budget = Budget(
@@ -623,12 +903,9 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         workers_per_job=_take(path, r, "resources.", "workers_per_job", int, 1, minimum=1),
         zero_stage=_take(path, r, "resources.", "zero_stage", int, 0, minimum=0),
     )
-    if resources.zero_stage > 2:
+    if resources.zero_stage > 3:
         raise SuiteError(
-            path,
-            "resources.zero_stage",
-            f"must be 0, 1 or 2 (ZeRO-3 partitions the weights kdbench saves), "
-            f"got {resources.zero_stage}",
+            path, "resources.zero_stage", f"must be 0, 1, 2 or 3, got {resources.zero_stage}"
         )
     c = _table(path, raw, "cache", {"signals", "topk"})
     cache_signals = c.get("signals")
@@ -666,6 +943,7 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         resources=resources,
         deepspeed=dict(ds),
         cache=cache,
+        generation=generation,
     )
 
 

@@ -3,8 +3,10 @@
 Every source is read through Hugging Face ``datasets`` (``load_dataset("json" | "parquet" |
 "csv", data_files=...)``, ``load_dataset(name, revision=..., split=...)`` with its local cache
 and ``HF_DATASETS_OFFLINE``, or ``load_from_disk`` for a ``save_to_disk`` folder). Each record
-becomes an example ``{"prompt": record[prompt_field], "target": record[response_field]}``; the
-records are shuffled with ``random.Random(seed)`` and cut to ``max_examples``, so a suite sees
+becomes an example ``{"prompt": record[prompt_field], "target": record[response_field]}``, or,
+for chat records (``messages_field``, a list of ``{role, content}``), ``{"prompt": <the last
+user turn>, "messages": <every turn before the last>, "target": <the last turn, an
+assistant's>}`` (:func:`chat_example`); the records are shuffled with ``random.Random(seed)`` and cut to ``max_examples``, so a suite sees
 the same examples in the same order on every machine.
 """
 
@@ -66,30 +68,72 @@ def load_examples(spec: DataSpec) -> list[dict[str, Any]]:
     docstring). Raises :class:`DataError` naming the source and the missing field."""
     table = _load(spec)
     where = spec.path or spec.name
-    for field, column in (
-        ("prompt_field", spec.prompt_field),
-        ("response_field", spec.response_field),
-    ):
+    fields = (
+        [("messages_field", spec.messages_field)]
+        if spec.messages_field is not None
+        else [("prompt_field", spec.prompt_field), ("response_field", spec.response_field)]
+    )
+    for field, column in fields:
         if column not in table.column_names:
             raise DataError(
                 field,
                 f"{where}: {column!r} is not a column; columns: " + ", ".join(table.column_names),
             )
-    prompts, responses = table[spec.prompt_field], table[spec.response_field]
-    examples = []
-    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-        if not isinstance(prompt, str) or not isinstance(response, str):
-            raise DataError(
-                "prompt_field",
-                f"{where}: record {i}: {spec.prompt_field!r} and {spec.response_field!r} must be "
-                f"strings, got {type(prompt).__name__} and {type(response).__name__}",
-            )
-        examples.append({"prompt": prompt, "target": response})
+    if spec.messages_field is not None:
+        examples = [
+            chat_example(record, i, where, spec.messages_field)
+            for i, record in enumerate(table[spec.messages_field])
+        ]
+    else:
+        examples = []
+        prompts, responses = table[spec.prompt_field], table[spec.response_field]
+        for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+            if not isinstance(prompt, str) or not isinstance(response, str):
+                raise DataError(
+                    "prompt_field",
+                    f"{where}: record {i}: {spec.prompt_field!r} and {spec.response_field!r} "
+                    f"must be strings, got {type(prompt).__name__} and {type(response).__name__}",
+                )
+            examples.append({"prompt": prompt, "target": response})
     random.Random(spec.seed).shuffle(examples)
     examples = examples[: spec.max_examples] if spec.max_examples else examples
     if not examples:
         raise DataError("path", f"{where}: no records")
     return examples
+
+
+def chat_example(messages: Any, i: int, where: str, field: str) -> dict[str, Any]:
+    """A chat record as an example: ``messages`` = every turn before the last (the prompt),
+    ``target`` = the last turn, which must be the assistant's, ``prompt`` = the content of the
+    last user turn (the question: what generations are keyed by and contamination compares)."""
+    if not (
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    ):
+        raise DataError(
+            "messages_field",
+            f"{where}: record {i}: {field!r} must be a non-empty list of "
+            f"{{role, content}} strings, got {str(messages)[:80]}",
+        )
+    if messages[-1]["role"] != "assistant":
+        raise DataError(
+            "messages_field",
+            f"{where}: record {i}: {field!r} must end with an assistant turn (the response), "
+            f"ends with a {messages[-1]['role']!r} turn",
+        )
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+    users = [m["content"] for m in turns if m["role"] == "user"]
+    if not users:
+        raise DataError(
+            "messages_field", f"{where}: record {i}: {field!r} has no user turn before the response"
+        )
+    return {"prompt": users[-1], "messages": turns, "target": messages[-1]["content"]}
 
 
 def fingerprint(spec: DataSpec) -> dict[str, Any]:

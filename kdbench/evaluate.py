@@ -593,7 +593,7 @@ def _generation_confidence(model: Any, tokenizer: Any, prompt: str, answer: str)
 
 CHANCE = "chance"
 """The extra, non-primary metric row of a multiple-choice task (or a group of them): the score
-of guessing, ``1 / number of choices`` averaged over the documents scored."""
+of guessing, ``1 / number of choices`` averaged over the documents scored (stderr 0: exact)."""
 
 
 def _chance(task: Any) -> tuple[float, int] | None:
@@ -623,7 +623,7 @@ def _chance_rows(loaded: dict[str, TaskOrGroup]) -> list[dict[str, Any]]:
                     "task": task,
                     "metric": CHANCE,
                     "value": value,
-                    "stderr": None,
+                    "stderr": 0.0,  # exact over the documents scored: no sampling error
                     "higher_is_better": True,
                     "is_primary": False,
                     "aggregation": "mean",

@@ -1,22 +1,33 @@
 """The teacher's generations on the transfer set: produced once per suite, cached on disk, read
 by every training job of a method that declares the ``"generations"`` signal.
 
-A generation is the teacher's greedy completion of a transfer prompt (batched, left-padded,
-``model.generate(do_sample=False)``), stopped at the first ``"\\n"`` (the end of every target in
-:mod:`kdbench.synthetic`). One JSON line per prompt::
+A generation is the teacher's completion of a transfer prompt (rendered with the chat template
+when ``[data] chat_template`` is on), decoded as ``[generation]`` says
+(:class:`kdbench.config.GenerationSpec`: greedy by default, or sampled; batched, left-padded,
+on the GPU when there is one) and stopped at the first stop string (``"\\n"`` for the synthetic
+set, the end of every target in :mod:`kdbench.synthetic`; none by default otherwise), at the
+tokenizer's EOS token or at the chat template's end-of-turn token. One JSON line per prompt::
 
     {"prompt": "347+285=", "task": "addition", "text": "7+5=12,4+8+1=13,3+2+1=6#632\\n",
-     "stopped": true}
+     "stopped": true, "target": "7+5=12,4+8+1=13,3+2+1=6#632\\n"}
 
-``text`` ends with ``"\\n"`` when ``stopped``; otherwise the teacher ran out of
-``max_new_tokens`` (or emitted its end-of-sequence token) first. :func:`as_target` turns a
-record into a training target that always ends with ``"\\n"``.
+``text`` is the decoded completion, up to and including the stop string that ended it;
+``stopped`` says the teacher reached what ends a target in the suite (a stop string; with
+``[data] add_eos`` also EOS or the end-of-turn token) rather than running out of
+``max_new_tokens`` (or, on the synthetic set, emitting EOS first); ``tokens`` counts the tokens
+generated; chat records also keep their ``messages``. ``target``
+(:func:`as_target`) is the generation as a training target, ending with what marks the end of
+a target in the suite: with ``[data] add_eos`` (files and datasets) the stop string is left
+out, since :mod:`kdbench.transfer` appends the EOS token; without it (the synthetic set) the
+target ends with the stop string, appended when the teacher was cut off, so a student trained
+on it still learns to stop.
 
 Cache: ``<cache root>/generations/<key>.jsonl`` where ``key`` hashes the teacher (content of
 its folder's config, tokenizer and weight files; id, cached snapshot path and mtime for a Hub
-id), the data spec and the generation settings. The file is written under a temporary name and
-atomically renamed, then a marker ``<key>.done`` (count and sha256 of the file) is written the
-same way: a file without a matching marker is partial or corrupt and is generated again.
+id), the data spec (its identity and a file's content hash) and the generation settings. The
+file is written under a temporary name and atomically renamed, then a marker ``<key>.done``
+(count and sha256 of the file) is written the same way: a file without a matching marker is
+partial or corrupt and is generated again.
 """
 
 from __future__ import annotations
@@ -26,23 +37,34 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kdbench import synthetic
-from kdbench.config import DataSpec
+from kdbench.config import DataSpec, GenerationSpec, data_identity
+from kdbench.data_sources import fingerprint
 from kdbench.disk_cache import sha256_file, write_atomic
 from kdbench.models import load_pretrained
-from kdbench.transfer import TRANSFER_SEED, Batch, encode, transfer_batch, transfer_examples
+from kdbench.transfer import (
+    TRANSFER_SEED,
+    Batch,
+    encode_examples,
+    prompt_text,
+    render,
+    transfer_batch,
+    transfer_examples,
+)
 
 if TYPE_CHECKING:
     from kdbench.methods import Method
 
 STOP = synthetic.EOS
 BATCH_SIZE = 256  # prompts per ``generate`` call (speed only: not part of the cache key)
-FORMAT = 1  # bump when the record format or the generation procedure changes
+BATCH_TOKENS = 1 << 17  # at most this many (prompt + new) tokens per call: bounds the KV cache
+FORMAT = 2  # bump when the record format or the generation procedure changes
 # files of a model folder that determine its generations (``kdbench_teacher.json`` is metadata)
 _MODEL_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken")
 
@@ -50,43 +72,105 @@ _MODEL_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken
 # --- generating -----------------------------------------------------------------------------
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """Every token whose text contains ``"\\n"`` (one token for the char tokenizer; ``"\\n\\n"``,
-    ``".\\n"``... for a Hub tokenizer), plus the end-of-sequence token."""
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    ids = [i for i, text in enumerate(texts) if STOP in text]
+def stop_token_ids(tokenizer, stops: tuple[str, ...] = (STOP,)) -> list[int]:
+    """Every token whose text contains a stop string (``"\\n"``: one token for the char
+    tokenizer; ``"\\n\\n"``, ``".\\n"``... for a Hub tokenizer), plus the end-of-sequence
+    token."""
+    ids = []
+    if stops:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        ids = [i for i, text in enumerate(texts) if any(s in text for s in stops)]
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return sorted(set(ids))
 
 
-def _cut(text: str) -> tuple[str, bool]:
-    """``text`` up to and including its first ``"\\n"``, and whether there was one."""
-    i = text.find(STOP)
-    return (text[: i + len(STOP)], True) if i >= 0 else (text, False)
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The special tokens a chat template closes an assistant turn with (``<|im_end|>``,
+    ``<|eot_id|>``...): found by rendering a probe response and reading what follows it."""
+    probe = "kdbench-probe"
+    _, completion = render({"prompt": "hi"}, probe, tokenizer, True)
+    tail = completion[completion.index(probe) + len(probe) :]
+    special = set(tokenizer.all_special_ids)
+    return [i for i in tokenizer(tail, add_special_tokens=False)["input_ids"] if i in special]
+
+
+def _cut(text: str, stops: tuple[str, ...] = (STOP,)) -> tuple[str, bool]:
+    """``text`` up to and including its first stop string, and whether there was one."""
+    found = [(i, s) for s in stops if (i := text.find(s)) >= 0]
+    if not found:
+        return text, False
+    i, s = min(found)
+    return text[: i + len(s)], True
+
+
+def _batches(lengths: list[int], batch_size: int, row: Callable[[int], int]) -> list[list[int]]:
+    """Prompt indices sorted by length, in batches of at most ``batch_size`` prompts and
+    :data:`BATCH_TOKENS` tokens, ``row(prompt length)`` per sequence (little padding;
+    sequences of a batch finish together)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    for i in order:
+        if out and (
+            len(out[-1]) < batch_size and (len(out[-1]) + 1) * row(lengths[i]) <= BATCH_TOKENS
+        ):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
 
 
 @torch.no_grad()
-def greedy_completions(
-    model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = BATCH_SIZE
-) -> list[tuple[str, bool]]:
-    """Greedy completion of each prompt, cut after the first ``"\\n"``: ``(text, stopped)``.
+def completions(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int | None,
+    batch_size: int = BATCH_SIZE,
+    *,
+    spec: GenerationSpec | None = None,
+    stops: tuple[str, ...] = (STOP,),
+    end_ids: tuple[int, ...] = (),
+    max_length: int | None = None,
+    eos_ends: bool = False,
+) -> list[tuple[str, bool, int]]:
+    """The completion of each prompt, cut after its first stop string: ``(text, stopped,
+    tokens)``, ``tokens`` being how many the teacher generated (up to its first stop token).
 
-    Prompts are batched by token length (little padding, sequences of a batch finish together),
-    left-padded, and returned in the order given.
+    Decoding follows ``spec`` (default: greedy); the model's own ``generation_config`` sampling
+    and repetition settings are overridden. ``end_ids`` (an end-of-turn token) stop like EOS;
+    ``stopped`` counts them (and EOS) only with ``eos_ends`` (where EOS ends a target).
+    ``max_new_tokens`` None: each batch gets what fits in ``max_length`` after its longest
+    prompt. Prompts are batched by token length, left-padded, and returned in the order given.
     """
+    spec = spec or GenerationSpec()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    stop = stop_token_ids(tokenizer)
+    stop = sorted(set(stop_token_ids(tokenizer, stops)) | set(end_ids))
+    ends = set(end_ids) | ({tokenizer.eos_token_id} - {None})
+    # a one-byte stop is inside one token: the stop tokens catch it; longer ones may span tokens
+    spanning = [s for s in stops if len(s.encode()) > 1]
+    decoding: dict[str, Any] = {"do_sample": spec.do_sample, "repetition_penalty": 1.0}
+    if spec.do_sample:  # top_k 0: off (a model's generation_config may set one)
+        decoding.update(temperature=spec.temperature, top_p=spec.top_p, top_k=0)
+        torch.manual_seed(TRANSFER_SEED)
+    if spanning:
+        decoding.update(stop_strings=spanning, tokenizer=tokenizer)
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-    out: list[tuple[str, bool]] = [("", False)] * len(prompts)
+    out: list[tuple[str, bool, int]] = [("", False, 0)] * len(prompts)
+    halt = set(stop)
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        # a sequence's tokens: its prompt and what it may generate (up to max_length when fitting)
+        row = (
+            (lambda n: n + max_new_tokens)
+            if max_new_tokens
+            else (lambda n: max(n, max_length or 0))
+        )
+        for idx in _batches(lengths, batch_size, row):
+            new_tokens = max_new_tokens or max(1, (max_length or 0) - max(lengths[i] for i in idx))
             enc = tokenizer(
                 [prompts[i] for i in idx],
                 return_tensors="pt",
@@ -95,29 +179,65 @@ def greedy_completions(
             ).to(device)
             ids = model.generate(
                 **enc,
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=new_tokens,
                 eos_token_id=stop,
                 pad_token_id=tokenizer.pad_token_id,
+                **decoding,
             )
-            new = ids[:, enc["input_ids"].shape[1] :]
-            for i, text in zip(
-                idx, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
-            ):
-                out[i] = _cut(text)
+            for i, row in zip(idx, ids[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
+                end = next((j for j, t in enumerate(row) if t in ends), None)
+                text = tokenizer.decode(row[:end], skip_special_tokens=True)
+                text, stopped = _cut(text, stops)
+                n = next((j + 1 for j, t in enumerate(row) if t in halt), len(row))
+                out[i] = (text, stopped or (eos_ends and end is not None), n)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return out
 
 
+def greedy_completions(
+    model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = BATCH_SIZE
+) -> list[tuple[str, bool]]:
+    """Greedy completion of each prompt, cut after the first ``"\\n"`` (:func:`completions`)."""
+    done = completions(model, tokenizer, prompts, max_new_tokens, batch_size)
+    return [(text, stopped) for text, stopped, _ in done]
+
+
 def default_max_new_tokens(data: DataSpec, tokenizer) -> int:
     """What fits after the longest transfer prompt in the suite's ``max_length``."""
     examples = transfer_examples(data)
     longest = max(
-        len(tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]) for ex in examples
+        len(
+            tokenizer(prompt_text(ex, tokenizer, data.chat_template), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
+        for ex in examples
     )
     return max(1, data.max_length - longest)
+
+
+def _budget(data: DataSpec, generation: GenerationSpec, max_new_tokens: int | None, tokenizer):
+    """``max_new_tokens`` resolved: the argument, else ``[generation] max_new_tokens``, else
+    (0) what fits: for the synthetic set after its longest prompt (one number), for a file or
+    dataset after each batch's longest prompt (None: decided per batch)."""
+    if max_new_tokens is None and generation.max_new_tokens:
+        max_new_tokens = generation.max_new_tokens
+    if max_new_tokens is None and data.kind == "synthetic":
+        max_new_tokens = default_max_new_tokens(data, tokenizer())
+    return max_new_tokens
+
+
+def target_of(text: str, stopped: bool, stops: tuple[str, ...], eos: bool) -> str:
+    """A generation as a training target (see the module docstring): without the stop string
+    that ended it when the EOS token marks the end (``eos``), else ending with a stop string."""
+    ended = next((s for s in stops if text.endswith(s)), None)
+    if eos:
+        return text[: -len(ended)] if ended else text
+    if ended or not stops:
+        return text
+    return text + stops[0]
 
 
 def generate_transfer(
@@ -125,21 +245,38 @@ def generate_transfer(
     data: DataSpec,
     max_new_tokens: int | None = None,
     batch_size: int = BATCH_SIZE,
+    generation: GenerationSpec | None = None,
 ) -> list[dict[str, Any]]:
-    """The teacher's greedy generation for every prompt of the transfer set, in its order."""
+    """The teacher's generation for every prompt of the transfer set, in its order."""
+    generation = generation or GenerationSpec()
     model, tokenizer = load_pretrained(str(teacher_path))
     if torch.cuda.is_available():
         model.cuda()
-    if max_new_tokens is None:
-        max_new_tokens = default_max_new_tokens(data, tokenizer)
+    max_new_tokens = _budget(data, generation, max_new_tokens, lambda: tokenizer)
+    stops = generation.stops(data)
     examples = transfer_examples(data)
-    done = greedy_completions(
-        model, tokenizer, [ex["prompt"] for ex in examples], max_new_tokens, batch_size
+    prompts = [prompt_text(ex, tokenizer, data.chat_template) for ex in examples]
+    done = completions(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens,
+        batch_size,
+        spec=generation,
+        stops=stops,
+        end_ids=tuple(end_of_turn_ids(tokenizer)) if data.chat_template else (),
+        max_length=data.max_length,
+        eos_ends=data.eos,
     )
-    return [
-        {"prompt": ex["prompt"], "task": ex["task"], "text": text, "stopped": stopped}
-        for ex, (text, stopped) in zip(examples, done, strict=True)
-    ]
+    records = []
+    for ex, (text, stopped, n) in zip(examples, done, strict=True):
+        record = {"prompt": ex["prompt"], "task": ex.get("task"), "text": text, "stopped": stopped}
+        record["tokens"] = n
+        if "messages" in ex:
+            record["messages"] = ex["messages"]
+        record["target"] = target_of(text, stopped, stops, data.eos)
+        records.append(record)
+    return records
 
 
 # --- the cache ------------------------------------------------------------------------------
@@ -171,15 +308,22 @@ def teacher_fingerprint(teacher_path: str | Path) -> dict[str, Any]:
     return out
 
 
-def cache_key(teacher_path: str | Path, data: DataSpec, max_new_tokens: int) -> str:
+def cache_key(
+    teacher_path: str | Path,
+    data: DataSpec,
+    max_new_tokens: int | None,
+    generation: GenerationSpec | None = None,
+) -> str:
+    """The generations file's key: teacher, data (identity and content) and decoding."""
+    generation = generation or GenerationSpec()
     blob = {
         "teacher": teacher_fingerprint(teacher_path),
-        "data": dataclasses.asdict(data),
+        "data": {**data_identity(dataclasses.asdict(data)), **fingerprint(data)},
         "generation": {
+            **dataclasses.asdict(generation),
             "transfer_seed": TRANSFER_SEED,
-            "do_sample": False,
-            "stop": STOP,
-            "max_new_tokens": max_new_tokens,
+            "stop": list(generation.stops(data)),
+            "max_new_tokens": max_new_tokens or "fit",
             "format": FORMAT,
         },
     }
@@ -208,23 +352,27 @@ def cached_generations(
     root: str | Path,
     max_new_tokens: int | None = None,
     batch_size: int = BATCH_SIZE,
+    generation: GenerationSpec | None = None,
 ) -> Path:
     """The JSONL file of the teacher's generations on the transfer set, generating it only when
-    no complete file for this (teacher, data, settings) is cached under ``root``."""
-    if max_new_tokens is None:
-        from transformers import AutoTokenizer
+    no complete file for this (teacher, data, ``generation`` settings) is cached under ``root``.
+    ``max_new_tokens`` overrides ``generation.max_new_tokens``."""
+    generation = generation or GenerationSpec()
 
-        max_new_tokens = default_max_new_tokens(
-            data, AutoTokenizer.from_pretrained(str(teacher_path))
-        )
+    def tokenizer():
+        from kdbench.models import load_tokenizer
+
+        return load_tokenizer(str(teacher_path))
+
+    max_new_tokens = _budget(data, generation, max_new_tokens, tokenizer)
     folder = Path(root) / "generations"
-    path = folder / f"{cache_key(teacher_path, data, max_new_tokens)}.jsonl"
+    path = folder / f"{cache_key(teacher_path, data, max_new_tokens, generation)}.jsonl"
     if is_complete(path):
         return path
     folder.mkdir(parents=True, exist_ok=True)
     _marker(path).unlink(missing_ok=True)  # a stale marker must never bless the new file
     start = time.perf_counter()
-    records = generate_transfer(teacher_path, data, max_new_tokens, batch_size)
+    records = generate_transfer(teacher_path, data, max_new_tokens, batch_size, generation)
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     meta = {
         "count": len(records),
@@ -247,9 +395,23 @@ def load_generations(path: str | Path) -> list[dict[str, Any]]:
 
 
 def as_target(record: dict[str, Any]) -> str:
-    """A generation as a training target: its text, ending with ``"\\n"`` (appended when the
+    """A generation as a training target: its ``target`` (see the module docstring); a record
+    without one (older code, hand-made) is its text ending with ``"\\n"`` (appended when the
     teacher was cut off, so a student trained on it still learns to stop)."""
+    if "target" in record:
+        return record["target"]
     return record["text"] if record["stopped"] else record["text"] + STOP
+
+
+def prompt_of(example: dict[str, Any]) -> dict[str, Any]:
+    """The prompt part of a transfer example, for a method's own training example: ``prompt``,
+    and a chat example's ``messages`` (the turns before the response)."""
+    return {k: example[k] for k in ("prompt", "messages") if k in example}
+
+
+def prompt_key(record: dict[str, Any]) -> str:
+    """What ties a generation to its transfer example: the prompt, and a chat record's turns."""
+    return json.dumps([record["prompt"], record.get("messages")])
 
 
 # --- training data of a method --------------------------------------------------------------
@@ -270,14 +432,14 @@ def training_examples(
                 f"method {method.name!r} trains on the teacher's generations, but the teacher "
                 "stage produced none"
             )
-        by_prompt = {r["prompt"]: r for r in load_generations(generations)}
-        missing = [ex["prompt"] for ex in examples if ex["prompt"] not in by_prompt]
+        by_prompt = {prompt_key(r): r for r in load_generations(generations)}
+        missing = [ex["prompt"] for ex in examples if prompt_key(ex) not in by_prompt]
         if missing:
             raise ValueError(
                 f"{generations}: no generation for {len(missing)} transfer prompts "
                 f"(e.g. {missing[0]!r}); it was made for another data spec"
             )
-        records = [by_prompt[ex["prompt"]] for ex in examples]
+        records = [by_prompt[prompt_key(ex)] for ex in examples]
     return method.data(examples, records, cfg)
 
 
@@ -288,6 +450,7 @@ def method_batch(
     tokenizer,
     teacher_path: str | Path | None = None,
     cache: str | Path | None = None,
+    generation: GenerationSpec | None = None,
 ) -> Batch:
     """The encoded training set of ``method`` outside the pipeline (tests, conformance checks):
     the ground truth for a method without ``data``, else its examples, generating the
@@ -299,6 +462,6 @@ def method_batch(
     if "generations" in method.signals:
         if teacher_path is None or cache is None:
             raise ValueError(f"method {method.name!r} needs a teacher_path and a cache folder")
-        path = cached_generations(teacher_path, data, cache)
+        path = cached_generations(teacher_path, data, cache, generation=generation)
     examples = training_examples(method, cfg, data, path)
-    return encode(examples, tokenizer, data.max_length, data.rationales)
+    return encode_examples(examples, tokenizer, data)

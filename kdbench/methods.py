@@ -26,7 +26,10 @@ A method is data plus a pure loss function. It knows nothing of Ray or DeepSpeed
   examples the student trains on, each with ``prompt``, ``target`` (the completion text,
   trailing ``"\\n"`` included; omitted: the ground truth) and optional ``weight`` (float,
   default 1.0), which reaches the loss as ``batch["weight"]``;
-- ``loss(student, teacher, batch, cfg, modules) -> scalar tensor``.
+- ``loss(student, teacher, batch, cfg, modules) -> scalar tensor``;
+- ``allows_packing``: the loss stays right when a row of the batch holds several examples
+  concatenated (``[data] packing = true``: no per-example weights or per-example means, no
+  reliance on one prompt per row); default False, and a suite that packs refuses the others.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class Method:
     data: DataFn | None = None  # (examples, generations, cfg) -> training examples
     description: str = ""
     paper: str = ""
+    allows_packing: bool = False  # [data] packing = true is allowed (see the module docstring)
     plugin: str = field(default="", compare=False)  # filled in by the registry
 
     def __post_init__(self) -> None:

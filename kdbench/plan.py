@@ -22,7 +22,7 @@ from kdbench.evaluate import TaskError, TaskOrGroup, load_tasks
 from kdbench.methods import Method, MethodError, registry, resolve
 from kdbench.models import default_tokenizer, load_tokenizer, vocabulary_mismatch
 from kdbench.records import Job
-from kdbench.transfer import transfer_examples
+from kdbench.transfer import check_chat_template, transfer_examples
 
 
 def run_key(suite: Suite, method: str, config: dict, student: str, seed: int) -> str:
@@ -52,9 +52,15 @@ def plan(suite: Suite, echo: Callable[[str], Any] = print) -> tuple[list[Method]
             load_examples(suite.data)  # a missing field or an unreadable source, now
         except DataError as e:
             raise SuiteError(suite.path, f"data.{e.field}", str(e)) from None
+    if suite.data.chat_template:  # the teacher's tokenizer renders the transfer set
+        tokenizer = tokenizer_of(suite.teacher)
+        problem = check_chat_template(tokenizer) if tokenizer is not None else None
+        if problem:
+            raise SuiteError(suite.path, "data.chat_template", problem)
+    check_packing(suite, methods)
+    check_vocabularies(suite, [m for m in methods if m.needs_teacher])
     if suite.eval.contamination != "off":
         check_contamination(suite, tasks, echo)
-    check_vocabularies(suite, [m for m in methods if m.needs_teacher])
     jobs = []
     for method in methods:
         try:
@@ -123,6 +129,23 @@ def tokenizer_of(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
         return load_tokenizer(spec.source)
     except (OSError, ValueError):
         return None
+
+
+def check_packing(suite: Suite, methods: list[Method]) -> None:
+    """``[data] packing = true`` puts several examples in one row: refused, in one line, for a
+    method that does not declare it allows that (:attr:`Method.allows_packing`)."""
+    if not suite.data.packing:
+        return
+    refused = [m.name for m in methods if not m.allows_packing]
+    if refused:
+        allowed = [m.name for m in registry().values() if m.allows_packing]
+        raise SuiteError(
+            suite.path,
+            "data.packing",
+            f"{', '.join(refused)} do not allow packed rows (several examples per row); "
+            "set packing = false or select methods that allow it: "
+            + (", ".join(allowed) or "none registered"),
+        )
 
 
 def check_vocabularies(suite: Suite, methods: list[Method]) -> None:

@@ -6,7 +6,9 @@ What is cached (the suite's ``[cache]`` table, :class:`kdbench.config.CacheSpec`
 - ``logits``: the top-k logits per token with their ids and the full log-normaliser
   (``topk_logits``, ``topk_indices``, ``logsumexp``: the keys :func:`kdbench.losses.topk_signals`
   makes and every logit loss accepts), or the full distribution with ``topk = 0``;
-- ``hidden_states``: every layer's output (embeddings included), float16;
+- ``hidden_states``: every layer's output (embeddings included), float16; or only the layers
+  the suite's methods read (``hidden_layers``, :func:`hidden_layers_for`), the others being
+  empty placeholders ``(B, T, 0)`` in the tuple a method gets (reading one fails loudly);
 - ``attentions``: every layer's attention maps, float16;
 - ``qkv``: the last layer's q/k/v projections (:func:`kdbench.train.capture_qkv`), float16.
 
@@ -42,7 +44,7 @@ import torch
 from kdbench.config import CACHEABLE, DataSpec
 from kdbench.disk_cache import atomic_entry, sha256_file
 from kdbench.generations import teacher_fingerprint
-from kdbench.models import load_pretrained, prepare_models
+from kdbench.models import job_device, load_pretrained, prepare_models
 from kdbench.records import SignalCacheInfo
 from kdbench.signals import TeacherSignals, live_outputs
 from kdbench.transfer import transfer_batch
@@ -70,9 +72,49 @@ def signals_for(methods: Iterable[Any], wanted: tuple[str, ...] | None) -> froze
     return frozenset(used if wanted is None else used & set(wanted))
 
 
-def cache_key(teacher_path: str | Path, input_ids: torch.Tensor, signals, topk: int) -> str:
+def hidden_layers_for(
+    methods: Iterable[Any],
+    method_config: dict[str, dict[str, Any]],
+    student_layers: Iterable[int | None],
+    teacher_layers: int | None,
+) -> tuple[int, ...] | None:
+    """The teacher's hidden-state layers (0 = embeddings, as :mod:`kdbench.layers` numbers
+    them) that the methods reading hidden states from the cache use with these students, or
+    None (cache every layer) when that is not known up front: a method reading hidden states
+    without a ``layers`` config field (:func:`kdbench.layers.check_layers`), or a student or
+    teacher whose depth is unknown."""
+    from kdbench.layers import layer_pairs
+
+    depths = list(student_layers)
+    needed: set[int] = set()
+    for method in methods:
+        if method.data is not None or "hidden_states" not in method.signals:
+            continue
+        layers = getattr(method.make_config(method_config.get(method.name)), "layers", None)
+        if layers is None or teacher_layers is None or None in depths:
+            return None
+        for depth in depths:
+            try:
+                needed |= {t for _, t in layer_pairs(layers, depth, teacher_layers)}
+            except ValueError:  # pairs out of range: the training job says so
+                return None
+    return tuple(sorted(needed)) if needed else None
+
+
+def cache_key(
+    teacher_path: str | Path,
+    input_ids: torch.Tensor,
+    signals,
+    topk: int,
+    dtype: torch.dtype = torch.float32,
+    hidden_layers: tuple[int, ...] | None = None,
+) -> str:
     h = hashlib.sha256()
     spec = {"signals": sorted(signals), "topk": topk, "format": FORMAT, "float": "float16"}
+    if hidden_layers is not None and "hidden_states" in signals:  # None: every layer
+        spec["hidden_layers"] = list(hidden_layers)
+    if dtype != torch.float32:  # a half-precision teacher pass gives other values
+        spec["teacher_dtype"] = str(dtype).removeprefix("torch.")
     h.update(json.dumps([teacher_fingerprint(teacher_path), spec], sort_keys=True).encode())
     h.update(input_ids.numpy().astype(np.int64).tobytes())
     return h.hexdigest()[:20]
@@ -94,6 +136,12 @@ class SignalCache:
     @property
     def bytes_per_token(self) -> float:
         return self.manifest["bytes_per_token"]
+
+    @property
+    def hidden_layers(self) -> tuple[int, ...] | None:
+        """The teacher layers whose hidden states are stored (None: every layer)."""
+        kept = self.manifest.get("hidden_layers")
+        return None if kept is None else tuple(kept)
 
     def covers(self, method: Any) -> bool:
         """Whether every per-batch teacher signal of ``method`` is in this entry."""
@@ -138,8 +186,17 @@ class SignalCache:
             else:
                 out["logits"] = gather("logits")
         if "hidden_states" in wanted:
-            hs = gather("hidden_states")  # (B, T, layers + 1, H)
-            out["hidden_states"] = tuple(hs[:, :, i] for i in range(hs.shape[2]))
+            hs = gather("hidden_states")  # (B, T, kept layers, H)
+            kept = self.hidden_layers
+            if kept is None:
+                out["hidden_states"] = tuple(hs[:, :, i] for i in range(hs.shape[2]))
+            else:  # the layers not stored: empty (B, T, 0) placeholders
+                where = {layer: j for j, layer in enumerate(kept)}
+                empty = hs.new_zeros(b, width, 0)
+                out["hidden_states"] = tuple(
+                    hs[:, :, where[i]] if i in where else empty
+                    for i in range(self.manifest["hidden_count"])
+                )
         if "qkv" in wanted:
             out["qkv"] = tuple(gather(name) for name in PER_TOKEN["qkv"])
         if "attentions" in wanted:
@@ -183,13 +240,25 @@ def build(
     folder: Path,
     batch_size: int = 64,
     progress: Any = None,
+    hidden_layers: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
-    """One teacher pass over the transfer set, written to ``folder`` as one atomic entry."""
+    """One teacher pass over the transfer set, written to ``folder`` as one atomic entry;
+    ``hidden_layers``: the hidden-state layers to keep (None: all)."""
     prepare_models(signals, teacher)  # other kernels than eager return no attention maps
     teacher.eval()
     with atomic_entry(folder) as tmp:
         tmp.mkdir()
-        return _fill(teacher, input_ids, attention_mask, signals, topk, tmp, batch_size, progress)
+        return _fill(
+            teacher,
+            input_ids,
+            attention_mask,
+            signals,
+            topk,
+            tmp,
+            batch_size,
+            progress,
+            hidden_layers,
+        )
 
 
 def _fill(
@@ -201,6 +270,7 @@ def _fill(
     tmp: Path,
     batch_size: int,
     progress: Any,
+    hidden_layers: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:
     """Write the entry's arrays and manifest into the (new, empty) folder ``tmp``."""
     device = next(teacher.parameters()).device
@@ -232,6 +302,8 @@ def _fill(
 
         def put(name: str, value: torch.Tensor, dtype: Any, a=a, b=b, mask=mask) -> None:
             value = value.detach().cpu()[mask]  # (tokens, ...) in example-major order
+            if value.is_floating_point():
+                value = value.float()  # numpy has no bfloat16
             if name not in arrays:
                 alloc(name, (n_tok, *value.shape[1:]), dtype)
             arrays[name][a:b] = value.numpy().astype(dtype)
@@ -247,12 +319,21 @@ def _fill(
             else:
                 put("logits", logits, np.float32)
         if "hidden_states" in signals:
-            put("hidden_states", torch.stack(out["hidden_states"], 2), np.float16)
+            states = out["hidden_states"]
+            if hidden_layers is not None:
+                if hidden_layers[-1] >= len(states):
+                    raise ValueError(
+                        f"hidden layer {hidden_layers[-1]} asked of a teacher with "
+                        f"{len(states) - 1} layers"
+                    )
+                manifest.update(hidden_layers=list(hidden_layers), hidden_count=len(states))
+                states = [states[i] for i in hidden_layers]
+            put("hidden_states", torch.stack(states, 2), np.float16)
         if "qkv" in signals:
             for name, value in zip(PER_TOKEN["qkv"], out["qkv"], strict=True):
                 put(name, value, np.float16)
         if "attentions" in signals:
-            maps = torch.stack(out["attentions"], 0).cpu()  # (layers, B, heads, T, T)
+            maps = torch.stack(out["attentions"], 0).float().cpu()  # (layers, B, heads, T, T)
             layers, _, heads = maps.shape[:3]
             manifest["attention_shape"] = [layers, heads]
             if "attentions" not in arrays:
@@ -299,12 +380,18 @@ def ensure(
     topk: int,
     root: str | Path,
     progress_factory: Any = None,
+    dtype: str = "auto",
+    hidden_layers: tuple[int, ...] | None = None,
 ) -> SignalCacheInfo:
     """The cache entry for this teacher, transfer set and spec: verified (every checksum) if
-    present, (re)built if missing or damaged (a damaged entry is removed, never read)."""
-    teacher, tokenizer = load_pretrained(str(teacher_path))
+    present, (re)built if missing or damaged (a damaged entry is removed, never read). The
+    teacher pass runs on the job's GPU when it has one, in the teacher's ``dtype``
+    (:func:`kdbench.models.resolve_dtype`; float32 on a CPU), which enters the key, as do
+    ``hidden_layers`` (:func:`hidden_layers_for`; None: every layer)."""
+    teacher, tokenizer = load_pretrained(str(teacher_path), dtype)
     batch = transfer_batch(data, tokenizer)
-    folder = Path(root) / "signals" / cache_key(teacher_path, batch.input_ids, signals, topk)
+    key = cache_key(teacher_path, batch.input_ids, signals, topk, teacher.dtype, hidden_layers)
+    folder = Path(root) / "signals" / key
     if folder.exists():
         try:
             return _info(open_cache(folder, verify=True).manifest, folder, built=False)
@@ -316,8 +403,16 @@ def ensure(
         if progress_factory
         else None
     )
+    teacher.to(job_device())
     manifest = build(
-        teacher, batch.input_ids, batch.attention_mask, signals, topk, folder, progress=bar
+        teacher,
+        batch.input_ids,
+        batch.attention_mask,
+        signals,
+        topk,
+        folder,
+        progress=bar,
+        hidden_layers=hidden_layers,
     )
     if bar is not None:
         bar.close()

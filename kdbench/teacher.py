@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import __version__, signal_cache
-from kdbench.config import Budget, Suite
+from kdbench.config import Budget, Suite, data_identity
 from kdbench.data_sources import fingerprint
 from kdbench.disk_cache import atomic_entry
 from kdbench.evaluate import evaluate
@@ -58,10 +58,12 @@ def recipe(suite: Suite) -> dict[str, Any]:
         # a file or dataset: the whole spec and the file's content (synthetic recipes, and so
         # their cached teachers, are unchanged)
         **(
-            {"source": {**dataclasses.asdict(suite.data), **fingerprint(suite.data)}}
+            {"source": {**data_identity(dataclasses.asdict(suite.data)), **fingerprint(suite.data)}}
             if suite.data.kind != "synthetic"
             else {}
         ),
+        # a dtype asked for (the default, auto, keeps today's recipes and cached teachers)
+        **({"dtype": t.dtype} if t.dtype != "auto" else {}),
         "seed": 0,
         "kdbench": __version__.split(".")[0],
         "trainer": TRAINER_VERSION,
@@ -123,6 +125,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
             seed=steps,
             ds_overrides=suite.deepspeed,
             progress=bar,
+            dtype=t.dtype,
         )
         if bar is not None:
             bar.close()
@@ -189,11 +192,53 @@ def teacher_stage(
     worker_setup(cpus)
     teacher = build_teacher(suite, Path(cache), progress_factory=tqdm)
     if generations:
-        path = cached_generations(teacher.path, suite.data, cache)
+        path = cached_generations(teacher.path, suite.data, cache, generation=suite.generation)
         teacher = dataclasses.replace(teacher, generations=str(path))
     if signals:
+        layers = cached_hidden_layers(suite, teacher.path) if "hidden_states" in signals else None
         entry = signal_cache.ensure(
-            teacher.path, suite.data, signals, suite.cache.topk, cache, progress_factory=tqdm
+            teacher.path,
+            suite.data,
+            signals,
+            suite.cache.topk,
+            cache,
+            progress_factory=tqdm,
+            dtype=suite.teacher.dtype,
+            hidden_layers=layers,
         )
         teacher = dataclasses.replace(teacher, signal_cache=entry)
     return teacher
+
+
+def _depth(spec: Any) -> int | None:
+    """A student's number of decoder layers from its spec or config (None: unreadable)."""
+    if spec.arch is not None:
+        return spec.arch["num_layers"]
+    if spec.from_teacher_layers is not None:
+        return len(spec.from_teacher_layers)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(spec.source).num_hidden_layers
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def cached_hidden_layers(suite: Suite, teacher_path: str) -> tuple[int, ...] | None:
+    """The teacher hidden-state layers the suite's methods read with its students (the signal
+    cache keeps only those), or None for every layer when that is not known up front
+    (:func:`kdbench.signal_cache.hidden_layers_for`)."""
+    from transformers import AutoConfig
+
+    from kdbench.methods import resolve
+
+    try:
+        teacher_layers = AutoConfig.from_pretrained(teacher_path).num_hidden_layers
+    except (OSError, ValueError, AttributeError):
+        return None
+    return signal_cache.hidden_layers_for(
+        resolve(suite.methods, registry()),
+        suite.method_config,
+        [_depth(s) for s in suite.students],
+        teacher_layers,
+    )

@@ -1,6 +1,9 @@
 """One training job: a student (or a teacher being built) trained with a method's loss through
-a DeepSpeed engine. On CPU it runs with the gloo backend; on GPUs the same code runs unchanged
-(bf16 when the device supports it). Nothing here knows about Ray.
+a DeepSpeed engine. On CPU it runs with the gloo backend in float32; on GPUs the same code runs
+unchanged in the model's ``dtype`` (bf16 by default when the device supports it: DeepSpeed keeps
+float32 master weights; losses are computed in float32). ZeRO stages 0-3; after ZeRO-3 the full
+weights are gathered back into the model, so it saves as a normal Hugging Face folder. Nothing
+here knows about Ray.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 
 from kdbench.config import Budget
 from kdbench.methods import Method
-from kdbench.models import capture_qkv, prepare_models
+from kdbench.models import capture_qkv, prepare_models, resolve_dtype
 from kdbench.signal_cache import SignalCache
 from kdbench.signals import TeacherSignals, live_signals
 from kdbench.transfer import Batch
@@ -61,11 +64,17 @@ def init_distributed() -> None:
 
 
 def deepspeed_config(
-    budget: Budget, steps: int, overrides: dict[str, Any], zero_stage: int = 0
+    budget: Budget,
+    steps: int,
+    overrides: dict[str, Any],
+    zero_stage: int = 0,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """The default engine config for a budget; a suite's ``[deepspeed]`` table overrides keys.
     The global batch is split over the data-parallel workers (``train_batch_size`` stays the
-    budget's, so every method sees the same sequences per step whatever the world size)."""
+    budget's, so every method sees the same sequences per step whatever the world size).
+    ``dtype`` (default: :func:`kdbench.models.resolve_dtype` of ``auto`` here) switches on
+    DeepSpeed's ``bf16`` or ``fp16`` section; float32 switches on neither."""
     world = (
         torch.distributed.get_world_size()
         if torch.distributed.is_initialized()
@@ -99,8 +108,11 @@ def deepspeed_config(
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    dtype = resolve_dtype("auto") if dtype is None else dtype
+    if dtype == torch.bfloat16:
         cfg["bf16"] = {"enabled": True}
+    elif dtype == torch.float16:
+        cfg["fp16"] = {"enabled": True}  # dynamic loss scaling
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key] = {**cfg[key], **value}
@@ -171,6 +183,7 @@ def train(
     cache: SignalCache | None = None,
     teacher_config: Any = None,
     zero_stage: int = 0,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Train ``model`` for ``steps`` optimiser steps of ``budget.batch_size`` sequences.
 
@@ -183,6 +196,10 @@ def train(
     With ``checkpoint_dir`` and ``checkpoint_every``, the engine (weights, optimiser, schedule)
     and the data order are checkpointed every ``checkpoint_every`` steps, and a job that finds
     a checkpoint there (its process was killed, Ray retried it) resumes from it.
+    ``dtype`` (a suite's ``dtype``, :func:`kdbench.models.resolve_dtype`) sets the engine's
+    precision. With ZeRO-3 (``zero_stage`` or the ``[deepspeed]`` table's
+    ``zero_optimization.stage``) the trained weights are gathered back into ``model`` on rank 0
+    at the end, so it saves like any other.
     Returns statistics: wall time, tokens seen (non-padding, all workers), final loss, the step
     resumed from, and the sequences the teacher ran on (``teacher_forwards``, all workers).
     """
@@ -197,7 +214,9 @@ def train(
     engine, _, _, _ = deepspeed.initialize(
         model=trainable,
         model_parameters=[p for p in trainable.parameters() if p.requires_grad],
-        config=deepspeed_config(budget, steps, ds_overrides or {}, zero_stage),
+        config=deepspeed_config(
+            budget, steps, ds_overrides or {}, zero_stage, resolve_dtype(dtype)
+        ),
     )
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     device = engine.device
@@ -258,6 +277,8 @@ def train(
             for old in Path(checkpoint_dir).glob("step*"):  # keep only the newest
                 if rank == 0 and old.name != f"step{done}":
                     shutil.rmtree(old, ignore_errors=True)
+    if engine.zero_optimization_partition_weights():
+        gather_zero3(engine, trainable)
     return {
         "train_wall_s": time.perf_counter() - start,
         "tokens": tokens,
@@ -266,3 +287,16 @@ def train(
         "resumed_from": first,
         "teacher_forwards": forwards,
     }
+
+
+def gather_zero3(engine: Any, module: torch.nn.Module) -> None:
+    """After ZeRO-3 training: the full weights gathered from every worker's partition
+    (DeepSpeed's consolidated state dict, a collective call) and put back into ``module``'s
+    parameters on rank 0, with the engine's hooks removed, so the model saves as a normal
+    Hugging Face folder. Other ranks keep their (empty) partitions: only rank 0 saves."""
+    state = engine._zero3_consolidated_16bit_state_dict()  # full on rank 0, None elsewhere
+    engine.destroy()  # removes ZeRO-3's gather/partition hooks from the modules
+    if state is None:
+        return
+    for name, param in module.named_parameters():
+        param.data = state[name].to(param.device)

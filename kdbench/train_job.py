@@ -6,11 +6,18 @@ The task (:func:`train_job`) runs :func:`train_worker` in its own process, or, w
 (:mod:`kdbench.distributed`). The worker loads the student and (only when the method's signals
 are not all in the signal cache) the teacher, builds the method's training data, trains with
 the suite's budget through DeepSpeed and, on rank 0, saves the student.
+
+A student is loaded (``source``), built (``arch``) or copied from the teacher's layers
+(``from_teacher_layers``), in its ``dtype``; it may train with gradient checkpointing, and as
+LoRA adapters (``lora``), which are merged into the base weights before saving: the saved
+student, its ``params`` and its bytes are the merged, plain model. ``kdbench_student.json``
+beside the weights records how it was made and how many parameters trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
@@ -24,18 +31,26 @@ from kdbench.generations import training_examples
 from kdbench.methods import Method, registry
 from kdbench.models import (
     build_llama,
+    enable_gradient_checkpointing,
+    from_teacher_layers,
     load_pretrained,
     load_tokenizer,
+    merged,
     n_params,
+    n_trainable,
+    resolve_dtype,
     save,
     vocabulary_mismatch,
+    with_lora,
 )
 from kdbench.records import Job, TrainResult, TrainTask, train_result
 from kdbench.signal_cache import SignalCache, open_cache
 from kdbench.speed import PeakMemory
 from kdbench.train import init_distributed, train
-from kdbench.transfer import encode, transfer_batch
+from kdbench.transfer import encode_examples, transfer_batch
 from kdbench.workers import worker_setup
+
+STUDENT_INFO = "kdbench_student.json"  # how the saved student was made; not a weight file
 
 
 def train_job(task: TrainTask) -> TrainResult:
@@ -63,16 +78,41 @@ def _cache_for(method: Method, cache_path: str | None) -> SignalCache | None:
 
 
 def _student(
-    spec: ModelSpec, job: Job, suite: Suite, teacher_tokenizer: PreTrainedTokenizerBase
+    spec: ModelSpec,
+    job: Job,
+    suite: Suite,
+    teacher_tokenizer: PreTrainedTokenizerBase,
+    teacher_path: str,
+    teacher: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """The student and its tokenizer: loaded from its ``source``, or built from its ``arch``
-    with the teacher's tokenizer (so it shares the teacher's vocabulary by construction)."""
+    """The student and its tokenizer, in the spec's dtype: loaded from its ``source``, built
+    from its ``arch`` or copied from the teacher's layers ``from_teacher_layers``, with the
+    teacher's tokenizer in both latter cases (so it shares the teacher's vocabulary by
+    construction). ``teacher``: the teacher already loaded (copied from when its dtype is the
+    student's, instead of loading it again)."""
     if spec.source is not None:
-        return load_pretrained(spec.source)
+        return load_pretrained(spec.source, spec.dtype)
+    if spec.from_teacher_layers is not None:
+        if teacher is None or teacher.dtype != resolve_dtype(spec.dtype):
+            teacher, _ = load_pretrained(teacher_path, spec.dtype)
+        try:
+            model = from_teacher_layers(teacher, spec.from_teacher_layers)
+        except ValueError as e:
+            raise ValueError(f"student {spec.name}: {e}") from None
+        return model, teacher_tokenizer
     model = build_llama(
         {**spec.arch, "max_length": suite.data.max_length}, teacher_tokenizer, seed=job.seed
     )
-    return model, teacher_tokenizer
+    return model.to(resolve_dtype(spec.dtype)), teacher_tokenizer
+
+
+def prepare_student(model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module:
+    """Gradient checkpointing and LoRA adapters as the spec asks (the model itself otherwise)."""
+    if spec.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if spec.lora is not None:
+        model = with_lora(model, spec.lora)
+    return model
 
 
 def train_worker(task: TrainTask) -> TrainResult:
@@ -92,10 +132,13 @@ def train_worker(task: TrainTask) -> TrainResult:
     # the teacher's weights only when it runs live; its tokenizer and config always
     teacher_config = AutoConfig.from_pretrained(teacher_path)
     if live:
-        teacher, teacher_tok = load_pretrained(teacher_path)
+        teacher, teacher_tok = load_pretrained(teacher_path, suite.teacher.dtype)
     else:
         teacher, teacher_tok = None, load_tokenizer(teacher_path)
-    student, tokenizer = _student(spec, job, suite, teacher_tok)
+    base, tokenizer = _student(spec, job, suite, teacher_tok, teacher_path, teacher)
+    params = n_params(base)  # the saved (merged) model's, before any adapter or partition
+    student = prepare_student(base, spec)
+    trainable = n_trainable(student)
     if method.needs_teacher:
         mismatch = vocabulary_mismatch(teacher_tok, tokenizer)
         if mismatch:
@@ -105,7 +148,7 @@ def train_worker(task: TrainTask) -> TrainResult:
             )
     if method.data is not None:
         examples = training_examples(method, cfg, suite.data, task.generations)
-        data = encode(examples, tokenizer, suite.data.max_length, suite.data.rationales)
+        data = encode_examples(examples, tokenizer, suite.data)
     else:
         data = transfer_batch(suite.data, tokenizer)
     bar = (
@@ -131,17 +174,34 @@ def train_worker(task: TrainTask) -> TrainResult:
             cache=cache,
             teacher_config=teacher_config,
             zero_stage=suite.resources.zero_stage,
+            dtype=spec.dtype,
         )
     if bar is not None:
         bar.close()
     size = None
     if rank == 0:
-        size = save(student.cpu(), tokenizer, folder)
+        plain = merged(student.cpu())
+        if spec.gradient_checkpointing:
+            plain.config.use_cache = True  # for evaluation and generation
+        size = save(plain, tokenizer, folder)
+        (folder / STUDENT_INFO).write_text(
+            json.dumps(
+                {
+                    "params": params,
+                    "trainable_params": trainable,
+                    "dtype": str(next(plain.parameters()).dtype).removeprefix("torch."),
+                    "from_teacher_layers": spec.from_teacher_layers,
+                    "gradient_checkpointing": spec.gradient_checkpointing,
+                    "lora": dataclasses.asdict(spec.lora) if spec.lora else None,
+                },
+                indent=1,
+            )
+        )
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # saved: no resume needed
     return train_result(
         stats,
         path=str(folder),
-        params=n_params(student),
+        params=params,
         bytes=size,
         peak_rss_mb=memory.peak_mb,
         peak_private_mb=memory.peak_private_mb,

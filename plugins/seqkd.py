@@ -16,10 +16,12 @@ targets, and replaces it by Seq-Inter (train on the beam candidate closest to ``
 needs beam candidates (see below). The default ``alpha = 1`` is pure Seq-KD.
 
 Loss card:
-- targets: the teacher's greedy generation (stopped at ``"\\n"``; a ``"\\n"`` is appended when
-  the teacher ran out of tokens, so the student learns to stop), made once per suite by the
-  teacher stage (:mod:`kdbench.generations`); no per-batch teacher signal, the teacher is not
-  loaded during training;
+- targets: the teacher's generation on the suite's own prompts (``[generation]``: greedy by
+  default; on the synthetic set stopped at ``"\\n"``, which is appended when the teacher ran
+  out of tokens so the student learns to stop; on a file or dataset stopped at EOS, the chat
+  template's end-of-turn token or a stop string, and ended by the EOS token), made once per
+  suite by the teacher stage (:mod:`kdbench.generations`); no per-batch teacher signal, the
+  teacher is not loaded during training;
 - decoding: greedy, i.e. beam size 1 (the paper decodes the teacher with beam size 5);
   Seq-Inter (training on the beam candidate closest to the gold sequence) needs several
   candidates and is not offered; Word-KD is the ``kd`` method;
@@ -36,7 +38,7 @@ from typing import Any
 import torch
 
 from kdbench import Method, hookimpl
-from kdbench.generations import as_target
+from kdbench.generations import as_target, prompt_of
 from kdbench.losses import weighted_token_ce
 
 
@@ -53,11 +55,13 @@ def seqkd_data(
     examples: list[dict[str, Any]], generations: list[dict[str, Any]], cfg: SeqKDConfig
 ) -> list[dict[str, Any]]:
     """The teacher's generation as target for every prompt (weight ``alpha``), plus the ground
-    truth (no ``target``: the suite's ``target_text``) with weight ``1 - alpha`` when > 0."""
+    truth (the example itself: its ``target``, or for the synthetic set its ``target_text``)
+    with weight ``1 - alpha`` when > 0. A chat example keeps its ``messages`` (the turns the
+    response follows)."""
     out: list[dict[str, Any]] = []
     for ex, gen in zip(examples, generations, strict=True):
         if cfg.alpha > 0:
-            out.append({"prompt": ex["prompt"], "target": as_target(gen), "weight": cfg.alpha})
+            out.append({**prompt_of(ex), "target": as_target(gen), "weight": cfg.alpha})
         if cfg.alpha < 1:
             out.append({**ex, "weight": 1.0 - cfg.alpha})
     return out

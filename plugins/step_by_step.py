@@ -25,7 +25,12 @@ Adaptation to this decoder-only, character-level setting (documented choices):
 - labels: the ground truth by default (the paper's setting with human labels and LLM
   rationales); ``labels = "teacher"`` takes the teacher's answer from its generation instead
   (the paper's task-distillation setting, with LLM-predicted labels);
-- ``lambda = rationale_weight`` (paper: 1.0).
+- ``lambda = rationale_weight`` (paper: 1.0);
+- on a file or dataset (``[data] kind = "jsonl"``, ...) the label task's target is the
+  dataset's response and the rationale task's the teacher's generation on the suite's prompt
+  (``[generation]``, rendered with the chat template when ``chat_template`` is on; a chat
+  example's prefix goes before its last user turn); ``labels = "teacher"`` takes the teacher's
+  answer from its last run of ``#`` on (GSM8K's ``#### 42``), else its whole generation.
 
 Loss card:
 - per-example cross-entropy, mean over each example's completion tokens, then the weighted
@@ -58,14 +63,16 @@ mixes the two modes.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kdbench import Method, hookimpl, synthetic
-from kdbench.generations import STOP, as_target
+from kdbench.generations import STOP, as_target, prompt_of
 from kdbench.losses import weighted_token_ce
+from kdbench.transfer import with_prompt_prefix
 
 LABELS = ("ground_truth", "teacher")
 
@@ -86,33 +93,34 @@ class StepByStepConfig:
 
 
 def teacher_label(generation: dict[str, Any]) -> str:
-    """The teacher's answer: what follows its last ``#`` (kept with the ``#``), else its whole
-    output (compare has no rationale)."""
+    """The teacher's answer: from its last run of ``#`` on (``"#632\\n"``; GSM8K's
+    ``"#### 42"``), else its whole output (compare has no rationale)."""
     text = as_target(generation)
-    return "#" + text.rsplit("#", 1)[1] if "#" in text else text
+    answer = re.search(r"#+[^#]*$", text)
+    return answer.group(0) if answer else text
+
+
+def ground_truth_label(example: dict[str, Any]) -> str:
+    """The dataset's label: a file or dataset example's response, the synthetic set's answer
+    without its rationale."""
+    if "target" in example:
+        return example["target"]
+    return synthetic.target_text(example, with_rationale=False)
 
 
 def step_by_step_data(
     examples: list[dict[str, Any]], generations: list[dict[str, Any]], cfg: StepByStepConfig
 ) -> list[dict[str, Any]]:
     """Per prompt: the label task (bare prompt -> answer, weight 1) and, when lambda > 0, the
-    rationale task (prefixed prompt -> the teacher's generation, weight lambda)."""
+    rationale task (prefixed prompt -> the teacher's generation, weight lambda). A chat
+    example keeps its ``messages``; the prefix goes before its last user turn."""
     out: list[dict[str, Any]] = []
     for ex, gen in zip(examples, generations, strict=True):
-        label = (
-            synthetic.target_text(ex, with_rationale=False)
-            if cfg.labels == "ground_truth"
-            else teacher_label(gen)
-        )
-        out.append({"prompt": ex["prompt"], "target": label, "weight": 1.0})
+        label = ground_truth_label(ex) if cfg.labels == "ground_truth" else teacher_label(gen)
+        out.append({**prompt_of(ex), "target": label, "weight": 1.0})
         if cfg.rationale_weight > 0:
-            out.append(
-                {
-                    "prompt": cfg.rationale_prefix + ex["prompt"],
-                    "target": as_target(gen),
-                    "weight": cfg.rationale_weight,
-                }
-            )
+            prefixed = with_prompt_prefix(prompt_of(ex), cfg.rationale_prefix)
+            out.append({**prefixed, "target": as_target(gen), "weight": cfg.rationale_weight})
     return out
 
 

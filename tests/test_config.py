@@ -73,6 +73,18 @@ def test_one_identity_for_the_hash_and_the_track_labels(write_suite) -> None:
         ({"budgte": {"steps": 1}}, "budgte", "did you mean 'budget'"),
         ({"students[0].arch.num_heads": 5}, "students[0].arch.num_heads", "divide"),
         ({"resources.cpus_per_job": 0}, "resources.cpus_per_job", ">="),
+        ({"data.add_eos": "yes"}, "data.add_eos", "true or false"),
+        ({"data.truncation": "left"}, "data.truncation", "right, drop"),
+        ({"generation.stop": "\n"}, "generation.stop", "list of non-empty strings"),
+        ({"generation.stop": [""]}, "generation.stop", "list of non-empty strings"),
+        ({"generation.max_new_tokens": -1}, "generation.max_new_tokens", ">= 0"),
+        ({"generation.top_p": 1.5}, "generation.top_p", "(0, 1]"),
+        (
+            {"generation.do_sample": True, "generation.temperature": 0},
+            "generation.temperature",
+            "> 0 with do_sample",
+        ),
+        ({"generation.beams": 4}, "generation.beams", "unknown field"),
     ],
 )
 def test_bad_input_names_file_and_field(write_suite, edits, field, words) -> None:
@@ -128,7 +140,13 @@ def test_eval_fields_and_per_task_options(write_suite, tmp_path) -> None:
 
 def test_eval_defaults_keep_the_hash_and_new_fields_enter_it(write_suite, tmp_path) -> None:
     tiny = load_suite(ROOT / "leaderboards" / "tiny.toml")
-    assert tiny.hash == "1e5e7dbf9f6c37e3"  # as before the [eval] fields of issue 10
+    # the eval section of the identity is what it was before the [eval] fields of issue 10
+    # (the tiny suite's hash was 1e5e7dbf9f6c37e3 then)
+    assert tiny.identity()["eval"] == {
+        "tasks": ("kd_addition", "kd_compare"),
+        "limit": None,
+        "batch_size": 64,
+    }
     (tmp_path / "tasks").mkdir()
     same = load_suite(write_suite({"eval.contamination": "off"}))
     assert same.hash == tiny.hash  # the check changes no result
@@ -166,3 +184,77 @@ def test_eval_field_errors(write_suite, edit, field, says) -> None:
     with pytest.raises(SuiteError) as err:
         load_suite(write_suite(edit))
     assert err.value.field == field and says in err.value.message
+
+
+@pytest.mark.parametrize(
+    "edits, field, words",
+    [
+        ({"students[0].dtype": "fp8"}, "students[0].dtype", "auto, float32, bfloat16, float16"),
+        ({"teacher.dtype": "half"}, "teacher.dtype", "one of auto"),
+        ({"students[0].from_teacher_layers": [0, 1]}, "students[0].source", "exactly one"),
+        (
+            {"students[0].from_teacher_layers": [2, 1]},
+            "students[0].from_teacher_layers",
+            "increasing",
+        ),
+        ({"teacher.from_teacher_layers": [0]}, "teacher.from_teacher_layers", "unknown field"),
+        ({"students[0].lora": {"rank": 4}}, "students[0].lora.rank", "allowed: alpha, dropout, r"),
+        ({"students[0].lora": {"dropout": 1.5}}, "students[0].lora.dropout", "[0, 1)"),
+        (
+            {"students[0].lora": {"target_modules": []}},
+            "students[0].lora.target_modules",
+            "non-empty",
+        ),
+        (
+            {"students[0].gradient_checkpointing": 1},
+            "students[0].gradient_checkpointing",
+            "true or false",
+        ),
+        ({"resources.zero_stage": 4}, "resources.zero_stage", "0, 1, 2 or 3"),
+    ],
+)
+def test_bad_model_fields_name_file_and_field(write_suite, edits, field, words) -> None:
+    path = write_suite(edits)
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert err.value.field == field
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_fields_are_typed(write_suite) -> None:
+    from kdbench.config import LoraSpec
+
+    suite = load_suite(
+        write_suite(
+            {
+                "teacher.dtype": "bfloat16",
+                "students[0]": {"name": "copy", "from_teacher_layers": [0, 2], "dtype": "float16"},
+                "students[1].gradient_checkpointing": True,
+                "students[1].lora": {"r": 8, "target_modules": ["q_proj"]},
+                "resources.zero_stage": 3,
+            }
+        )
+    )
+    copy, other = suite.students
+    assert suite.teacher.dtype == "bfloat16" and copy.dtype == "float16"
+    assert copy.from_teacher_layers == (0, 2) and copy.source is None and copy.arch is None
+    assert other.gradient_checkpointing and other.dtype == "auto"
+    assert other.lora == LoraSpec(r=8, alpha=32.0, dropout=0.05, target_modules=("q_proj",))
+    assert suite.resources.zero_stage == 3
+    with pytest.raises(SuiteError, match="layer 4 is out of range: the teacher has 4 layers"):
+        load_suite(write_suite({"students[0]": {"name": "c", "from_teacher_layers": [4]}}))
+
+
+def test_generation_table_is_typed_and_in_the_identity(write_suite) -> None:
+    from kdbench.config import GenerationSpec
+
+    tiny = load_suite(ROOT / "leaderboards" / "tiny.toml")
+    assert tiny.generation == GenerationSpec() and tiny.generation.stops(tiny.data) == ("\n",)
+    path = write_suite(
+        {"generation": {"max_new_tokens": 32, "stop": ["\n\n", "###"], "do_sample": True}}
+    )
+    suite = load_suite(path)
+    assert suite.generation == GenerationSpec(32, ("\n\n", "###"), True, 1.0, 1.0)
+    assert suite.hash != tiny.hash and suite.identity()["generation"]["max_new_tokens"] == 32
+    empty = load_suite(write_suite({"generation.stop": []}, name="e.toml"))
+    assert empty.generation.stops(empty.data) == ()  # the EOS token only

@@ -121,8 +121,41 @@ def test_a_job_trains_on_a_jsonl_transfer_set(tmp_path, files) -> None:
     )
     batch = transfer_batch(suite.data, tok)
     answers = [e["target"] for e in transfer_examples(suite.data)]
-    counted = int((batch.labels != IGNORE).sum())
-    assert counted == sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers)
+    counted = int((batch.labels != IGNORE).sum())  # each answer and its EOS token
+    assert counted == sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)
     _, jobs = plan(suite)
     result = train_worker(TrainTask(suite, jobs[0], str(teacher), str(tmp_path / "runs"), 1.0))
     assert result.steps == 2 and result.teacher_forwards > 0 and result.bytes > 0
+
+
+def test_a_seqkd_job_trains_on_chat_data_with_the_teacher_generations(hf_world, tmp_path) -> None:
+    """The teacher stage's call (``generation=suite.generation``) then a training job that reads
+    the file: chat records rendered with the template, generations stopped at end-of-turn."""
+    from kdbench.generations import cached_generations, load_generations
+
+    data = {
+        "kind": "jsonl",
+        "path": str(hf_world.chat),
+        "messages_field": "messages",
+        "chat_template": True,
+        "max_length": 96,
+        "max_examples": 8,
+    }
+    suite = suite_for(
+        tmp_path,
+        data,
+        teacher={"name": "t", "source": str(hf_world.teacher)},
+        students=[{"name": "s", "source": str(hf_world.student)}],
+        methods=["seqkd"],
+        generation={"max_new_tokens": 6},
+        **{"budget.steps": 2},
+    )
+    path = cached_generations(
+        hf_world.teacher, suite.data, tmp_path / "cache", generation=suite.generation
+    )
+    records = load_generations(path)
+    assert len(records) == 8 and all(r["tokens"] <= 6 and r["messages"] for r in records)
+    _, jobs = plan(suite)
+    task = TrainTask(suite, jobs[0], str(hf_world.teacher), str(tmp_path / "runs"), 1.0, str(path))
+    result = train_worker(task)
+    assert result.steps == 2 and result.teacher_forwards == 0 and result.bytes > 0

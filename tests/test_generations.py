@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from kdbench import synthetic
-from kdbench.config import DataSpec
+from kdbench.config import DataSpec, GenerationSpec
 from kdbench.generations import (
     as_target,
     cached_generations,
+    end_of_turn_ids,
     generate_transfer,
     is_complete,
     load_generations,
@@ -165,3 +166,76 @@ def test_encode_keeps_plain_examples_and_takes_targets_and_weights() -> None:
     assert batch.weight.tolist() == [0.25, 1.0]
     assert tok.decode(batch.labels[0][batch.labels[0] != IGNORE]) == "#46\n"
     assert tok.decode(batch.labels[1][batch.labels[1] != IGNORE]) == "3\n"
+
+
+# --- a file transfer set: [generation] settings, chat prompts, EOS-ended targets -------------
+
+
+def file_data(world, **kw) -> DataSpec:
+    spec = {"kind": "jsonl", "path": str(world.transfer), "max_length": 40, "max_examples": 6}
+    return DataSpec(**{**spec, "add_eos": True, **kw})
+
+
+def test_stop_strings_cut_like_a_greedy_run_cut_by_hand(hf_world) -> None:
+    data = file_data(hf_world)
+    free = generate_transfer(hf_world.teacher, data, generation=GenerationSpec(max_new_tokens=12))
+    text = next(r["text"] for r in free if len(r["text"]) > 8)
+    stop = text[4:7]  # a multi-character stop string the teacher does write
+    cut = generate_transfer(
+        hf_world.teacher, data, generation=GenerationSpec(max_new_tokens=12, stop=(stop, "zzz"))
+    )
+    for a, b in zip(free, cut, strict=True):
+        assert b["prompt"] == a["prompt"] and "task" in b
+        if stop in a["text"]:
+            assert b["text"] == a["text"][: a["text"].index(stop) + len(stop)] and b["stopped"]
+            assert as_target(b) == b["text"][: -len(stop)]  # EOS, not the stop, ends the target
+        else:
+            assert b["text"] == a["text"] and as_target(b) == b["text"]
+
+
+def test_the_default_budget_fits_each_prompt_in_max_length(hf_world) -> None:
+    data = file_data(hf_world, max_examples=None)
+    _, tok = load_pretrained(str(hf_world.teacher))
+    records = generate_transfer(hf_world.teacher, data, batch_size=16)
+    lengths = [len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in records]
+    for r, n in zip(records, lengths, strict=True):
+        assert 1 <= r["tokens"] <= data.max_length - n
+    # each batch its own budget: the shorter prompts' batch got more than the longest one's
+    assert max(r["tokens"] for r in records) > data.max_length - max(lengths)
+
+
+def test_chat_prompts_are_rendered_and_the_end_of_turn_stops(hf_world) -> None:
+    data = dataclasses.replace(
+        file_data(hf_world), path=str(hf_world.chat), messages_field="messages", chat_template=True
+    )
+    model, tok = load_pretrained(str(hf_world.teacher))
+    assert end_of_turn_ids(tok) == [tok.convert_tokens_to_ids("<|im_end|>")]
+    records = generate_transfer(hf_world.teacher, data, generation=GenerationSpec(max_new_tokens=6))
+    for r in records:
+        assert r["messages"][-1]["content"] == r["prompt"]  # the question, with its turns
+        rendered = tok.apply_chat_template(
+            r["messages"], tokenize=False, add_generation_prompt=True
+        )
+        enc = tok([rendered], return_tensors="pt", add_special_tokens=False)
+        out = model.generate(
+            **enc, do_sample=False, max_new_tokens=6, pad_token_id=tok.pad_token_id
+        )
+        new = out[0, enc["input_ids"].shape[1] :].tolist()
+        ends = {tok.eos_token_id, *end_of_turn_ids(tok)}
+        end = next((i for i, t in enumerate(new) if t in ends), None)
+        assert r["text"] == tok.decode(new[:end], skip_special_tokens=True)
+        assert r["stopped"] == (end is not None)
+
+
+def test_sampling_is_seeded_and_the_cache_key_follows_the_spec(hf_world, tmp_path) -> None:
+    data = file_data(hf_world)
+    hot = GenerationSpec(max_new_tokens=8, do_sample=True, temperature=1.5)
+    a = generate_transfer(hf_world.teacher, data, generation=hot)
+    assert a == generate_transfer(hf_world.teacher, data, generation=hot)
+    greedy = GenerationSpec(max_new_tokens=8)
+    assert a != generate_transfer(hf_world.teacher, data, generation=greedy)
+    paths = {
+        cached_generations(hf_world.teacher, data, tmp_path, generation=g)
+        for g in (hot, greedy, GenerationSpec(max_new_tokens=8, stop=("\n\n",)), greedy)
+    }
+    assert len(paths) == 3

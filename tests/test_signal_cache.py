@@ -149,3 +149,55 @@ def test_training_from_the_cache_runs_no_teacher_and_matches_live_training(
         torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
     _, topk = run(cache=signal_cache.open_cache(entry.path), teacher_config=model.config)
     assert topk["teacher_forwards"] == 0 and np.isfinite(topk["final_loss"])
+
+
+def test_only_the_hidden_layers_the_methods_read_are_cached(teacher, tmp_path) -> None:
+    """fitnets with its uniform pairs reads teacher layers 1..L of a 2-layer teacher for a
+    1-layer student (and hidden_cosine the last): the embeddings are not stored, the kept
+    layers read back as in the full entry, and fitnets trains to the same weights from both."""
+    from kdbench.models import build_llama
+
+    model, tok = load_pretrained(str(teacher))
+    depth = model.config.num_hidden_layers
+    methods = [registry()[m] for m in ("fitnets", "hidden_cosine", "kd", "seqkd")]
+    kept = signal_cache.hidden_layers_for(methods, {}, [1], depth)
+    assert kept == (depth,)
+    assert signal_cache.hidden_layers_for(methods, {}, [1, None], depth) is None  # unknown depth
+    both = signal_cache.hidden_layers_for(
+        methods, {"hidden_cosine": {"layers": [[0, 0]]}}, [1], depth
+    )
+    assert both == (0, depth)
+    info = signal_cache.ensure(
+        teacher, DATA, frozenset({"hidden_states"}), 8, tmp_path, hidden_layers=kept
+    )
+    every = signal_cache.ensure(teacher, DATA, frozenset({"hidden_states"}), 8, tmp_path)
+    assert every.path != info.path
+    small, whole = signal_cache.open_cache(info.path), signal_cache.open_cache(every.path)
+    assert small.hidden_layers == kept and whole.hidden_layers is None
+    assert small.manifest["files"]["hidden_states"]["bytes"] < (
+        whole.manifest["files"]["hidden_states"]["bytes"] * 2 / (depth + 1) + 1024
+    )
+    idx = torch.tensor([3, 1])
+    a, b = small.batch(idx, 20)["hidden_states"], whole.batch(idx, 20)["hidden_states"]
+    assert len(a) == len(b) == depth + 1 and a[0].shape[-1] == 0
+    assert torch.equal(a[depth], b[depth])
+
+    fitnets = registry()["fitnets"]
+    data = transfer_batch(DATA, tok)
+    arch = {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "max_length": 48}
+    students = []
+    for cache in (small, whole):
+        students.append(build_llama(arch, tok, seed=1))
+        train(
+            students[-1],
+            fitnets,
+            fitnets.make_config(),
+            data,
+            Budget(steps=2, batch_size=4, lr=1e-3, warmup=0.0),
+            2,
+            seed=0,
+            cache=cache,
+            teacher_config=model.config,
+        )
+    for pa, pb in zip(students[0].parameters(), students[1].parameters(), strict=True):
+        assert torch.equal(pa, pb)

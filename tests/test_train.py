@@ -80,3 +80,33 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     assert resumed["tokens"] == straight["tokens"]
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_engine_precision_follows_the_dtype() -> None:
+    from kdbench.train import deepspeed_config
+
+    cfg = deepspeed_config(BUDGET, 10, {}, dtype=torch.bfloat16)
+    assert cfg["bf16"] == {"enabled": True} and "fp16" not in cfg
+    assert deepspeed_config(BUDGET, 10, {}, dtype=torch.float16)["fp16"]["enabled"]
+    plain = deepspeed_config(BUDGET, 10, {}, dtype=torch.float32)
+    assert "bf16" not in plain and "fp16" not in plain
+    assert "bf16" not in deepspeed_config(BUDGET, 10, {})  # a CPU: float32 by default
+
+
+def test_zero3_gathers_the_full_weights_back_into_the_model() -> None:
+    """ZeRO-3 partitions the weights over the workers; after training they are gathered into
+    the model (here a group of one, gloo on the CPU), equal to what ZeRO-0 trains."""
+    tok = default_tokenizer()
+    sft = registry()["sft"]
+    data = transfer_batch(DATA, tok)
+    budget = Budget(steps=3, batch_size=4, lr=1e-2)
+    models = {}
+    for stage in (0, 3):
+        models[stage] = build_llama(ARCH, tok, seed=0)
+        train(models[stage], sft, sft.make_config(), data, budget, 3, seed=0, zero_stage=stage)
+    zero, three = models[0].state_dict(), models[3].state_dict()
+    start = build_llama(ARCH, tok, seed=0).state_dict()
+    for name, value in three.items():
+        assert value.shape == start[name].shape, name
+        assert torch.allclose(value, zero[name], atol=1e-6), name
+    assert not torch.equal(three["model.norm.weight"], start["model.norm.weight"])

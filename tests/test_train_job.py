@@ -4,14 +4,18 @@ teacher-signal cache; a student with another vocabulary is refused at plan time 
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from kdbench import signal_cache, synthetic
 from kdbench.config import SuiteError, parse_suite
+from kdbench.models import n_params
 from kdbench.plan import plan, run_key
 from kdbench.records import Job, TrainTask
 from kdbench.train_job import train_worker
@@ -142,3 +146,122 @@ def test_a_teacher_given_by_source_is_not_trained_and_has_its_size(hf_models, tm
     teacher = build_teacher(hf_suite(hf_models, tmp_path), tmp_path / "cache")
     assert not teacher.trained and not teacher.cached
     assert teacher.bytes == (hf_models["teacher"] / "model.safetensors").stat().st_size
+
+
+# --- students copied from the teacher's layers, LoRA, gradient checkpointing (hf_world) ------
+
+
+def world_suite(hf_world, tmp_path: Path, student: dict, methods=("kd",), **edits):
+    """A suite over the shared hf_world: its Llama teacher (4 layers) by folder, its JSONL
+    transfer set, and one student given by ``student``'s fields."""
+    raw = edit_suite(
+        tiny_raw(),
+        {
+            **SHRINK,
+            "teacher": {"name": "world-teacher", "source": str(hf_world.teacher)},
+            "students": [{"name": "s", **student}],
+            "data": {"kind": "jsonl", "path": str(hf_world.transfer), "max_length": 48},
+            "methods": list(methods),
+            "budget.steps": 3,
+            **edits,
+        },
+    )
+    return parse_suite(raw, tmp_path / "world.toml")
+
+
+def _run_job(suite, hf_world, tmp_path: Path):
+    _, jobs = plan(suite)
+    task = TrainTask(suite, jobs[0], str(hf_world.teacher), str(tmp_path / "runs"), 1.0)
+    return train_worker(task)
+
+
+def test_a_student_from_teacher_layers_trains(hf_world, tmp_path: Path) -> None:
+    from kdbench.models import load_pretrained
+
+    suite = world_suite(hf_world, tmp_path, {"from_teacher_layers": [0, 2]})
+    assert suite.students[0].from_teacher_layers == (0, 2)
+    result = _run_job(suite, hf_world, tmp_path)  # kd with the teacher live
+    student, _ = load_pretrained(result.path)
+    teacher, _ = load_pretrained(str(hf_world.teacher))
+    assert student.config.num_hidden_layers == 2 and result.params == n_params(student)
+    s, t = student.state_dict(), teacher.state_dict()
+    moved = [k for k in s if k.startswith("model.layers.1.")]
+    assert moved and any(not torch.equal(s[k], t[k.replace(".1.", ".2.", 1)]) for k in moved)
+    info = json.loads((Path(result.path) / "kdbench_student.json").read_text())
+    assert info["from_teacher_layers"] == [0, 2] and info["trainable_params"] == result.params
+    with pytest.raises(SuiteError, match=r"students\[0\]\.from_teacher_layers: layer 4 is out"):
+        world_suite(hf_world, tmp_path, {"from_teacher_layers": [0, 4]})
+
+
+def test_a_lora_student_trains_only_its_adapters(hf_world, tmp_path: Path) -> None:
+    from kdbench.models import load_pretrained
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    suite = world_suite(
+        hf_world, tmp_path, {"source": str(hf_world.student), "lora": lora}, methods=("sft",)
+    )
+    result = _run_job(suite, hf_world, tmp_path)
+    saved, _ = load_pretrained(result.path)  # a plain model: the adapters are merged
+    base, _ = load_pretrained(str(hf_world.student))
+    assert type(saved).__name__ == "LlamaForCausalLM" and result.params == n_params(base)
+    s, b = saved.state_dict(), base.state_dict()
+    assert set(s) == set(b)
+    changed = {k for k in s if not torch.equal(s[k], b[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
+    info = json.loads((Path(result.path) / "kdbench_student.json").read_text())
+    assert 0 < info["trainable_params"] < result.params and info["lora"]["r"] == 4
+
+
+def test_gradient_checkpointing_trains(hf_world, tmp_path: Path) -> None:
+    from kdbench.models import load_pretrained
+
+    suite = world_suite(
+        hf_world,
+        tmp_path,
+        {"source": str(hf_world.student), "gradient_checkpointing": True},
+        methods=("sft",),
+    )
+    result = _run_job(suite, hf_world, tmp_path)
+    saved, _ = load_pretrained(result.path)
+    base, _ = load_pretrained(str(hf_world.student))
+    assert math.isfinite(result.final_loss)
+    assert not torch.equal(
+        saved.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight
+    )
+    assert saved.config.use_cache
+
+
+def test_a_zero3_job_saves_a_normal_folder(hf_world, tmp_path: Path) -> None:
+    """ZeRO-3 (here through the [deepspeed] table) with a LoRA student: the gathered, merged
+    weights are saved as a plain Hugging Face model of the base's shapes."""
+    from kdbench.models import load_pretrained
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0}
+    suite = world_suite(
+        hf_world,
+        tmp_path,
+        {"source": str(hf_world.student), "lora": lora},
+        methods=("sft",),
+        deepspeed={"zero_optimization": {"stage": 3}},
+    )
+    result = _run_job(suite, hf_world, tmp_path)
+    saved, _ = load_pretrained(result.path)
+    base, _ = load_pretrained(str(hf_world.student))
+    s, b = saved.state_dict(), base.state_dict()
+    assert set(s) == set(b) and all(s[k].shape == b[k].shape for k in b)
+    changed = {k for k in s if not torch.equal(s[k], b[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
+
+
+def test_the_cache_keeps_the_teacher_layers_the_suite_reads(hf_models, tmp_path: Path) -> None:
+    from kdbench.teacher import cached_hidden_layers
+
+    suite = hf_suite(
+        hf_models, tmp_path
+    )  # fitnets, uniform pairs: 1-layer students, 2-layer teacher
+    assert cached_hidden_layers(suite, str(hf_models["teacher"])) == (2,)
+    raw = edit_suite(tiny_raw(), {**SHRINK, "methods": ["kd"]})
+    assert (
+        cached_hidden_layers(parse_suite(raw, tmp_path / "t.toml"), str(hf_models["teacher"]))
+        is None
+    )

@@ -3,6 +3,7 @@ teacher's generations, and train with the weighted cross-entropy."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -17,13 +18,13 @@ from kdbench_plugins.step_by_step import (
 )
 
 from kdbench import synthetic
-from kdbench.config import Budget, DataSpec
+from kdbench.config import Budget, DataSpec, GenerationSpec
 from kdbench.generations import cached_generations, method_batch, training_examples
 from kdbench.losses import IGNORE, token_ce, weighted_token_ce
 from kdbench.methods import registry
 from kdbench.models import build_llama, default_tokenizer, save
 from kdbench.train import train
-from kdbench.transfer import encode
+from kdbench.transfer import encode, with_prompt_prefix
 
 EX = [
     {
@@ -226,3 +227,53 @@ def test_method_batch_generates_once_then_encodes(tmp_path) -> None:
     assert torch.equal(batch.labels, expected.labels) and torch.equal(batch.weight, expected.weight)
     plain = method_batch(sft, sft.make_config(), DATA, tok)
     assert plain.weight.tolist() == [1.0] * 8
+
+
+# --- a file transfer set with a Hugging Face teacher ------------------------------------------
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_seqkd_and_step_by_step_on_a_jsonl_transfer_set(hf_world, tmp_path, chat) -> None:
+    """seqkd learns the teacher's generations, step_by_step the dataset's responses (label task)
+    and the teacher's generations after the prefix (rationale task); every target ends with EOS
+    and no prompt token is learnt; with chat data the prompts are the rendered conversations."""
+    from kdbench.generations import load_generations
+    from kdbench.models import load_tokenizer
+    from kdbench.transfer import render, transfer_examples
+
+    n = 96 if chat else 48  # room for the rendered conversation
+    data = DataSpec(kind="jsonl", path=str(hf_world.transfer), max_length=n, max_examples=5)
+    if chat:
+        data = dataclasses.replace(
+            data, path=str(hf_world.chat), messages_field="messages", chat_template=True
+        )
+    tok = load_tokenizer(str(hf_world.teacher))
+    examples = transfer_examples(data)
+    gen = GenerationSpec(max_new_tokens=8)
+    seqkd, sbs = registry()["seqkd"], registry()["step_by_step"]
+    a = method_batch(seqkd, seqkd.make_config(), data, tok, hf_world.teacher, tmp_path, gen)
+    b = method_batch(sbs, sbs.make_config(), data, tok, hf_world.teacher, tmp_path, gen)
+    (path,) = (tmp_path / "generations").glob("*.jsonl")  # made once, read by both
+    records = load_generations(path)
+    assert [r["prompt"] for r in records] == [ex["prompt"] for ex in examples]
+
+    def learnt(batch, i):
+        return batch.labels[i][batch.labels[i] != IGNORE].tolist()
+
+    def expected(ex, target):
+        prompt, completion = render(ex, target, tok, chat)
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        t = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        return p, t
+
+    for i, (ex, r) in enumerate(zip(examples, records, strict=True)):
+        p, t = expected(ex, r["target"])
+        assert learnt(a, i) == t[: n - len(p)]
+        assert a.input_ids[i, : len(p)].tolist() == p and (a.labels[i, : len(p)] == IGNORE).all()
+        p, t = expected(ex, ex["target"])  # step_by_step's label task: the dataset's response
+        assert learnt(b, 2 * i) == t[: n - len(p)]
+        p, t = expected(with_prompt_prefix(ex, " "), r["target"])  # its rationale task
+        assert b.input_ids[2 * i + 1, : len(p)].tolist() == p  # the prefixed prompt
+        assert learnt(b, 2 * i + 1) == t[: n - len(p)]
+    assert b.weight.tolist() == [1.0, 1.0] * len(examples)
+    assert a.truncation.no_target == 0 and b.truncation.no_target == 0
