@@ -32,14 +32,14 @@ def eval_job(
     Hub model is loaded, on :func:`eval_device`), keep its per-question results, and time its
     inference on ``prompts``.
 
-    ``dtype`` is the model's ``[teacher]`` / ``[[students]]`` dtype (``auto``: bf16 on a CUDA
-    device that supports it, else float32); it is not applied yet: ``load_pretrained`` gains a
-    ``dtype`` argument with the MODELS part, and this call then passes it on.
+    ``dtype`` is the model's ``[teacher]`` / ``[[students]]`` dtype
+    (:func:`kdbench.models.resolve_dtype`; ``auto``: bf16 on a CUDA device that supports it,
+    float32 on a CPU).
     """
     started = time.time()
     worker_setup(cpus)
     device = eval_device()
-    hf_model, tokenizer = load_pretrained(model.path)  # TODO(models): dtype=dtype
+    hf_model, tokenizer = load_pretrained(model.path, dtype)
     hf_model.to(device)
     start = time.perf_counter()
     metrics, samples = evaluate_suite(hf_model, tokenizer, spec, device=device, samples=True)
