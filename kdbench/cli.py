@@ -92,7 +92,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from kdbench.economics import PriceError, load_prices
-    from kdbench.leaderboard import format_table, leaderboard
+    from kdbench.leaderboard import (
+        format_notes,
+        format_table,
+        latest_suite,
+        leaderboard,
+        suite_data,
+    )
 
     if not args.db.exists():
         print(
@@ -118,6 +124,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(table.to_json(orient="records", indent=2))
     else:
         print(format_table(table))
+        suite = args.suite or latest_suite(args.db)
+        if suite is not None:
+            data = suite_data(args.db, [suite], boards=False)
+            notes = format_notes(data.tasks, data.failed)
+            if notes:
+                print("\n" + notes)
     return 0
 
 

@@ -188,11 +188,56 @@ class Budget:
     warmup: float = 0.05
 
 
+CONTAMINATION = ("warn", "error", "off")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """``[eval.options.<task>]``: how one task (or group) named in ``eval.tasks`` is scored.
+    None: the ``[eval]`` default, else what the task's YAML declares."""
+
+    num_fewshot: int | None = None
+    limit: int | None = None
+    metric: str | None = None  # the metric that ranks (default: the task's first metric)
+    filter: str | None = None  # the filter whose value ranks (default: the task's first)
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)  # merged into generation_kwargs
+    chat_template: bool | None = None
+
+
 @dataclass(frozen=True)
 class EvalSpec:
+    """The evaluation: lm-eval ``tasks`` (built-ins, groups, or tasks of kdbench's bundled
+    folder and of the ``include`` folders, relative to the suite file as written; ``root`` is
+    that file's folder, outside the suite's identity), scored with ``limit`` documents per
+    task, ``num_fewshot`` shots and the chat template if asked, per-task ``options``; the
+    ``contamination`` check of the transfer set against the tasks' documents."""
+
     tasks: tuple[str, ...] = ("kd_addition", "kd_compare")
     limit: int | None = None
     batch_size: int = 64
+    include: tuple[str, ...] = ()
+    num_fewshot: int | None = None
+    chat_template: bool = False
+    contamination: str = "warn"
+    options: dict[str, TaskOptions] = field(default_factory=dict)
+    root: str = ""  # the suite file's folder (absolute): ``include`` is resolved against it
+
+    @property
+    def include_dirs(self) -> list[str]:
+        """The ``include`` folders as absolute paths."""
+        return [str((Path(self.root) / p).resolve()) for p in self.include]
+
+    def task_options(self, task: str) -> TaskOptions:
+        """The options of ``task`` with the ``[eval]`` defaults filled in."""
+        o = self.options.get(task, TaskOptions())
+        return TaskOptions(
+            num_fewshot=self.num_fewshot if o.num_fewshot is None else o.num_fewshot,
+            limit=self.limit if o.limit is None else o.limit,
+            metric=o.metric,
+            filter=o.filter,
+            gen_kwargs=dict(o.gen_kwargs),
+            chat_template=self.chat_template if o.chat_template is None else o.chat_template,
+        )
 
 
 @dataclass(frozen=True)
@@ -268,33 +313,49 @@ IDENTITY = (
 )
 
 
-# Model fields added after suites were stored, at the value that keeps the old behaviour: left
-# out of the identity there (as :data:`_DATA_ADDED`), so suites that predate them keep their hash
+# Fields added to a section after suites were first stored: left out of the identity while at
+# their old default (so a suite that does not set them keeps its hash; :data:`_DATA_ADDED` for
+# ``[data]``), and fields that never change results (where the suite file lives, what a check
+# does on a finding).
 _MODEL_ADDED = {
     "dtype": "auto",
     "from_teacher_layers": None,
     "gradient_checkpointing": False,
     "lora": None,
 }
+_IDENTITY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "eval": {"include": [], "num_fewshot": None, "chat_template": False, "options": {}},
+    "teacher": _MODEL_ADDED,
+}
+_NOT_IDENTITY: dict[str, tuple[str, ...]] = {"eval": ("root", "contamination")}
 
 
-def _without_added(table: Any, added: dict[str, Any]) -> Any:
-    """``table`` (a dict) without the keys of ``added`` that hold their old default."""
+def _without_added(table: Any, added: dict[str, Any], never: tuple[str, ...] = ()) -> Any:
+    """``table`` (a dict) without the keys of ``added`` that hold their old default (compared
+    as JSON values: stored configs are JSON) and without the keys in ``never``."""
     if not isinstance(table, dict):
         return table
-    return {k: v for k, v in table.items() if not (k in added and v == added[k])}
+    return {
+        k: v
+        for k, v in table.items()
+        if k not in never
+        and not (k in added and json.loads(json.dumps(v, default=str)) == added[k])
+    }
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """The identity sections of a suite config (:meth:`Suite.to_dict`, or a stored one); the
     data section through :func:`data_identity`, ``generation`` only when not the default, and
-    fields added later left out while they hold their old default."""
+    the fields of :data:`_IDENTITY_DEFAULTS` only when not at their old defaults."""
     out = {k: config.get(k) for k in IDENTITY}
     if isinstance(out["data"], dict):
         out["data"] = data_identity(out["data"])
     if out["generation"] is None or out["generation"] == asdict(GenerationSpec()):
         del out["generation"]  # suites from before [generation] keep their hash
-    out["teacher"] = _without_added(out["teacher"], _MODEL_ADDED)
+    for section in set(_IDENTITY_DEFAULTS) | set(_NOT_IDENTITY):
+        out[section] = _without_added(
+            out.get(section), _IDENTITY_DEFAULTS.get(section, {}), _NOT_IDENTITY.get(section, ())
+        )
     if isinstance(out["students"], list | tuple):
         out["students"] = [_without_added(s, _MODEL_ADDED) for s in out["students"]]
     return out
@@ -604,6 +665,89 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
     )
 
 
+_EVAL_KEYS = {
+    "tasks",
+    "limit",
+    "batch_size",
+    "include",
+    "num_fewshot",
+    "chat_template",
+    "contamination",
+    "options",
+}
+_OPTION_KEYS = {"num_fewshot", "limit", "metric", "filter", "gen_kwargs", "chat_template"}
+
+
+def _str_list(path: Path, value: Any, name: str, what: str, empty: bool = False) -> list[str]:
+    if not (
+        isinstance(value, list)
+        and (value or empty)
+        and all(isinstance(x, str) and x for x in value)
+    ):
+        raise SuiteError(
+            path, name, f"must be a {'' if empty else 'non-empty '}list of {what}, got {value!r}"
+        )
+    return value
+
+
+def _eval(path: Path, raw: dict[str, Any]) -> EvalSpec:
+    e = _table(path, raw, "eval", _EVAL_KEYS)
+    tasks = _str_list(
+        path, e.get("tasks", list(EvalSpec.tasks)), "eval.tasks", "lm-eval task or group names"
+    )
+    if len(set(tasks)) != len(tasks):
+        raise SuiteError(path, "eval.tasks", f"must not repeat a task, got {tasks!r}")
+    include = _str_list(path, e.get("include", []), "eval.include", "folders", empty=True)
+    root = path.parent.resolve()
+    for folder in include:
+        if not (root / folder).is_dir():
+            raise SuiteError(
+                path,
+                "eval.include",
+                f"{(root / folder).resolve()}: not a folder; give folders of lm-eval task "
+                "YAMLs, relative to the suite file",
+            )
+    opts = e.get("options", {})
+    if not (isinstance(opts, dict) and all(isinstance(v, dict) for v in opts.values())):
+        raise SuiteError(path, "eval.options", "must be tables like [eval.options.gsm8k]")
+    options = {}
+    for task, o in opts.items():
+        prefix = f"eval.options.{task}."
+        if task not in tasks:
+            raise SuiteError(
+                path,
+                f"eval.options.{task}",
+                f"{task!r} is not in eval.tasks ({', '.join(tasks)})" + _did_you_mean(task, tasks),
+            )
+        _no_unknown(path, o, prefix, _OPTION_KEYS)
+        gen = o.get("gen_kwargs", {})
+        if not isinstance(gen, dict):
+            raise SuiteError(
+                path,
+                f"{prefix}gen_kwargs",
+                f"must be a table like {{ max_gen_toks = 256 }}, got {gen!r}",
+            )
+        options[task] = TaskOptions(
+            num_fewshot=_take(path, o, prefix, "num_fewshot", int, None, minimum=0),
+            limit=_take(path, o, prefix, "limit", int, None, minimum=1),
+            metric=_take(path, o, prefix, "metric", str, None),
+            filter=_take(path, o, prefix, "filter", str, None),
+            gen_kwargs=dict(gen),
+            chat_template=_take(path, o, prefix, "chat_template", bool, None),
+        )
+    return EvalSpec(
+        tasks=tuple(tasks),
+        limit=_take(path, e, "eval.", "limit", int, None, minimum=1),
+        batch_size=_take(path, e, "eval.", "batch_size", int, 64, minimum=1),
+        include=tuple(include),
+        num_fewshot=_take(path, e, "eval.", "num_fewshot", int, None, minimum=0),
+        chat_template=_take(path, e, "eval.", "chat_template", bool, False),
+        contamination=_take(path, e, "eval.", "contamination", str, "warn", choices=CONTAMINATION),
+        options=options,
+        root=str(root),
+    )
+
+
 def _generation(path: Path, raw: dict[str, Any]) -> GenerationSpec:
     g = _table(
         path, raw, "generation", {"max_new_tokens", "stop", "do_sample", "temperature", "top_p"}
@@ -763,21 +907,7 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
             path, "budget.warmup", f"is a fraction of the steps, in [0, 1); got {budget.warmup}"
         )
 
-    e = _table(path, raw, "eval", {"tasks", "limit", "batch_size"})
-    eval_tasks = e.get("tasks", list(EvalSpec.tasks))
-    if not (
-        isinstance(eval_tasks, list) and eval_tasks and all(isinstance(x, str) for x in eval_tasks)
-    ):
-        raise SuiteError(
-            path,
-            "eval.tasks",
-            f"must be a non-empty list of lm-eval task names, got {eval_tasks!r}",
-        )
-    evals = EvalSpec(
-        tasks=tuple(eval_tasks),
-        limit=_take(path, e, "eval.", "limit", int, None, minimum=1),
-        batch_size=_take(path, e, "eval.", "batch_size", int, 64, minimum=1),
-    )
+    evals = _eval(path, raw)
 
     r = _table(
         path,

@@ -1,35 +1,48 @@
 """The evaluation stage: one Ray task per trained student (and one for the teacher), returning
 a :class:`kdbench.records.EvalResult`: lm-eval's metrics and per-question samples on the suite's
-tasks, and the model's inference speed."""
+tasks, and the model's inference speed. It runs on the job's GPU when it has one."""
 
 from __future__ import annotations
 
 import time
 
-from kdbench.evaluate import evaluate
+import torch
+
+from kdbench.config import EvalSpec
+from kdbench.evaluate import evaluate_suite
 from kdbench.models import load_pretrained, n_params
 from kdbench.records import EvalResult, TeacherArtifacts, TrainResult
 from kdbench.speed import inference_speed
 from kdbench.workers import worker_setup
 
 
+def eval_device() -> str:
+    """Where an evaluation runs: the job's GPU when Ray gave it one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def eval_job(
     model: TrainResult | TeacherArtifacts,
-    tasks: list[str],
-    limit: int | None,
-    batch_size: int,
+    spec: EvalSpec,
     cpus: float,
     prompts: list[str] | None = None,
+    dtype: str = "auto",
 ) -> EvalResult:
-    """Ray task: score a saved model with lm-eval (loaded the way a Hub model is loaded), keep
-    its per-question results, and time its inference on ``prompts``."""
+    """Ray task: score a saved model with lm-eval on the suite's ``[eval]`` (loaded the way a
+    Hub model is loaded, on :func:`eval_device`), keep its per-question results, and time its
+    inference on ``prompts``.
+
+    ``dtype`` is the model's ``[teacher]`` / ``[[students]]`` dtype
+    (:func:`kdbench.models.resolve_dtype`; ``auto``: bf16 on a CUDA device that supports it,
+    float32 on a CPU).
+    """
     started = time.time()
     worker_setup(cpus)
-    hf_model, tokenizer = load_pretrained(model.path)
+    device = eval_device()
+    hf_model, tokenizer = load_pretrained(model.path, dtype)
+    hf_model.to(device)
     start = time.perf_counter()
-    metrics, samples = evaluate(
-        hf_model, tokenizer, tasks, limit=limit, batch_size=batch_size, samples=True
-    )
+    metrics, samples = evaluate_suite(hf_model, tokenizer, spec, device=device, samples=True)
     wall = time.perf_counter() - start
     speed = inference_speed(hf_model, tokenizer, prompts) if prompts else {}
     return EvalResult(

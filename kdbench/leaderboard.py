@@ -11,7 +11,10 @@ Definitions
   so retention > 1 always means "better than the teacher". The teacher score is the mean of
   the teacher's ok runs. A zero denominator gives NaN; metrics are assumed non-negative.
 * A run's average retention is the **arithmetic mean of its per-task retentions** over every
-  task of the suite (each task weighs the same); NaN when any task is missing.
+  task of the suite (each task weighs the same); NaN when any task is missing. A task on which
+  the teacher scores 0, or (higher-is-better, with a ``chance`` row: multiple choice) no more
+  than chance, is left out of the average, with the reason (:func:`task_info`'s ``excluded``
+  and ``reason``): retention against such a teacher says nothing, and would blank the board.
 * ``retention_avg`` is the mean over the group's seeds of the runs' average retentions, and
   ``retention_ci`` the half-width of its 95% confidence interval, Student t with n - 1
   degrees of freedom: ``t(0.975, n-1) x sd / sqrt(n)``. With one seed there is no interval
@@ -111,22 +114,39 @@ pm AS (  -- primary metric of every ok run and task
     FROM r JOIN metrics m USING (run_id)
     WHERE r.status = 'ok' AND m.is_primary
 ),
-t AS (
-    SELECT suite_hash, task, avg(score) AS teacher_score, bool_and(higher_is_better) AS hib
-    FROM pm WHERE is_teacher GROUP BY suite_hash, task
+ch AS (  -- chance level of a multiple-choice task, as its evaluation recorded it
+    SELECT r.suite_hash, m.task, avg(m.value) AS chance
+    FROM r JOIN metrics m USING (run_id)
+    WHERE r.status = 'ok' AND m.metric = 'chance' AND NOT m.is_primary
+    GROUP BY r.suite_hash, m.task
 ),
-n_tasks AS (SELECT suite_hash, count(DISTINCT task) AS n FROM pm GROUP BY suite_hash),
+t AS (  -- the teacher per task; a task it scores 0 on, or at most chance, is left out
+    SELECT pm.suite_hash, pm.task, avg(pm.score) AS teacher_score,
+           bool_and(pm.higher_is_better) AS hib, any_value(ch.chance) AS chance,
+           avg(pm.score) = 0
+               OR (bool_and(pm.higher_is_better) AND avg(pm.score) <= any_value(ch.chance) + 1e-9)
+               AS excluded
+    FROM pm LEFT JOIN ch USING (suite_hash, task)
+    WHERE pm.is_teacher GROUP BY pm.suite_hash, pm.task
+),
+n_tasks AS (  -- the tasks that count in the average
+    SELECT pm.suite_hash, count(DISTINCT pm.task) AS n
+    FROM pm LEFT JOIN t USING (suite_hash, task)
+    WHERE NOT coalesce(t.excluded, false) GROUP BY pm.suite_hash
+),
 rt AS (  -- per run and task
     SELECT pm.run_id, pm.suite_hash, pm.is_teacher, pm.method, pm.student, pm.task, pm.score,
-           pm.metric, pm.aggregation, pm.higher_is_better,
+           pm.metric, pm.aggregation, pm.higher_is_better, t.teacher_score, t.chance,
+           coalesce(t.excluded, false) AS excluded,
            CASE WHEN coalesce(t.hib, pm.higher_is_better)
                 THEN pm.score / nullif(t.teacher_score, 0)
                 ELSE t.teacher_score / nullif(pm.score, 0) END AS retention
     FROM pm LEFT JOIN t USING (suite_hash, task)
 ),
-ra AS (  -- per run: arithmetic mean over its suite's tasks, NULL unless all are there
+ra AS (  -- per run: arithmetic mean over its suite's counted tasks, NULL unless all are there
     SELECT rt.run_id,
-           CASE WHEN count(rt.retention) = n_tasks.n THEN avg(rt.retention) END AS retention
+           CASE WHEN count(rt.retention) FILTER (WHERE NOT rt.excluded) = n_tasks.n
+                THEN avg(rt.retention) FILTER (WHERE NOT rt.excluded) END AS retention
     FROM rt JOIN n_tasks USING (suite_hash) GROUP BY rt.run_id, n_tasks.n
 )
 """
@@ -174,7 +194,8 @@ SELECT suite_hash, is_teacher, method, student, task,
        count(retention) AS retention_n,
        -- the primary metric as lm-eval declared it (for task_info)
        any_value(metric) AS metric, bool_and(higher_is_better) AS higher_is_better,
-       any_value(aggregation) AS aggregation
+       any_value(aggregation) AS aggregation, any_value(teacher_score) AS teacher_score,
+       any_value(chance) AS chance, bool_or(excluded) AS excluded
 FROM rt GROUP BY suite_hash, is_teacher, method, student, task
 """
 )
@@ -343,9 +364,32 @@ def latest_suite(db_path: str | Path) -> str | None:
 
 def task_info(db_path: str | Path, suite_hash: str) -> pd.DataFrame:
     """Per task of a suite, its primary metric as lm-eval declared it: suite_hash, task,
-    metric, higher_is_better, aggregation (NULL in rows written before schema 2) and runs
-    (ok runs scored on it)."""
+    metric, higher_is_better, aggregation (NULL in rows written before schema 2), runs
+    (ok runs scored on it), teacher_score, chance (the guessing score of a multiple-choice
+    task, NaN otherwise), excluded (left out of the retention average) and reason (why, else
+    None)."""
     return suite_data(db_path, [suite_hash], boards=False).tasks
+
+
+def exclusion_reason(excluded: object, teacher_score: object, chance: object) -> str | None:
+    """Why a task is left out of the retention average (None when it counts): the teacher
+    scores 0 on it, or no better than chance, so retention on it says nothing."""
+    if not bool(excluded) or is_missing(excluded):
+        return None
+    if is_missing(teacher_score) or float(teacher_score) == 0:  # type: ignore[arg-type]
+        return "teacher scores 0: left out of the retention average"
+    return (
+        f"teacher scores {float(teacher_score):.4f}, at or below chance "  # type: ignore[arg-type]
+        f"({float(chance):.4f}): left out of the retention average"  # type: ignore[arg-type]
+    )
+
+
+def excluded_tasks(tasks: pd.DataFrame) -> dict[str, str]:
+    """``{task: reason}`` of the tasks left out of the average, from a :func:`task_info` frame."""
+    if tasks.empty or "excluded" not in tasks:
+        return {}
+    rows = tasks[tasks["excluded"].fillna(False).astype(bool)]
+    return dict(zip(rows["task"], rows["reason"], strict=True))
 
 
 # --------------------------------------------------------------------------- the board
@@ -403,9 +447,18 @@ def suite_data(
             higher_is_better=("higher_is_better", "all"),
             aggregation=("aggregation", "first"),
             runs=("score_n", "sum"),
+            teacher_score=("teacher_score", "first"),
+            chance=("chance", "first"),
+            excluded=("excluded", "any"),
         )
         .sort_values(["suite_hash", "task"], ignore_index=True)
     )
+    tasks["reason"] = [
+        exclusion_reason(x, score, chance)
+        for x, score, chance in zip(
+            tasks["excluded"], tasks["teacher_score"], tasks["chance"], strict=True
+        )
+    ]
     out: dict[str, pd.DataFrame] = {}
     if boards:
         costs["gpu"] = [_gpu(hw) for hw in costs.pop("hardware")]
@@ -781,6 +834,25 @@ def _fmt_gain(gain: object, half: object) -> str:
     if not is_missing(half):
         text += f" ±{float(half) * 100:.1f}"  # type: ignore[arg-type]
     return text
+
+
+def format_notes(tasks: pd.DataFrame | None = None, failed: pd.DataFrame | None = None) -> str:
+    """The lines printed under a board: each task left out of the retention average and why
+    (from :func:`task_info`), and the failed runs, how many and for each its method, student,
+    seed and the last line of its error (from :func:`failed_runs`). Empty when neither."""
+    lines = []
+    for task, reason in excluded_tasks(tasks if tasks is not None else pd.DataFrame()).items():
+        lines.append(f"task {task}: {reason}")
+    if failed is not None and not failed.empty:
+        lines.append(f"failed runs: {len(failed)}")
+        for rec in failed.to_dict("records"):
+            errors = [x.strip() for x in str(rec.get("error") or "").splitlines() if x.strip()]
+            seed = "-" if is_missing(rec.get("seed")) else int(rec["seed"])
+            lines.append(
+                f"  {rec['method']} -> {rec['student']} seed {seed}: "
+                + (errors[-1] if errors else "(no error recorded)")
+            )
+    return "\n".join(lines)
 
 
 def format_table(df: pd.DataFrame) -> str:

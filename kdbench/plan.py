@@ -9,17 +9,20 @@ import dataclasses
 import difflib
 import hashlib
 import json
+from collections.abc import Callable
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from kdbench import __version__
+from kdbench import __version__, contamination
 from kdbench.config import ModelSpec, Suite, SuiteError
+from kdbench.contamination import ContaminationReport
 from kdbench.data_sources import DataError, load_examples
-from kdbench.evaluate import task_names
+from kdbench.evaluate import TaskError, TaskOrGroup, load_tasks
 from kdbench.methods import Method, MethodError, registry, resolve
 from kdbench.models import default_tokenizer, load_tokenizer, vocabulary_mismatch
 from kdbench.records import Job
-from kdbench.transfer import check_chat_template
+from kdbench.transfer import check_chat_template, transfer_examples
 
 
 def run_key(suite: Suite, method: str, config: dict, student: str, seed: int) -> str:
@@ -28,8 +31,9 @@ def run_key(suite: Suite, method: str, config: dict, student: str, seed: int) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
-    """Every (method, student, seed) job. Raises :class:`SuiteError` for a bad method or config."""
+def plan(suite: Suite, echo: Callable[[str], Any] = print) -> tuple[list[Method], list[Job]]:
+    """Every (method, student, seed) job. Raises :class:`SuiteError` for a bad method or config,
+    evaluation task or data source; ``echo`` prints the contamination check's warnings."""
     known = registry()
     try:
         methods = resolve(suite.methods, known)
@@ -42,15 +46,7 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
                 f"method_config.{name}",
                 str(MethodError(f"unknown method {name!r}")) + _suggest(name, list(known)),
             )
-    local_tasks = task_names()
-    for task in suite.eval.tasks:
-        if task not in local_tasks:
-            raise SuiteError(
-                suite.path,
-                "eval.tasks",
-                f"unknown task {task!r}; available: "
-                f"{', '.join(local_tasks)}" + _suggest(task, local_tasks),
-            )
+    tasks = check_eval(suite)
     if suite.data.kind != "synthetic":
         try:
             load_examples(suite.data)  # a missing field or an unreadable source, now
@@ -63,6 +59,8 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
             raise SuiteError(suite.path, "data.chat_template", problem)
     check_packing(suite, methods)
     check_vocabularies(suite, [m for m in methods if m.needs_teacher])
+    if suite.eval.contamination != "off":
+        check_contamination(suite, tasks, echo)
     jobs = []
     for method in methods:
         try:
@@ -74,6 +72,51 @@ def plan(suite: Suite) -> tuple[list[Method], list[Job]]:
                 run_id = run_key(suite, method.name, cfg, student.name, seed)
                 jobs.append(Job(run_id, method.name, student.name, seed, cfg))
     return methods, jobs
+
+
+def check_eval(suite: Suite) -> dict[str, TaskOrGroup]:
+    """The suite's evaluation tasks built by lm-eval (cached per process), or a one-line
+    :class:`SuiteError`: an unknown task (with close names), a dataset that cannot be loaded
+    (with how to fetch it beforehand), an unknown ranking metric or filter."""
+    e = suite.eval
+    chat = [t for t in e.tasks if e.task_options(t).chat_template]
+    if chat:
+        tokenizer = tokenizer_of(suite.teacher)
+        if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+            field = "eval.chat_template" if e.chat_template else f"eval.options.{chat[0]}"
+            raise SuiteError(
+                suite.path,
+                field,
+                f"the teacher's tokenizer ({suite.teacher.name}) has no chat template to apply "
+                f"to {', '.join(chat)}; set chat_template = false or use an instruct model",
+            )
+    try:
+        return load_tasks(e.tasks, e.include_dirs, {t: e.task_options(t) for t in e.tasks})
+    except TaskError as err:
+        raise SuiteError(suite.path, err.field, str(err)) from None
+    except FileNotFoundError as err:  # a KDBENCH_TASKS_DIR or include folder gone
+        raise SuiteError(suite.path, "eval.include", str(err)) from None
+
+
+def check_contamination(
+    suite: Suite, tasks: dict[str, TaskOrGroup], echo: Callable[[str], Any] = print
+) -> ContaminationReport:
+    """Transfer examples whose prompt appears in an evaluation task's documents
+    (:mod:`kdbench.contamination`): with ``[eval] contamination = "warn"`` one line per task
+    through ``echo``; with ``"error"`` a :class:`SuiteError` naming the first task."""
+    report = contamination.check(transfer_examples(suite.data), tasks)
+    lines = report.lines()
+    if lines and suite.eval.contamination == "error":
+        raise SuiteError(
+            suite.path,
+            "eval.contamination",
+            f"{lines[0]}"
+            + (f" (and {len(lines) - 1} more tasks)" if len(lines) > 1 else "")
+            + '; remove them from the transfer set, or set contamination = "warn"',
+        )
+    for line in lines:
+        echo(f"contamination: {line}")
+    return report
 
 
 def tokenizer_of(spec: ModelSpec) -> PreTrainedTokenizerBase | None:

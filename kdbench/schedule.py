@@ -47,15 +47,20 @@ class Scheduler:
         self.pending: dict[ray.ObjectRef, Submitted] = {}
         self.queue: list[Job] = []
 
-    def _eval_args(self) -> tuple[Any, ...]:
-        e = self.suite.eval
-        return (list(e.tasks), e.limit, e.batch_size, self.cpus, self.prompts)
+    def _eval_args(self, job: Job | None) -> tuple[Any, ...]:
+        """The evaluation job's arguments after the model: the suite's [eval], CPUs, prompts
+        and the dtype of the model scored (the teacher's for ``job`` None)."""
+        if job is None:
+            dtype = self.suite.teacher.dtype
+        else:
+            dtype = next(s.dtype for s in self.suite.students if s.name == job.student)
+        return (self.suite.eval, self.cpus, self.prompts, dtype)
 
     def submit_teacher_eval(self) -> None:
         ref = (
             ray.remote(eval_job)
             .options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=1)
-            .remote(self.teacher, *self._eval_args())
+            .remote(self.teacher, *self._eval_args(None))
         )
         self.pending[ref] = Submitted(None, time.time())
 
@@ -86,7 +91,7 @@ class Scheduler:
         scored = (
             ray.remote(eval_job)
             .options(**eval_opts, max_retries=1)
-            .remote(trained, *self._eval_args())
+            .remote(trained, *self._eval_args(job))
         )
         self.pending[scored] = Submitted(job, submitted, group)
 

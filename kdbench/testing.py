@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from kdbench import signal_cache, store
-from kdbench.config import CACHEABLE, Budget, DataSpec
+from kdbench.config import CACHEABLE, Budget, DataSpec, EvalSpec
 from kdbench.eval_job import eval_job
 from kdbench.generations import method_batch
 from kdbench.losses import IGNORE, topk_signals
@@ -425,7 +425,7 @@ def check_trains_saves_and_scores(ctx: Context) -> str:
     )
     threads = torch.get_num_threads()
     try:
-        result = eval_job(trained, ["kd_compare"], 4, 8, 1.0)
+        result = eval_job(trained, EvalSpec(tasks=("kd_compare",), limit=4, batch_size=8), 1.0)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConformanceError(

@@ -155,6 +155,30 @@ def test_single_seed_says_no_interval(tmp_path: Path, monkeypatch: pytest.Monkey
     assert board(at)["retention_ci"].isna().all()
 
 
+def test_task_left_out_of_the_average_is_noted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task the teacher scores 0 on is named with its reason; the board still ranks."""
+    path = tmp_path / "zero.duckdb"
+    store.write_suite(path, "s0", "zero", "x.toml", {})
+    for run_id, role, method, q in (("t", "teacher", "teacher", 0.8), ("a", "student", "kd", 0.4)):
+        store.write_run(
+            path,
+            {"run_id": run_id, "suite_hash": "s0", "role": role, "method": method,
+             "family": method, "student": "s", "seed": 0, "status": "ok"},
+            [{"task": "q", "metric": "acc", "value": q, "is_primary": True},
+             {"task": "z", "metric": "acc", "value": 0.0 if role == "teacher" else 0.2,
+              "is_primary": True}],
+            {},
+        )  # fmt: skip
+    monkeypatch.setenv("KDBENCH_DB", str(path))
+    at = run_app()
+    assert [w.value for w in at.warning] == [
+        "Task **z**: teacher scores 0: left out of the retention average."
+    ]
+    assert list(board(at)["rank_label"]) == ["-", "1"]
+
+
 def test_per_task_toggle(db: Path) -> None:
     at = run_app()
     assert not any(c.startswith("score_") for c in board(at).columns)

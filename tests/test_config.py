@@ -111,6 +111,81 @@ def test_model_needs_source_or_arch(write_suite) -> None:
         load_suite(path)
 
 
+def test_eval_fields_and_per_task_options(write_suite, tmp_path) -> None:
+    (tmp_path / "tasks").mkdir()
+    suite = load_suite(
+        write_suite(
+            {
+                "eval.tasks": ["gsm8k", "kd_compare"],
+                "eval.include": ["tasks"],
+                "eval.num_fewshot": 3,
+                "eval.chat_template": True,
+                "eval.contamination": "error",
+                "eval.options": {"gsm8k": {"num_fewshot": 5, "filter": "strict-match"}},
+            }
+        )
+    )
+    e = suite.eval
+    assert (e.include, e.include_dirs) == (("tasks",), [str(tmp_path / "tasks")])
+    assert e.contamination == "error"
+    gsm = e.task_options("gsm8k")
+    assert (gsm.num_fewshot, gsm.filter, gsm.metric, gsm.chat_template) == (
+        5,
+        "strict-match",
+        None,
+        True,
+    )
+    assert e.task_options("kd_compare").num_fewshot == 3
+
+
+def test_eval_defaults_keep_the_hash_and_new_fields_enter_it(write_suite, tmp_path) -> None:
+    tiny = load_suite(ROOT / "leaderboards" / "tiny.toml")
+    # the eval section of the identity is what it was before the [eval] fields of issue 10
+    # (the tiny suite's hash was 1e5e7dbf9f6c37e3 then)
+    assert tiny.identity()["eval"] == {
+        "tasks": ("kd_addition", "kd_compare"),
+        "limit": None,
+        "batch_size": 64,
+    }
+    (tmp_path / "tasks").mkdir()
+    same = load_suite(write_suite({"eval.contamination": "off"}))
+    assert same.hash == tiny.hash  # the check changes no result
+    for edit in (
+        {"eval.num_fewshot": 1},
+        {"eval.chat_template": True},
+        {"eval.include": ["tasks"]},
+        {"eval.options": {"kd_compare": {"limit": 3}}},
+    ):
+        assert load_suite(write_suite(edit, name="other.toml")).hash != tiny.hash, edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "says"),
+    [
+        ({"eval.options": {"gsm8k": {"limit": 3}}}, "eval.options.gsm8k", "not in eval.tasks"),
+        (
+            {"eval.options": {"kd_compare": {"shots": 3}}},
+            "eval.options.kd_compare.shots",
+            "unknown",
+        ),
+        (
+            {"eval.options": {"kd_compare": {"gen_kwargs": 3}}},
+            "eval.options.kd_compare.gen_kwargs",
+            "table",
+        ),
+        ({"eval.include": ["nowhere"]}, "eval.include", "not a folder"),
+        ({"eval.contamination": "loud"}, "eval.contamination", "warn, error, off"),
+        ({"eval.tasks": []}, "eval.tasks", "non-empty"),
+        ({"eval.tasks": ["a", "a"]}, "eval.tasks", "repeat"),
+        ({"eval.num_fewshot": -1}, "eval.num_fewshot", ">= 0"),
+    ],
+)
+def test_eval_field_errors(write_suite, edit, field, says) -> None:
+    with pytest.raises(SuiteError) as err:
+        load_suite(write_suite(edit))
+    assert err.value.field == field and says in err.value.message
+
+
 @pytest.mark.parametrize(
     "edits, field, words",
     [

@@ -110,6 +110,12 @@ def test_batched_generation_matches_model_generate(loaded_tasks, tiny, tokenizer
 
 
 def _check_rows(rows):
+    # a multiple-choice task also reports its chance level (1 / choices), never primary
+    chance = [r for r in rows if r["metric"] == "chance"]
+    assert [(r["task"], r["value"], r["is_primary"]) for r in chance] == [
+        ("kd_compare", 0.5, False)
+    ]
+    rows = [r for r in rows if r["metric"] != "chance"]
     assert [(r["task"], r["metric"]) for r in rows] == [
         ("kd_addition", "exact_match"),
         ("kd_compare", "acc"),
@@ -219,8 +225,214 @@ def test_evaluate_logs_each_question_with_a_confidence(tiny, tokenizer):
         tiny, tokenizer, ["kd_addition", "kd_compare"], limit=5, samples=True
     )
     assert len(questions) == 10
-    for row in rows:
+    for row in (r for r in rows if r["is_primary"]):
         mine = [q["correct"] for q in questions if q["task"] == row["task"]]
         assert sum(mine) / len(mine) == pytest.approx(row["value"])
     assert all(0.0 < q["confidence"] <= 1.0 for q in questions)
     assert sorted({q["doc_id"] for q in questions}) == [0, 1, 2, 3, 4]
+
+
+# --- suites: built-in tasks, include folders, per-task options, unloadable datasets ---------
+
+
+def test_builtin_task_resolves_from_the_index_only():
+    """A built-in name resolves through lm-eval's index (built once per process), without
+    loading its dataset; local names never need the index."""
+    from kdbench.evaluate import _builtin_manager, resolve_tasks
+
+    managers = resolve_tasks(["kd_addition", "gsm8k", "mmlu"])
+    assert managers["gsm8k"] is managers["mmlu"] is _builtin_manager()
+    assert managers["kd_addition"] is not managers["gsm8k"]
+    assert _builtin_manager() is _builtin_manager()
+    assert "gsm8k" not in task_names()
+
+
+def test_kdbench_tasks_dir_adds_to_the_bundled_tasks(hf_world, monkeypatch):
+    monkeypatch.setenv("KDBENCH_TASKS_DIR", str(hf_world.tasks))
+    assert {"kd_addition", "kd_compare", "word_math"} <= set(task_names())
+
+
+@pytest.fixture
+def eval_suite(hf_world, write_suite, tmp_path):
+    """``write_suite(eval_table)``: tiny.toml with this [eval] table, the hf_world task folder
+    copied to ``tasks/`` beside it; returns the loaded suite."""
+    import shutil
+
+    from kdbench.config import load_suite
+
+    shutil.copytree(hf_world.tasks, tmp_path / "tasks", dirs_exist_ok=True)
+
+    def make(table, teacher=None):
+        edits = {"eval": table}
+        if teacher is not None:  # a Hugging Face folder instead of the built tiny teacher
+            edits["teacher"] = {"name": "hf-teacher", "source": str(teacher)}
+        return load_suite(write_suite(edits))
+
+    return make
+
+
+def test_suite_scores_include_folder_tasks_with_options(eval_suite, hf_world, tmp_path):
+    from kdbench.evaluate import evaluate_suite
+    from kdbench.plan import check_eval
+
+    suite = eval_suite(
+        {
+            "tasks": ["kd_compare", "word_math"],
+            "include": ["tasks"],
+            "limit": 4,
+            "options": {
+                "word_math": {
+                    "num_fewshot": 2,
+                    "limit": 3,
+                    "gen_kwargs": {"max_gen_toks": 4},
+                    "chat_template": True,
+                }
+            },
+        },
+        teacher=hf_world.teacher,
+    )
+    assert suite.eval.include == ("tasks",)  # as written: the hash does not see the checkout
+    assert suite.eval.include_dirs == [str(tmp_path / "tasks")]
+    loaded = check_eval(suite)
+    word = loaded["word_math"]
+    assert word.get_config("num_fewshot") == 2
+    assert word.get_config("generation_kwargs")["max_gen_toks"] == 4
+    assert "</s>" in word.get_config("generation_kwargs")["until"]  # merged: the rest kept
+    model, tok = load_pretrained(str(hf_world.teacher))
+    rows, questions = evaluate_suite(model, tok, suite.eval, samples=True)
+    primary = {r["task"]: r["metric"] for r in rows if r["is_primary"]}
+    assert primary == {"kd_compare": "acc", "word_math": "exact_match"}
+    counts = {t: sum(q["task"] == t for q in questions) for t in primary}
+    assert counts == {"kd_compare": 4, "word_math": 3}  # per-task limit over the default
+    # the chat template (ChatML) wrapped word_math's prompts, not kd_compare's
+    prompts = [inst.args[0] for inst in word.instances]
+    assert prompts and all("<|im_start|>" in p for p in prompts)
+    assert all("<|im_start|>" not in i.args[0] for i in loaded["kd_compare"].instances)
+
+
+def test_unknown_metric_or_filter_is_one_line_at_plan_time(eval_suite):
+    from kdbench.config import SuiteError
+    from kdbench.plan import check_eval
+
+    for key, value, field in (("metric", "acc_nrom", "metric"), ("filter", "strict", "filter")):
+        suite = eval_suite({"tasks": ["kd_compare"], "options": {"kd_compare": {key: value}}})
+        with pytest.raises(SuiteError) as err:
+            check_eval(suite)
+        assert err.value.field == f"eval.options.kd_compare.{field}"
+        assert "\n" not in str(err.value) and repr(value) in str(err.value)
+
+
+def test_unknown_task_at_plan_time_names_eval_tasks(eval_suite):
+    from kdbench.config import SuiteError
+    from kdbench.plan import check_eval
+
+    with pytest.raises(SuiteError, match=r"eval\.tasks: unknown task 'gsm8kk'.*'gsm8k'"):
+        check_eval(eval_suite({"tasks": ["gsm8kk"]}))
+
+
+def test_unloadable_datasets_are_one_line_with_how_to_fetch(eval_suite, tmp_path):
+    """A local task over a missing file, and a built-in whose dataset is not in the local
+    cache (offline), fail at plan time in one line naming the task and how to fetch it."""
+    import time
+
+    from kdbench.config import SuiteError
+    from kdbench.plan import check_eval
+
+    (tmp_path / "tasks" / "gone.yaml").write_text(
+        (tmp_path / "tasks" / "word_math.yaml")
+        .read_text()
+        .replace("task: word_math", "task: gone")
+        .replace("word_math.jsonl", "missing.jsonl")
+    )
+    with pytest.raises(SuiteError) as err:
+        check_eval(eval_suite({"tasks": ["gone"], "include": ["tasks"]}))
+    text = str(err.value)
+    assert "\n" not in text and "eval.tasks: task 'gone'" in text and "missing.jsonl" in text
+    start = time.perf_counter()
+    with pytest.raises(SuiteError) as err:
+        check_eval(eval_suite({"tasks": ["gsm8k"]}))
+    assert time.perf_counter() - start < 30  # index (once per process) + no network retries
+    text = str(err.value)
+    assert "\n" not in text and "task 'gsm8k'" in text
+    assert "lm_eval --tasks gsm8k --limit 1" in text and "load_dataset('gsm8k'" not in text
+
+
+def test_parse_results_ranks_the_chosen_metric_and_filter():
+    results = {
+        "configs": {
+            "gsm": {
+                "metric_list": [{"metric": "exact_match"}, {"metric": "f1"}],
+                "filter_list": [{"name": "strict"}, {"name": "flexible"}],
+            }
+        },
+        "results": {
+            "gsm": {
+                "exact_match,strict": 0.5,
+                "exact_match,flexible": 0.6,
+                "f1,strict": 0.7,
+                "f1,flexible": 0.8,
+            }
+        },
+        "higher_is_better": {"gsm": {"exact_match": True, "f1": True}},
+    }
+    rows = parse_results(results, {"gsm": ("f1", "flexible")})
+    assert [r["metric"] for r in rows if r["is_primary"]] == ["f1/flexible"]
+    rows = parse_results(results, {"gsm": (None, "flexible")})
+    assert [r["metric"] for r in rows if r["is_primary"]] == ["exact_match/flexible"]
+
+
+def test_parse_results_ranks_a_group_not_its_tasks():
+    results = {
+        "configs": {"a": {}, "b": {}},
+        "results": {"a": {"acc,none": 0.2}, "b": {"acc,none": 0.4}},
+        "groups": {"ab": {"acc,none": 0.3, "acc_stderr,none": 0.1, "alias": "ab"}},
+        "group_subtasks": {"ab": ["a", "b"]},
+        "higher_is_better": {"a": {"acc": True}, "b": {"acc": True}, "ab": {"acc": True}},
+    }
+    rows = {r["task"]: r for r in parse_results(results)}
+    assert rows["ab"]["is_primary"] and rows["ab"]["value"] == 0.3
+    assert not rows["a"]["is_primary"] and not rows["b"]["is_primary"]
+
+
+def test_a_group_ranks_as_one_task_and_a_tag_as_its_tasks(eval_suite, hf_world, tmp_path):
+    """A group that aggregates its tasks (like ``mmlu``) has the primary row, its tasks get the
+    group's options; a tag (like ``ai2_arc``) stands for its tasks, each ranked."""
+    from kdbench.evaluate import evaluate_suite
+
+    folder = tmp_path / "tasks"
+    text = (folder / "word_math.yaml").read_text()
+    (folder / "word_math.yaml").write_text(text + "tag: word_tag\n")
+    (folder / "word_math_b.yaml").write_text(
+        text.replace("task: word_math", "task: word_math_b") + "tag: word_tag\n"
+    )
+    (folder / "word_pair.yaml").write_text(
+        "group: word_pair\ntask:\n  - word_math\n  - word_math_b\n"
+        "aggregate_metric_list:\n  - metric: exact_match\n    aggregation: mean\n"
+        "    weight_by_size: true\nmetadata:\n  version: 1.0\n"
+    )
+    model, tok = load_pretrained(str(hf_world.student))
+    table = {"include": ["tasks"], "limit": 2}
+    suite = eval_suite(
+        {**table, "tasks": ["word_pair"], "options": {"word_pair": {"num_fewshot": 1}}}
+    )
+    from kdbench.plan import check_eval
+
+    group = check_eval(suite)["word_pair"]
+    assert [t.get_config("num_fewshot") for t in group.get_all_tasks()] == [1, 1]
+    rows, questions = evaluate_suite(model, tok, suite.eval, samples=True)
+    ranked = [(r["task"], r["metric"]) for r in rows if r["is_primary"]]
+    assert ranked == [("word_pair", "exact_match")]
+    assert {r["task"] for r in rows} == {"word_pair", "word_math", "word_math_b"}
+    assert len(questions) == 4
+    suite = eval_suite({**table, "tasks": ["word_tag"]})
+    rows = evaluate_suite(model, tok, suite.eval)
+    assert sorted(r["task"] for r in rows if r["is_primary"]) == ["word_math", "word_math_b"]
+
+
+def test_chat_template_needs_one_in_the_teachers_tokenizer(eval_suite):
+    from kdbench.config import SuiteError
+    from kdbench.plan import check_eval
+
+    with pytest.raises(SuiteError) as err:  # the tiny teacher's character tokenizer has none
+        check_eval(eval_suite({"tasks": ["kd_compare"], "chat_template": True}))
+    assert err.value.field == "eval.chat_template" and "no chat template" in str(err.value)

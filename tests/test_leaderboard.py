@@ -440,3 +440,60 @@ def test_gpu_runs_priced_by_their_gpu(tmp_path: Path) -> None:
     assert df.loc["kd", "usd_per_mtok"] == pytest.approx(rate / (4_000 * 3600) * 1e6)
     assert df.loc["kd", "speedup"] == pytest.approx(4.0)
     assert math.isnan(df.loc["sft", "price_usd"]) and math.isnan(df.loc["sft", "usd_per_mtok"])
+
+
+def _with_chance(db: Path, run_id: str, task: str, chance: float) -> None:
+    """Add a ``chance`` row (what evaluate records for a multiple-choice task) to a run."""
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    con.execute(
+        "INSERT INTO metrics (run_id, task, metric, value, is_primary) VALUES (?, ?, ?, ?, ?)",
+        [run_id, task, "chance", chance, False],
+    )
+    con.close()
+
+
+def test_teacher_at_zero_is_left_out_and_the_rest_still_ranks(tmp_path: Path) -> None:
+    """A teacher scoring 0 on a task no longer blanks the board: that task is flagged with
+    its reason and the average is over the other tasks."""
+    from kdbench.leaderboard import excluded_tasks, failed_runs, format_notes, task_info
+
+    db = tmp_path / "zero.duckdb"
+    store.write_suite(db, SMALL, "small", "small.toml", {})
+    add_run(db, "teacher", "teacher", "big", {"qa": 0.8, "zero": 0.0}, role="teacher")
+    add_run(db, "kd-0", "kd", "small", {"qa": 0.4, "zero": 0.1})
+    add_run(db, "sft-0", "sft", "small", {"qa": 0.2, "zero": 0.0})
+    add_run(db, "sft-1", "sft", "small", {}, seed=1, status="failed")
+    df = leaderboard(db).set_index("method")
+    assert df.loc["kd", "retention_avg"] == pytest.approx(0.5)  # qa only
+    assert df.loc["sft", "retention_avg"] == pytest.approx(0.25)
+    assert df.loc["kd", "rank_label"] == "1" and df.loc["sft", "rank_label"] == "2"
+    info = task_info(db, SMALL)
+    assert excluded_tasks(info) == {"zero": "teacher scores 0: left out of the retention average"}
+    notes = format_notes(info, failed_runs(db, SMALL))
+    assert notes.splitlines() == [
+        "task zero: teacher scores 0: left out of the retention average",
+        "failed runs: 1",
+        "  sft -> small seed 1: CUDA OOM",
+    ]
+
+
+def test_teacher_at_chance_is_left_out(small: Path) -> None:
+    from kdbench.leaderboard import excluded_tasks, task_info
+
+    _with_chance(small, "teacher", "qa", 0.8)  # the teacher's 0.80 is a coin flip here
+    _with_chance(small, "kd-s-0", "qa", 0.8)
+    df = leaderboard(small).set_index(["method", "student"])
+    # only the lower-is-better task counts now: teacher 10 / student 12.5
+    assert df.loc[("kd", "small"), "retention_avg"] == pytest.approx(10.0 / 12.5)
+    reason = excluded_tasks(task_info(small, SMALL))
+    assert list(reason) == ["qa"] and "at or below chance (0.8000)" in reason["qa"]
+
+
+def test_cli_leaderboard_prints_exclusions_and_failed_runs(small: Path, capsys) -> None:
+    from kdbench.cli import main
+
+    assert main(["leaderboard", "--db", str(small)]) == 0
+    out = capsys.readouterr().out
+    assert "failed runs: 1" in out and "kd -> small seed 1: CUDA OOM" in out

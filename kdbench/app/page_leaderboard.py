@@ -15,6 +15,7 @@ from kdbench.app.export import export_bytes, export_frame
 from kdbench.app.formatting import MISSING, RUN_HINT, last_line
 from kdbench.app.open_track import show_open_track
 from kdbench.app.urls import QP, run_url
+from kdbench.leaderboard import excluded_tasks
 
 SORTS = ("rank", "retention", "gain vs sft", "params", "training price", "inference speed")
 _SORT_COLUMNS = {
@@ -54,6 +55,8 @@ def render(ctx: AppContext) -> None:
     view = ctx.view
     tasks = ctx.tasks
     st.caption(teacher_caption(view, tasks))
+    for task, reason in excluded_tasks(ctx.task_meta).items():
+        st.warning(f"Task **{task}**: {reason}.", icon="⚠️")
     students = view[view["role"] != "teacher"]
     if students.empty:
         st.info(f"No successful student runs match. Run `{RUN_HINT}` or widen the filters.")
