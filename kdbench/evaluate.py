@@ -81,18 +81,29 @@ def task_dirs(include: list[str | Path] | tuple[str | Path, ...] = ()) -> list[P
 
 
 @functools.lru_cache(maxsize=16)
-def _local_manager(dirs: tuple[str, ...]) -> Any:
+def _local_manager(dirs: tuple[str, ...], suite_dir: str | None = None) -> Any:
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(dirs), include_defaults=False)
+    return TaskManager(
+        include_path=list(dirs),
+        include_defaults=False,
+        metadata={"suite_dir": suite_dir} if suite_dir else None,
+    )
 
 
-def _task_manager(include_path: str | Path | list[str | Path] | None = None) -> Any:
+def _task_manager(
+    include_path: str | Path | list[str | Path] | None = None, suite_dir: str | None = None
+) -> Any:
     """A TaskManager over the local tasks only (cached per process): the bundled folder,
     ``KDBENCH_TASKS_DIR`` and ``include_path`` (one folder or a list). lm-eval's ~15k
-    built-ins are indexed apart, only when needed (:func:`_builtin_manager`, ~10-17 s)."""
+    built-ins are indexed apart, only when needed (:func:`_builtin_manager`, ~10-17 s).
+
+    ``suite_dir`` (the suite file's folder) reaches every local task as ``suite_dir`` in its
+    metadata, which lm-eval passes to a ``custom_dataset`` function: a task's data files can be
+    named relative to the suite (``leaderboards/tasks/instruct_utils.py`` does)."""
     include = include_path if isinstance(include_path, (list, tuple)) else [include_path]
-    return _local_manager(tuple(str(p) for p in task_dirs([p for p in include if p])))
+    dirs = tuple(str(p) for p in task_dirs([p for p in include if p]))
+    return _local_manager(dirs, suite_dir or None)
 
 
 _BUILTIN: list[Any] = []  # lm-eval's built-in TaskManager, built at most once per process
@@ -114,12 +125,14 @@ def task_names(include_path: str | Path | list[str | Path] | None = None) -> lis
 
 
 def resolve_tasks(
-    tasks: list[str] | tuple[str, ...], include_path: str | Path | list[str | Path] | None = None
+    tasks: list[str] | tuple[str, ...],
+    include_path: str | Path | list[str | Path] | None = None,
+    suite_dir: str | None = None,
 ) -> dict[str, Any]:
     """The TaskManager that knows each name: a local one, else lm-eval's built-in index (built
     only when a name is not local). Raises :class:`TaskError` naming an unknown task with the
     closest known names."""
-    local = _task_manager(include_path)
+    local = _task_manager(include_path, suite_dir)
     if not tasks:
         raise TaskError("", f"no tasks given; local tasks: {', '.join(local.all_tasks)}")
     out = {}
@@ -213,18 +226,21 @@ def load_tasks(
     tasks: list[str] | tuple[str, ...],
     include_path: str | Path | list[str | Path] | None = None,
     options: Mapping[str, TaskOptions] | None = None,
+    suite_dir: str | None = None,
 ) -> dict[str, TaskOrGroup]:
     """Each named task or group built by lm-eval (its dataset loaded, from the local cache when
     offline), with its ``options`` (``num_fewshot``, ``gen_kwargs``) applied; cached per
     process. Raises :class:`TaskError` in one line for an unknown task, a dataset that cannot
     be loaded (with how to fetch it) or an unknown ranking ``metric``/``filter``."""
     options = options or {}
-    managers = resolve_tasks(tasks, include_path)
-    dirs = [str(p) for p in _task_manager(include_path).include_path]
+    managers = resolve_tasks(tasks, include_path, suite_dir)
+    dirs = [str(p) for p in _task_manager(include_path, suite_dir).include_path]
     out = {}
     for name in tasks:
         opt = options.get(name, TaskOptions())
-        key = json.dumps([name, dirs, dataclasses.asdict(opt)], sort_keys=True, default=str)
+        key = json.dumps(
+            [name, dirs, suite_dir, dataclasses.asdict(opt)], sort_keys=True, default=str
+        )
         if key not in _LOADED:
             manager = managers[name]
             try:
@@ -648,6 +664,7 @@ def evaluate(
     quiet: bool = True,
     samples: bool = False,
     options: Mapping[str, TaskOptions] | None = None,
+    suite_dir: str | None = None,
 ) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Score ``model`` on ``tasks`` with lm-eval and return one row per (task, metric).
 
@@ -663,7 +680,8 @@ def evaluate(
     ``max_length`` overrides the context length lm-eval reads from
     ``config.max_position_embeddings``. With ``samples``, returns ``(rows, questions)``, the
     second from :func:`question_samples`. Raises :class:`TaskError` (a ValueError) for an
-    unknown task, an unloadable dataset or an unknown ranking metric or filter.
+    unknown task, an unloadable dataset or an unknown ranking metric or filter. ``suite_dir``:
+    see :func:`_task_manager`.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -671,7 +689,7 @@ def evaluate(
     tasks = list(tasks)
     options = dict(options or {})
     with _lm_eval_patched(quiet):
-        loaded = load_tasks(tasks, include_path, options)
+        loaded = load_tasks(tasks, include_path, options, suite_dir)
         calls: dict[tuple[int | None, bool], list[str]] = {}
         for name in tasks:
             opt = options.get(name, TaskOptions())
@@ -691,7 +709,7 @@ def evaluate(
                 results = lm_eval.simple_evaluate(
                     model=lm,
                     tasks=[loaded[n] for n in names],
-                    task_manager=_task_manager(include_path),
+                    task_manager=_task_manager(include_path, suite_dir),
                     limit=call_limit,
                     log_samples=samples,
                     bootstrap_iters=_SAMPLE_BOOTSTRAP_ITERS,
@@ -739,4 +757,5 @@ def evaluate_suite(
         device=device,
         samples=samples,
         options={t: spec.task_options(t) for t in spec.tasks},
+        suite_dir=spec.root or None,
     )

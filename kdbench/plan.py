@@ -18,7 +18,7 @@ from kdbench import __version__, contamination
 from kdbench.config import ModelSpec, Suite, SuiteError
 from kdbench.contamination import ContaminationReport
 from kdbench.data_sources import DataError, load_examples
-from kdbench.evaluate import TaskError, TaskOrGroup, load_tasks
+from kdbench.evaluate import TaskError, TaskOrGroup, load_tasks, resolve_tasks
 from kdbench.methods import Method, MethodError, registry, resolve
 from kdbench.models import default_tokenizer, load_tokenizer, vocabulary_mismatch
 from kdbench.records import Job
@@ -31,9 +31,16 @@ def run_key(suite: Suite, method: str, config: dict, student: str, seed: int) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def plan(suite: Suite, echo: Callable[[str], Any] = print) -> tuple[list[Method], list[Job]]:
+def plan(
+    suite: Suite, echo: Callable[[str], Any] = print, *, fetch: bool = True
+) -> tuple[list[Method], list[Job]]:
     """Every (method, student, seed) job. Raises :class:`SuiteError` for a bad method or config,
-    evaluation task or data source; ``echo`` prints the contamination check's warnings."""
+    evaluation task or data source; ``echo`` prints the contamination check's warnings.
+
+    ``fetch=False`` checks what needs nothing downloaded (methods and their configs, task names
+    against lm-eval's index, packing) and skips reading the transfer data, loading the tasks'
+    datasets and the contamination check: a shipped suite is validated this way in CI, without
+    the network, before its data and models are fetched."""
     known = registry()
     try:
         methods = resolve(suite.methods, known)
@@ -46,8 +53,13 @@ def plan(suite: Suite, echo: Callable[[str], Any] = print) -> tuple[list[Method]
                 f"method_config.{name}",
                 str(MethodError(f"unknown method {name!r}")) + _suggest(name, list(known)),
             )
-    tasks = check_eval(suite)
-    if suite.data.kind != "synthetic":
+    if not fetch:
+        try:
+            resolve_tasks(suite.eval.tasks, suite.eval.include_dirs, suite.eval.root or None)
+        except TaskError as err:
+            raise SuiteError(suite.path, err.field, str(err)) from None
+    tasks = check_eval(suite) if fetch else {}
+    if fetch and suite.data.kind != "synthetic":
         try:
             load_examples(suite.data)  # a missing field or an unreadable source, now
         except DataError as e:
@@ -59,7 +71,7 @@ def plan(suite: Suite, echo: Callable[[str], Any] = print) -> tuple[list[Method]
             raise SuiteError(suite.path, "data.chat_template", problem)
     check_packing(suite, methods)
     check_vocabularies(suite, [m for m in methods if m.needs_teacher])
-    if suite.eval.contamination != "off":
+    if fetch and suite.eval.contamination != "off":
         check_contamination(suite, tasks, echo)
     jobs = []
     for method in methods:
@@ -91,7 +103,8 @@ def check_eval(suite: Suite) -> dict[str, TaskOrGroup]:
                 f"to {', '.join(chat)}; set chat_template = false or use an instruct model",
             )
     try:
-        return load_tasks(e.tasks, e.include_dirs, {t: e.task_options(t) for t in e.tasks})
+        options = {t: e.task_options(t) for t in e.tasks}
+        return load_tasks(e.tasks, e.include_dirs, options, e.root or None)
     except TaskError as err:
         raise SuiteError(suite.path, err.field, str(err)) from None
     except FileNotFoundError as err:  # a KDBENCH_TASKS_DIR or include folder gone

@@ -10,7 +10,7 @@ from .conftest import ROOT
 @pytest.mark.parametrize("path", sorted((ROOT / "leaderboards").glob("*.toml")), ids=str)
 def test_every_shipped_suite_loads_and_names_its_command(path: Path) -> None:
     suite = load_suite(path)
-    assert len(suite.students) >= 2
+    assert len(suite.students) >= 1
     assert path.read_text().startswith(f"# Run with: kdbench run leaderboards/{path.name}")
 
 
