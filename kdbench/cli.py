@@ -36,7 +36,7 @@ def _default_db() -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kdbench.config import load_suite, suite_path
-    from kdbench.leaderboard import format_table, leaderboard
+    from kdbench.leaderboard import format_notes, format_table, leaderboard, suite_data
     from kdbench.pipeline import plan, run_suite
     from kdbench.preflight import estimates
     from kdbench.transfer import truncation_line
@@ -57,6 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print()
     print(format_table(leaderboard(args.db, summary.suite_hash)))
+    data = suite_data(args.db, [summary.suite_hash], boards=False)
+    notes = format_notes(data.tasks, data.failed)  # tasks left out of the average, failures
+    if notes:
+        print("\n" + notes)
     print(
         f"\n{summary.ran} runs done, {summary.failed} failed; results in {args.db}. "
         f"Browse them with: kdbench app --db {args.db}"

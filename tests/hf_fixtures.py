@@ -164,7 +164,7 @@ def write_task(folder: Path, name: str = "word_math", n: int = 12, seed: int = 3
         "output_type: generate_until\n"
         'doc_to_text: "{{question}} "\n'
         'doc_to_target: "{{answer}}"\n'
-        "generation_kwargs:\n  until: ['\\n', '</s>']\n  do_sample: false\n"
+        'generation_kwargs:\n  until: ["\\n", "</s>", "<|im_end|>"]\n  do_sample: false\n'
         "  max_gen_toks: 16\n"
         "metric_list:\n  - metric: exact_match\n    aggregation: mean\n"
         "    higher_is_better: true\n"
@@ -173,10 +173,53 @@ def write_task(folder: Path, name: str = "word_math", n: int = 12, seed: int = 3
     return folder
 
 
+def train_teacher(folder: Path, steps: int = 300, seed: int = 0) -> Path:
+    """Teach the model in ``folder`` the word-arithmetic world in the two forms kdbench feeds
+    it: plain (prompt ``"Q "`` and target ``"A</s>"``, tokenised apart as
+    :func:`kdbench.transfer.encode` does, which is also :func:`write_task`'s prompt) and chat
+    (the template's rendered prompt, then ``"A<|im_end|>"``), so it scores above zero on the
+    task in either form and the board has retention to rank. A few hundred AdamW steps on a
+    CPU: seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    rows = []
+    for i, (q, a) in enumerate(qa_pairs(600, seed + 10)):
+        if i % 2:
+            prompt, target = q + " ", a + tokenizer.eos_token
+        else:
+            chat = [{"role": "user", "content": q}]
+            prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            target = a + "<|im_end|>"
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        rows.append(ids + tokenizer(target, add_special_tokens=False)["input_ids"])
+    width = max(map(len, rows))
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = labels[i, : len(row)] = torch.tensor(row)
+    mask = (labels != -100).long()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(rows), (32,), generator=gen)
+        loss = model(input_ids=input_ids[idx], attention_mask=mask[idx], labels=labels[idx]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    return folder
+
+
 @dataclass(frozen=True)
 class HFWorld:
-    """Paths of a built world: models (``teacher``, ``student``, ``gpt2``, ``qwen2``,
-    ``other`` with a different vocabulary), data files and the task folder."""
+    """Paths of a built world: models (``teacher``, trained by :func:`train_teacher`;
+    ``student``, ``gpt2``, ``qwen2`` and ``other`` with a different vocabulary, untrained), data
+    files and the task folder."""
 
     teacher: Path
     student: Path
@@ -193,7 +236,7 @@ def hf_world(root: Path) -> HFWorld:
     shared = bpe_tokenizer(text, 400)
     other = bpe_tokenizer(text.replace(" is ", " equals "), 380)
     return HFWorld(
-        teacher=save_model(root / "teacher", shared, 48, 4, "llama"),
+        teacher=train_teacher(save_model(root / "teacher", shared, 48, 4, "llama")),
         student=save_model(root / "student", shared, 24, 2, "llama", seed=1),
         gpt2=save_model(root / "gpt2", shared, 24, 2, "gpt2", seed=2),
         qwen2=save_model(root / "qwen2", shared, 24, 2, "qwen2", seed=3),

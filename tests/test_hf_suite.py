@@ -52,8 +52,14 @@ def own_suite(world, folder: Path) -> Path:
             "max_length": 64,
         },
         "generation": {"max_new_tokens": 12},
-        "budget": {"steps": 3, "batch_size": 8, "lr": 1e-3, "warmup": 0.0},
-        "eval": {"tasks": ["word_math"], "include": ["tasks"], "limit": 4, "batch_size": 8},
+        "budget": {"steps": 12, "batch_size": 8, "lr": 3e-3, "warmup": 0.0},
+        "eval": {
+            "tasks": ["word_math"],
+            "include": ["tasks"],
+            "chat_template": True,  # scored in the form the students learnt
+            "limit": 12,
+            "batch_size": 12,
+        },
         "resources": {"cpus_per_job": 1, "checkpoint_every": 0},
         "cache": {"topk": 8},
     }
@@ -100,5 +106,10 @@ def test_own_models_data_and_task_end_to_end(hf_world, tmp_path: Path) -> None:
     assert (kd.teacher_forwards == 0).all()  # read from the signal cache
     metrics = store.read_metrics(db, suite.hash)
     assert set(metrics.task) >= {"word_math"}
+    # the teacher scores above zero, so every student has a retention and a rank
     table = leaderboard(db, suite.hash)
-    assert set(table.method) >= set(METHODS) | {"teacher"}
+    assert set(table.method) == set(METHODS) | {"teacher"}
+    teacher = table[table.role == "teacher"]
+    assert (teacher.score_word_math > 0).all()
+    ranked = table[table.role == "student"]
+    assert ranked.retention_avg.notna().all() and ranked["rank"].notna().all()
