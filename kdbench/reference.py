@@ -19,8 +19,8 @@ ENVIRONMENT = {
     "default `results/kdbench.duckdb`)",
     "KDBENCH_PRICES": "hardware price table of the app and `kdbench leaderboard` (`--prices` "
     "wins; default: the bundled `leaderboards/prices/default.toml`)",
-    "KDBENCH_TASKS_DIR": "a folder of lm-eval task YAMLs used instead of the bundled "
-    "`leaderboards/tasks/`",
+    "KDBENCH_TASKS_DIR": "folders of lm-eval task YAMLs (joined by `:`) added to the bundled "
+    "`leaderboards/tasks/` and to a suite's `[eval] include`",
 }
 
 

@@ -134,7 +134,13 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
         if t.gate_task is None:
             break
         metrics = evaluate(
-            model, tokenizer, [t.gate_task], limit=100, batch_size=suite.eval.batch_size
+            model,
+            tokenizer,
+            [t.gate_task],
+            include_path=suite.eval.include_dirs,
+            limit=100,
+            batch_size=suite.eval.batch_size,
+            suite_dir=suite.eval.root or None,
         )
         score = gate_score(metrics, t.gate_metric)
         rounds.append({"steps": steps, "score": score})
