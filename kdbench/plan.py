@@ -155,7 +155,8 @@ def check_packing(suite: Suite, methods: list[Method]) -> None:
         raise SuiteError(
             suite.path,
             "data.packing",
-            f"{', '.join(refused)} do not allow packed rows (several examples per row); "
+            f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not allow packed "
+            "rows (several examples per row); "
             "set packing = false or select methods that allow it: "
             + (", ".join(allowed) or "none registered"),
         )

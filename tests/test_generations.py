@@ -194,9 +194,11 @@ def test_stop_strings_cut_like_a_greedy_run_cut_by_hand(hf_world) -> None:
 
 
 def test_the_default_budget_fits_each_prompt_in_max_length(hf_world) -> None:
+    # an untrained model of the same tokenizer as the teacher: it writes to the end of its
+    # budget (the trained teacher stops early at its EOS)
     data = file_data(hf_world, max_examples=None)
-    _, tok = load_pretrained(str(hf_world.teacher))
-    records = generate_transfer(hf_world.teacher, data, batch_size=16)
+    _, tok = load_pretrained(str(hf_world.student))
+    records = generate_transfer(hf_world.student, data, batch_size=16)
     lengths = [len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in records]
     for r, n in zip(records, lengths, strict=True):
         assert 1 <= r["tokens"] <= data.max_length - n

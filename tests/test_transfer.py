@@ -313,16 +313,18 @@ def test_packing_is_refused_for_methods_that_do_not_allow_it(tmp_path) -> None:
     from kdbench.methods import registry
     from kdbench.plan import check_packing
 
-    raw = edit_suite(tiny_raw(), {**SHRINK, "data.packing": True, "methods": ["sft", "kd"]})
+    methods = ["sft", "kd", "fitnets", "seqkd"]
+    raw = edit_suite(tiny_raw(), {**SHRINK, "data.packing": True, "methods": methods})
     suite = parse_suite(raw, tmp_path / "s.toml")
     with pytest.raises(SuiteError) as err:
         plan(suite)
-    assert err.value.field == "data.packing" and "sft, kd do not allow packed rows" in str(
-        err.value
-    )
-    assert "\n" not in str(err.value)
-    sft = registry()["sft"]
-    check_packing(suite, [replace(sft, allows_packing=True)])  # one that allows it: no error
+    message = str(err.value)
+    assert err.value.field == "data.packing" and "fitnets, seqkd do not allow packed" in message
+    assert "sft" in message.split("allow it:")[1] and "\n" not in message  # the ones that do
+    known = registry()
+    check_packing(suite, [known["sft"], known["kd"]])  # token-level methods allow it
+    fitnets = known["fitnets"]
+    check_packing(suite, [replace(fitnets, allows_packing=True)])  # once declared: no error
 
 
 def test_a_packed_batch_trains(tmp_path) -> None:
