@@ -64,6 +64,8 @@ PER_TOKEN = {
 # the files besides the per-token signal arrays: where each example's tokens and maps start
 LAYOUT = ("lengths", "offsets")
 ATTENTION_FILES = ("attentions", "att_offsets")
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_KINDS[type(None)] = "null"
 _INTEGER_FIELDS = ("n_examples", "n_tokens", "bytes", "teacher_tokens", "teacher_forwards")
 
 
@@ -100,7 +102,8 @@ def manifest_problem(manifest: Any) -> str | None:
     and its ``files`` against :func:`files_needed` (each with an integer ``bytes`` and a
     SHA-256)."""
     if not isinstance(manifest, dict):
-        return f"manifest.json holds a JSON {type(manifest).__name__}, not an object"
+        kind = _JSON_KINDS.get(type(manifest), type(manifest).__name__)
+        return f"manifest.json holds a JSON {kind}, not an object"
     signals = manifest.get("signals")
     if (
         not isinstance(signals, list)

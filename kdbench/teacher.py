@@ -97,9 +97,11 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
             bytes=model_bytes(t.source) if local else None,
         )
     folder = root / "teachers" / recipe_hash(suite)
-    done = folder / "kdbench_teacher.json"
-    if done.is_file():  # written last: a folder without it is a partial build, never read
-        return _artifacts(json.loads(done.read_text()), folder, cached=True)
+    if folder.exists() or folder.is_symlink():
+        meta, problem = cached_teacher(folder)
+        if meta is not None:
+            return _artifacts(meta, folder, cached=True)
+        print(f"cached teacher {folder}: {problem}: rebuilding it")  # replaced below
 
     tokenizer = default_tokenizer()
     model = build_llama({**t.arch, "max_length": suite.data.max_length}, tokenizer, seed=0)
@@ -167,6 +169,33 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
         }
         (tmp / "kdbench_teacher.json").write_text(json.dumps(meta, indent=1))
     return _artifacts(meta, folder, cached=False)
+
+
+def cached_teacher(folder: Path) -> tuple[dict[str, Any] | None, str]:
+    """A built teacher's metadata (``kdbench_teacher.json``, written last) when ``folder`` holds
+    a complete one, else None and what is wrong: a partial build (no metadata), metadata or
+    ``config.json`` that is not a JSON object, or weights missing or of another size than
+    recorded. A damaged folder is rebuilt, never read."""
+    if not folder.is_dir():
+        return None, "not a folder"
+    meta: Any = None
+    for name in ("kdbench_teacher.json", "config.json"):
+        try:
+            parsed = json.loads((folder / name).read_text())
+        except FileNotFoundError:
+            return None, f"no {name} (a partial build)"
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            return None, f"{name} is unreadable ({type(e).__name__})"
+        if not isinstance(parsed, dict):
+            return None, f"{name} is not a JSON object"
+        meta = parsed if meta is None else meta
+    size = model_bytes(folder)
+    if not size:
+        return None, "no weights"
+    recorded = meta.get("bytes")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded != size:
+        return None, f"weights of {size} bytes, {recorded} recorded"
+    return meta, ""
 
 
 def _artifacts(meta: dict[str, Any], folder: Path, cached: bool) -> TeacherArtifacts:
