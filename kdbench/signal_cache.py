@@ -107,7 +107,6 @@ def manifest_problem(manifest: Any) -> str | None:
     signals = manifest.get("signals")
     if (
         not isinstance(signals, list)
-        or not signals
         or not all(isinstance(x, str) and x in CACHEABLE for x in signals)
         or len(set(signals)) != len(signals)
     ):

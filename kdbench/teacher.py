@@ -85,7 +85,8 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
     """The teacher's folder, training it first when the recipe is not cached yet.
 
     Training goes in rounds of ``train_steps`` (each its own warm-up and cosine schedule)
-    until the gate metric reaches its value or ``max_steps`` is spent.
+    until the gate metric reaches its value or ``max_steps`` is spent. A cached folder that is
+    partial or damaged (:func:`cached_teacher`) is trained again and replaced, never read.
     """
     t = suite.teacher
     if t.source is not None:  # never trained; a local folder's weights give the size axis
@@ -101,7 +102,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
         meta, problem = cached_teacher(folder)
         if meta is not None:
             return _artifacts(meta, folder, cached=True)
-        print(f"cached teacher {folder}: {problem}: rebuilding it")  # replaced below
+        print(f"cached teacher {folder}: {problem}: rebuilding it")  # replaced when built
 
     tokenizer = default_tokenizer()
     model = build_llama({**t.arch, "max_length": suite.data.max_length}, tokenizer, seed=0)
@@ -183,7 +184,7 @@ def cached_teacher(folder: Path) -> tuple[dict[str, Any] | None, str]:
         try:
             parsed = json.loads((folder / name).read_text())
         except FileNotFoundError:
-            return None, f"no {name} (a partial build)"
+            return None, f"no {name}" + (" (a partial build)" if meta is None else "")
         except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
             return None, f"{name} is unreadable ({type(e).__name__})"
         if not isinstance(parsed, dict):
