@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
+
 from kdbench import __version__, signal_cache
 from kdbench.config import Budget, Suite, data_identity
 from kdbench.data_sources import fingerprint
@@ -175,8 +177,9 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
 def cached_teacher(folder: Path) -> tuple[dict[str, Any] | None, str]:
     """A built teacher's metadata (``kdbench_teacher.json``, written last) when ``folder`` holds
     a complete one, else None and what is wrong: a partial build (no metadata), metadata or
-    ``config.json`` that is not a JSON object, or weights missing or of another size than
-    recorded. A damaged folder is rebuilt, never read."""
+    ``config.json`` that is not a JSON object, weights missing, or a ``.safetensors`` file whose
+    header does not describe it (truncated, overwritten). A damaged folder is rebuilt, never
+    read."""
     if not folder.is_dir():
         return None, "not a folder"
     meta: Any = None
@@ -190,12 +193,14 @@ def cached_teacher(folder: Path) -> tuple[dict[str, Any] | None, str]:
         if not isinstance(parsed, dict):
             return None, f"{name} is not a JSON object"
         meta = parsed if meta is None else meta
-    size = model_bytes(folder)
-    if not size:
+    if not model_bytes(folder):
         return None, "no weights"
-    recorded = meta.get("bytes")
-    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded != size:
-        return None, f"weights of {size} bytes, {recorded} recorded"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:  # reads only the header: it must describe the whole file
+            with safe_open(path, "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            return None, f"{path.name} is damaged ({' '.join(str(e).split())})"
     return meta, ""
 
 

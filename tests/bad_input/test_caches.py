@@ -468,7 +468,14 @@ TEACHER_CASES = {
     ),
     "config.json missing": (lambda f: (f / "config.json").unlink(), "no config.json"),
     "weights missing": (_weights(None), "no weights"),
-    "weights truncated": (_weights(lambda raw: raw[: len(raw) // 2]), "recorded"),
+    "weights truncated": (
+        _weights(lambda raw: raw[: len(raw) // 2]),
+        "model.safetensors is damaged (Error while deserializing header",
+    ),
+    "weights header overwritten": (
+        _weights(lambda raw: raw[:8] + b"x" * 20 + raw[28:]),
+        "model.safetensors is damaged",
+    ),
     "the teacher's folder a file": (_teacher_entry_is_a_file, "not a folder"),
 }
 
