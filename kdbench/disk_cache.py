@@ -26,8 +26,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
+def remove_entry(path: Path) -> None:
+    """Remove a cache entry, whatever is at its path: a folder, a file or a link."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
@@ -50,7 +52,7 @@ def atomic_entry(final: Path, replace: bool = False) -> Iterator[Path]:
         yield tmp
         if tmp.is_dir():
             if replace:
-                _remove(final)
+                remove_entry(final)
             try:
                 os.rename(tmp, final)
             except OSError:  # a complete entry of another build is there: keep it
@@ -60,7 +62,7 @@ def atomic_entry(final: Path, replace: bool = False) -> Iterator[Path]:
             os.replace(tmp, final)
     finally:
         if tmp.exists():
-            _remove(tmp)
+            remove_entry(tmp)
 
 
 def write_atomic(path: Path, text: str) -> None:

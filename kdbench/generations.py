@@ -26,8 +26,9 @@ Cache: ``<cache root>/generations/<key>.jsonl`` where ``key`` hashes the teacher
 its folder's config, tokenizer and weight files; id, cached snapshot path and mtime for a Hub
 id), the data spec (its identity and a file's content hash) and the generation settings. The
 file is written under a temporary name and atomically renamed, then a marker ``<key>.done``
-(count and sha256 of the file) is written the same way: a file without a matching marker is
-partial or corrupt and is generated again.
+(count and sha256 of the file) is written the same way: a file without a matching marker (none,
+not JSON, ``{}``, another checksum or count) or with a line that is not a record is partial or
+corrupt and is generated again, never read.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import torch
 from kdbench import synthetic
 from kdbench.config import DataSpec, GenerationSpec, data_identity
 from kdbench.data_sources import fingerprint
-from kdbench.disk_cache import sha256_file, write_atomic
+from kdbench.disk_cache import remove_entry, sha256_file, write_atomic
 from kdbench.models import load_pretrained
 from kdbench.transfer import (
     TRANSFER_SEED,
@@ -342,16 +343,41 @@ def _marker(path: Path) -> Path:
     return path.with_suffix(".done")
 
 
-def is_complete(path: Path) -> bool:
-    """Whether ``path`` was written to the end: its marker exists and matches its content."""
+def _is_record(record: Any) -> bool:
+    """Whether a parsed line is a generation record (what :func:`as_target` and
+    :func:`prompt_key` read)."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("prompt"), str)
+        and isinstance(record.get("text"), str)
+        and isinstance(record.get("stopped"), bool)
+    )
+
+
+def _complete_records(path: Path) -> list[dict[str, Any]] | None:
+    """The records of ``path`` when it was written to the end, else None: no file or marker, a
+    marker that is not a JSON object with the file's ``sha256`` and its record ``count``, or a
+    line that is not a record (every such file is generated again, never read)."""
     marker = _marker(path)
     if not (path.is_file() and marker.is_file()):
-        return False
+        return None
     try:
         meta = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("sha256") == sha256_file(path)
+        if not isinstance(meta, dict) or meta.get("sha256") != sha256_file(path):
+            return None
+        records = [json.loads(line) for line in path.read_text().split("\n") if line]
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    count = meta.get("count")
+    if isinstance(count, bool) or count != len(records) or not all(map(_is_record, records)):
+        return None
+    return records
+
+
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` was written to the end: its marker exists and matches its content (its
+    checksum and record count), and every line is a generation record."""
+    return _complete_records(Path(path)) is not None
 
 
 def cached_generations(
@@ -379,7 +405,8 @@ def cached_generations(
     if is_complete(path):
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    _marker(path).unlink(missing_ok=True)  # a stale marker must never bless the new file
+    remove_entry(_marker(path))  # a stale marker must never bless the new file
+    remove_entry(path)  # whatever is there (a folder, say) would block the new file
     start = time.perf_counter()
     records = generate_transfer(teacher_path, data, max_new_tokens, batch_size, generation, dtype)
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
@@ -398,9 +425,10 @@ def cached_generations(
 def load_generations(path: str | Path) -> list[dict[str, Any]]:
     """Read a cached generations file; refuses one that was not written to the end."""
     path = Path(path)
-    if not is_complete(path):
+    records = _complete_records(path)
+    if records is None:
         raise FileNotFoundError(f"{path}: no complete generations file (missing or partial)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return records
 
 
 def as_target(record: dict[str, Any]) -> str:

@@ -23,15 +23,19 @@ and data finds the same entry.
 
 Integrity: an entry is built in a temporary folder and renamed into place after its
 ``manifest.json`` (every file's size and SHA-256) is written, so a build that dies leaves no
-entry. :func:`ensure` checks every checksum before handing an entry out and rebuilds a damaged
-one; :func:`open_cache` (in each job) checks the manifest and every file's size.
+entry. :func:`open_cache` (in each job) checks the manifest against what the methods need
+(:func:`manifest_problem`: its fields and types, and that it lists every file its signals
+require, :func:`files_needed`), every file's size, each ``.npy`` header and the arrays' shapes
+against the manifest and each other (:func:`arrays_problem`); with ``verify`` every checksum
+too. Whatever is wrong is one :class:`CacheError` line; :func:`ensure` verifies an entry before
+handing it out and rebuilds a damaged one (a manifest that is not JSON, ``{}``, a list, lacks a
+file's checksum...: all damage).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,7 +46,7 @@ import numpy as np
 import torch
 
 from kdbench.config import CACHEABLE, DataSpec
-from kdbench.disk_cache import atomic_entry, sha256_file
+from kdbench.disk_cache import atomic_entry, remove_entry, sha256_file
 from kdbench.generations import teacher_fingerprint
 from kdbench.models import job_device, load_pretrained, prepare_models
 from kdbench.records import SignalCacheInfo
@@ -57,8 +61,151 @@ PER_TOKEN = {
 }
 
 
+# the files besides the per-token signal arrays: where each example's tokens and maps start
+LAYOUT = ("lengths", "offsets")
+ATTENTION_FILES = ("attentions", "att_offsets")
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_KINDS[type(None)] = "null"
+_INTEGER_FIELDS = ("n_examples", "n_tokens", "bytes", "teacher_tokens", "teacher_forwards")
+
+
 class CacheError(RuntimeError):
-    """A cache entry is missing, incomplete or damaged."""
+    """A cache entry is missing, incomplete or damaged (one line: the entry and what is wrong)."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "?"
+
+
+def files_needed(signals: Iterable[str], topk: int) -> dict[str, str]:
+    """The ``.npy`` files (stems) an entry of ``signals`` must hold, each with what needs it:
+    the layout (:data:`LAYOUT`), the per-token arrays (:data:`PER_TOKEN`; ``logits`` alone
+    when ``topk`` is 0, the full distribution) and the attention maps with their offsets."""
+    needed = dict.fromkeys(LAYOUT, "the layout")
+    for signal in sorted(signals):
+        if signal == "logits" and not topk:
+            names: tuple[str, ...] = ("logits",)
+        elif signal == "attentions":
+            names = ATTENTION_FILES
+        else:
+            names = PER_TOKEN.get(signal, ())
+        needed.update(dict.fromkeys(names, f"signal {signal}"))
+    return needed
+
+
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed ``manifest.json`` (None: nothing): its fields and their types,
+    and its ``files`` against :func:`files_needed` (each with an integer ``bytes`` and a
+    SHA-256)."""
+    if not isinstance(manifest, dict):
+        kind = _JSON_KINDS.get(type(manifest), type(manifest).__name__)
+        return f"manifest.json holds a JSON {kind}, not an object"
+    signals = manifest.get("signals")
+    if (
+        not isinstance(signals, list)
+        or not all(isinstance(x, str) and x in CACHEABLE for x in signals)
+        or len(set(signals)) != len(signals)
+    ):
+        return f"manifest.json: signals must be a list of distinct names from {list(CACHEABLE)}"
+    if not _is_int(manifest.get("topk")):
+        return "manifest.json: topk must be an integer >= 0"
+    for field in _INTEGER_FIELDS:
+        if not _is_int(manifest.get(field)):
+            return f"manifest.json: {field} must be an integer >= 0"
+    per_token = manifest.get("bytes_per_token")
+    if not isinstance(per_token, int | float) or isinstance(per_token, bool) or per_token < 0:
+        return "manifest.json: bytes_per_token must be a number >= 0"
+    if "hidden_layers" in manifest or "hidden_count" in manifest:
+        kept, count = manifest.get("hidden_layers"), manifest.get("hidden_count")
+        if not (
+            _is_int(count, 1)
+            and isinstance(kept, list)
+            and kept
+            and all(_is_int(i) and i < count for i in kept)
+            and kept == sorted(set(kept))
+        ):
+            return (
+                "manifest.json: hidden_layers must be increasing layer numbers below an integer "
+                "hidden_count"
+            )
+    if "attentions" in signals:
+        shape = manifest.get("attention_shape")
+        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(x, 1) for x in shape)):
+            return "manifest.json: attention_shape must be [layers, heads], two integers >= 1"
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return "manifest.json: files must be an object of file name -> {bytes, sha256}"
+    needed = files_needed(signals, manifest["topk"])
+    for name, by in needed.items():
+        if name not in files:
+            return f"manifest.json lists no {name}.npy ({by} needs it)"
+    for name, meta in files.items():
+        if name not in needed:
+            return f"manifest.json lists {_one_line(name)!r}, not a file of this entry"
+        if not isinstance(meta, dict) or not _is_int(meta.get("bytes")):
+            return f"manifest.json: {name}.npy has no integer size (bytes)"
+        digest = meta.get("sha256")
+        if not (
+            isinstance(digest, str)
+            and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)
+        ):
+            return f"manifest.json: {name}.npy has no SHA-256 checksum (sha256)"
+    if manifest["bytes"] != sum(meta["bytes"] for meta in files.values()):
+        return "manifest.json: bytes is not the sum of its files' sizes"
+    return None
+
+
+def arrays_problem(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> str | None:
+    """What is wrong with an entry's arrays (opened as memory maps) against its (well-formed)
+    manifest and each other (None: nothing): dtypes, shapes, and the offsets that locate each
+    example's rows (the small ``lengths``/``offsets`` arrays are read in full)."""
+    n, n_tok = manifest["n_examples"], manifest["n_tokens"]
+    lengths, offsets = arrays["lengths"], arrays["offsets"]
+    for name, want in (("lengths", (n,)), ("offsets", (n + 1,))):
+        if arrays[name].shape != want or arrays[name].dtype.kind != "i":
+            return f"{name}.npy is not an integer array of shape {want}"
+    if (
+        (np.asarray(lengths) < 0).any()
+        or offsets[0] != 0
+        or not np.array_equal(np.diff(offsets), lengths)
+        or offsets[-1] != n_tok
+    ):
+        return "lengths.npy and offsets.npy do not lay out n_tokens tokens"
+    for name, arr in arrays.items():
+        if name not in LAYOUT + ("att_offsets", "topk_indices") and arr.dtype.kind != "f":
+            return f"{name}.npy holds {arr.dtype}, not floating-point values"
+        per_token = name in PER_TOKEN["logits"] + PER_TOKEN["qkv"] + ("logits", "hidden_states")
+        if per_token and (arr.ndim < 1 or arr.shape[0] != n_tok):
+            return f"{name}.npy has shape {arr.shape}, not one row per token ({n_tok})"
+    if manifest["topk"] and "topk_logits" in arrays:
+        k = manifest["topk"]
+        for name in ("topk_logits", "topk_indices"):
+            if arrays[name].shape != (n_tok, k):
+                return f"{name}.npy has shape {arrays[name].shape}, not (tokens, topk={k})"
+        if arrays["topk_indices"].dtype.kind != "i" or arrays["logsumexp"].ndim != 1:
+            return "topk_indices.npy or logsumexp.npy has the wrong dtype or shape"
+    if "hidden_states" in arrays:
+        hs, kept = arrays["hidden_states"], manifest.get("hidden_layers")
+        if hs.ndim != 3 or (kept is not None and hs.shape[1] != len(kept)):
+            return f"hidden_states.npy has shape {hs.shape}, not (tokens, kept layers, hidden)"
+    if "attentions" in arrays:
+        layers, heads = manifest["attention_shape"]
+        att, att_offsets = arrays["attentions"], arrays["att_offsets"]
+        sizes = layers * heads * np.asarray(lengths, dtype=np.int64) ** 2
+        if (
+            att.ndim != 1
+            or att_offsets.shape != (n + 1,)
+            or att_offsets.dtype.kind != "i"
+            or not np.array_equal(att_offsets, np.concatenate([[0], np.cumsum(sizes)]))
+            or att_offsets[-1] != att.shape[0]
+        ):
+            return "attentions.npy and att_offsets.npy do not hold one map per layer and head"
+    return None
 
 
 def signals_for(methods: Iterable[Any], wanted: tuple[str, ...] | None) -> frozenset[str]:
@@ -213,21 +360,42 @@ class SignalCache:
 
 
 def open_cache(folder: str | Path, verify: bool = False) -> SignalCache:
-    """Open an entry; raises :class:`CacheError` when its manifest is missing or a file's size
-    (with ``verify``, its SHA-256 too) differs from what the manifest recorded."""
+    """Open an entry; raises :class:`CacheError` (one line) when its manifest is missing,
+    unreadable or malformed (:func:`manifest_problem`), a file is missing or its size differs
+    from what the manifest recorded (with ``verify``, its SHA-256 too), a ``.npy`` header is
+    unreadable, or the arrays do not fit the manifest (:func:`arrays_problem`)."""
     folder = Path(folder)
+
+    def damaged(what: str) -> CacheError:
+        return CacheError(_one_line(f"teacher-signal cache {folder}: {what}"))
+
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise CacheError(f"teacher-signal cache {folder}: no readable manifest ({e})") from None
-    arrays = {}
-    for name, meta in manifest["files"].items():
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise damaged(f"no readable manifest ({e})") from None
+    if problem := manifest_problem(manifest):
+        raise damaged(problem)
+    files = manifest["files"]
+    for name, meta in files.items():
         path = folder / f"{name}.npy"
         if not path.is_file() or path.stat().st_size != meta["bytes"]:
-            raise CacheError(f"teacher-signal cache {folder}: {path.name} is missing or truncated")
-        if verify and sha256_file(path) != meta["sha256"]:
-            raise CacheError(f"teacher-signal cache {folder}: {path.name} is damaged (checksum)")
-        arrays[name] = np.load(path, mmap_mode="r")
+            raise damaged(f"{path.name} is missing or truncated")
+    if verify:
+        for name, meta in files.items():
+            try:
+                digest = sha256_file(folder / f"{name}.npy")
+            except OSError as e:
+                raise damaged(f"{name}.npy is unreadable ({e})") from None
+            if digest != meta["sha256"]:
+                raise damaged(f"{name}.npy is damaged (checksum)")
+    arrays = {}
+    for name in files:
+        try:
+            arrays[name] = np.load(folder / f"{name}.npy", mmap_mode="r")
+        except Exception as e:  # numpy's header parser raises ValueError, TokenError, ...
+            raise damaged(f"{name}.npy has a damaged header ({type(e).__name__}: {e})") from None
+    if problem := arrays_problem(manifest, arrays):
+        raise damaged(problem)
     return SignalCache(folder, manifest, arrays)
 
 
@@ -392,12 +560,12 @@ def ensure(
     batch = transfer_batch(data, tokenizer)
     key = cache_key(teacher_path, batch.input_ids, signals, topk, teacher.dtype, hidden_layers)
     folder = Path(root) / "signals" / key
-    if folder.exists():
+    if folder.exists() or folder.is_symlink():
         try:
             return _info(open_cache(folder, verify=True).manifest, folder, built=False)
         except CacheError as e:
             print(f"{e}: rebuilding it")
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_entry(folder)
     bar = (
         progress_factory(total=len(batch.input_ids), desc="teacher signals", unit="seq")
         if progress_factory
@@ -416,6 +584,7 @@ def ensure(
     )
     if bar is not None:
         bar.close()
+    open_cache(folder)  # the entry now in place (this build's, or a concurrent one's) is sound
     return _info(manifest, folder, built=True)
 
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
+
 from kdbench import __version__, signal_cache
 from kdbench.config import Budget, Suite, data_identity
 from kdbench.data_sources import fingerprint
@@ -85,7 +87,8 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
     """The teacher's folder, training it first when the recipe is not cached yet.
 
     Training goes in rounds of ``train_steps`` (each its own warm-up and cosine schedule)
-    until the gate metric reaches its value or ``max_steps`` is spent.
+    until the gate metric reaches its value or ``max_steps`` is spent. A cached folder that is
+    partial or damaged (:func:`cached_teacher`) is trained again and replaced, never read.
     """
     t = suite.teacher
     if t.source is not None:  # never trained; a local folder's weights give the size axis
@@ -97,9 +100,11 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
             bytes=model_bytes(t.source) if local else None,
         )
     folder = root / "teachers" / recipe_hash(suite)
-    done = folder / "kdbench_teacher.json"
-    if done.is_file():  # written last: a folder without it is a partial build, never read
-        return _artifacts(json.loads(done.read_text()), folder, cached=True)
+    if folder.exists() or folder.is_symlink():
+        meta, problem = cached_teacher(folder)
+        if meta is not None:
+            return _artifacts(meta, folder, cached=True)
+        print(f"cached teacher {folder}: {problem}: rebuilding it")  # replaced when built
 
     tokenizer = default_tokenizer()
     model = build_llama({**t.arch, "max_length": suite.data.max_length}, tokenizer, seed=0)
@@ -167,6 +172,36 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
         }
         (tmp / "kdbench_teacher.json").write_text(json.dumps(meta, indent=1))
     return _artifacts(meta, folder, cached=False)
+
+
+def cached_teacher(folder: Path) -> tuple[dict[str, Any] | None, str]:
+    """A built teacher's metadata (``kdbench_teacher.json``, written last) when ``folder`` holds
+    a complete one, else None and what is wrong: a partial build (no metadata), metadata or
+    ``config.json`` that is not a JSON object, weights missing, or a ``.safetensors`` file whose
+    header does not describe it (truncated, overwritten). A damaged folder is rebuilt, never
+    read."""
+    if not folder.is_dir():
+        return None, "not a folder"
+    meta: Any = None
+    for name in ("kdbench_teacher.json", "config.json"):
+        try:
+            parsed = json.loads((folder / name).read_text())
+        except FileNotFoundError:
+            return None, f"no {name}" + (" (a partial build)" if meta is None else "")
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            return None, f"{name} is unreadable ({type(e).__name__})"
+        if not isinstance(parsed, dict):
+            return None, f"{name} is not a JSON object"
+        meta = parsed if meta is None else meta
+    if not model_bytes(folder):
+        return None, "no weights"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:  # reads only the header: it must describe the whole file
+            with safe_open(path, "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            return None, f"{path.name} is damaged ({' '.join(str(e).split())})"
+    return meta, ""
 
 
 def _artifacts(meta: dict[str, Any], folder: Path, cached: bool) -> TeacherArtifacts:

@@ -99,6 +99,21 @@ def test_cache_is_reused_and_partial_or_corrupt_files_rebuilt(teacher: Path, tmp
     assert not list(path.parent.glob("*.tmp*"))
 
 
+def test_a_damaged_marker_means_generate_again(teacher: Path, tmp_path) -> None:
+    """A marker that is ``{}``, not JSON, or has a wrong count blesses nothing: the file is
+    generated again, never read and never a crash (more cases: tests/bad_input/test_caches.py)."""
+    path = cached_generations(teacher, DATA, tmp_path, max_new_tokens=8)
+    marker, good = path.with_suffix(".done"), path.read_text()
+    meta = json.loads(marker.read_text())
+    for text in ("{}", "[]", "not json", json.dumps({**meta, "count": meta["count"] - 1})):
+        marker.write_text(text)
+        assert not is_complete(path)
+        with pytest.raises(FileNotFoundError, match="partial"):
+            load_generations(path)
+        assert cached_generations(teacher, DATA, tmp_path, max_new_tokens=8) == path
+        assert path.read_text() == good and json.loads(marker.read_text())["count"] == 8
+
+
 def test_cache_key_follows_teacher_data_and_settings(teacher: Path, tmp_path) -> None:
     base = cached_generations(teacher, DATA, tmp_path, max_new_tokens=4)
     other_data = dataclasses.replace(DATA, n_per_task=3)

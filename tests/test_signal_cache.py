@@ -3,6 +3,8 @@ or half-written entries never read, and training from the cache runs no teacher 
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +203,50 @@ def test_only_the_hidden_layers_the_methods_read_are_cached(teacher, tmp_path) -
         )
     for pa, pb in zip(students[0].parameters(), students[1].parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_the_manifest_must_list_what_the_signals_need(teacher, entry, tmp_path) -> None:
+    """A signal file removed together with its manifest entry, a manifest without a checksum,
+    or a damaged ``.npy`` header is a damaged entry (one CacheError line), rebuilt by ensure();
+    the full corpus is tests/bad_input/test_caches.py."""
+    assert signal_cache.files_needed({"qkv", "attentions"}, 8) == {
+        "lengths": "the layout",
+        "offsets": "the layout",
+        "attentions": "signal attentions",
+        "att_offsets": "signal attentions",
+        "q": "signal qkv",
+        "k": "signal qkv",
+        "v": "signal qkv",
+    }
+    assert list(signal_cache.files_needed({"logits"}, 0)) == ["lengths", "offsets", "logits"]
+    root = tmp_path / "cache"
+    shutil.copytree(Path(entry.path).parent.parent, root)
+    folder = root / "signals" / Path(entry.path).name
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert signal_cache.manifest_problem(manifest) is None
+
+    (folder / "q.npy").unlink()
+    del manifest["files"]["q"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(signal_cache.CacheError, match=r"lists no q\.npy \(signal qkv needs it\)"):
+        signal_cache.open_cache(folder, verify=True)
+    assert signal_cache.ensure(teacher, DATA, ALL, 8, root).built
+    assert "q" in signal_cache.open_cache(folder, verify=True).arrays
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["files"]["k"]["sha256"]
+    assert signal_cache.manifest_problem(manifest) == (
+        "manifest.json: k.npy has no SHA-256 checksum (sha256)"
+    )
+    for bad in ({}, [], [manifest], {**manifest, "files": []}, {**manifest, "topk": "8"}):
+        assert signal_cache.manifest_problem(bad)
+
+    raw = (folder / "offsets.npy").read_bytes()
+    (folder / "offsets.npy").write_bytes(b"\0" * 10 + raw[10:])  # same size: the header gone
+    with pytest.raises(signal_cache.CacheError, match="offsets.npy has a damaged header") as e:
+        signal_cache.open_cache(folder)
+    assert "\n" not in str(e.value)
+    with pytest.raises(signal_cache.CacheError, match=r"offsets\.npy is damaged \(checksum\)"):
+        signal_cache.open_cache(folder, verify=True)
+    assert signal_cache.ensure(teacher, DATA, ALL, 8, root).built
+    signal_cache.open_cache(folder, verify=True)
