@@ -66,7 +66,7 @@ def _default_db() -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from kdbench import store
     from kdbench.config import load_suite, suite_path
-    from kdbench.workers import check_address, parse_address
+    from kdbench.workers import bound_connect, check_address, parse_address
 
     # the cheap checks first, all before Ray starts and before anything is written
     if args.address:
@@ -74,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         store.check_writable(args.db)  # a kdbench database or a new file it can create
         check_address(args.address)  # something answers there, within seconds
+        bound_connect(args.address)  # and Ray gives up on it within seconds: before Ray loads
     path = suite_path(args.suite)  # a file, or a bundled suite's name
     _check_text(path, "suite")
 
@@ -266,6 +267,10 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
 
 
 def cmd_plugin_check(args: argparse.Namespace) -> int:
+    import torch
+
+    if not torch.cuda.is_available():  # DeepSpeed's own guess warns on stderr
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from kdbench.methods import MethodError
     from kdbench.testing import run_checks
 

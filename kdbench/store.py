@@ -224,6 +224,13 @@ def _not_ours(path: Path, why: str) -> StoreError:
     )
 
 
+def _damaged(path: Path, exc: Exception) -> StoreError:
+    return StoreError(
+        f"results database {path} is damaged (truncated or overwritten?): {exc}; restore it "
+        "from a backup or give another --db"
+    )
+
+
 def _stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
     """The kdbench schema version of the open database, or None when it has no tables at all
     (a new or empty database: kdbench may create its schema there).
@@ -238,7 +245,7 @@ def _stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
             "SELECT table_schema, table_name, column_name FROM information_schema.columns"
         ).fetchall()
     except duckdb.Error as exc:
-        raise StoreError(f"cannot read the tables of results database {path}: {exc}") from exc
+        raise _damaged(path, exc) from exc
     columns: dict[str, set[str]] = {}
     others: set[str] = set()
     for schema, table, column in rows:
@@ -260,6 +267,8 @@ def _stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
         found = con.execute(
             "SELECT CAST(value AS VARCHAR) FROM meta WHERE CAST(key AS VARCHAR) = 'schema_version'"
         ).fetchall()
+    except duckdb.IOException as exc:
+        raise _damaged(path, exc) from exc
     except duckdb.Error as exc:
         raise _not_ours(path, f"its `meta` table cannot be read: {exc}") from exc
     if len(found) != 1:

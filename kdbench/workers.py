@@ -23,9 +23,11 @@ WORKER_ENV = {
 
 PROBE_TIMEOUT_S = 5.0
 """How long :func:`check_address` waits for a cluster's port to answer before giving up."""
-CONNECT_TIMEOUT_S = 10
-"""Ray's own bound on reaching a cluster's GCS that answered the probe
-(``RAY_gcs_rpc_server_connect_timeout_s``, unless the environment sets it)."""
+CONNECT_BOUNDS = {"RAY_py_gcs_connect_timeout_s": "5", "RAY_gcs_server_port_wait_time_s": "1"}
+"""Ray's own bounds on reaching a cluster's GCS once its port answered the probe (unless the
+environment sets them): one connection attempt of a few seconds instead of Ray's default 20
+attempts of 35 s each, so a port that answers but is no Ray GCS fails in about 15 s (after
+three warning lines of Ray's own)."""
 
 _HOST = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -84,19 +86,29 @@ def check_address(address: str | None, timeout: float = PROBE_TIMEOUT_S) -> None
     )
 
 
+def bound_connect(address: str | None) -> None:
+    """Set :data:`CONNECT_BOUNDS` (unless the environment sets them) when ``address`` (or
+    ``$RAY_ADDRESS``) names a cluster; Ray reads them when it is imported, so call this first."""
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    if target != "local":  # a port that answers the probe but is no GCS: one bounded try
+        for key, value in CONNECT_BOUNDS.items():
+            os.environ.setdefault(key, value)
+
+
 def init_ray(address: str | None) -> None:
     """Connect the driver: to ``address`` (or ``$RAY_ADDRESS``), else a private local instance.
 
-    A malformed or unreachable address raises :class:`ClusterError` (one line) within about
-    :data:`PROBE_TIMEOUT_S` + :data:`CONNECT_TIMEOUT_S` seconds instead of Ray's minutes."""
+    A malformed or unreachable address raises :class:`ClusterError` (one line): within
+    :data:`PROBE_TIMEOUT_S` seconds when nothing listens, within about 20 s (see
+    :data:`CONNECT_BOUNDS`) when something listens that is not a Ray cluster, instead of Ray's
+    minutes."""
     import ray
 
     if ray.is_initialized():
         return
     check_address(address)
     target = address or os.environ.get("RAY_ADDRESS") or "local"
-    if target != "local":
-        os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", str(CONNECT_TIMEOUT_S))
+    bound_connect(target)
     try:
         ray.init(
             # no address: a private local instance, never a cluster someone else started on
