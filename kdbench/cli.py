@@ -367,6 +367,8 @@ _EXPECTED = {
     "kdbench.economics": "PriceError",
     "kdbench.workers": "ClusterError",
     "kdbench.methods": "MethodError",
+    "kdbench.data_sources": "DataError",
+    "kdbench.evaluate": "TaskError",
 }
 
 

@@ -34,6 +34,7 @@ import math
 import operator
 import os
 import random
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -274,7 +275,7 @@ def _stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
     if len(found) != 1:
         raise _not_ours(path, f"its `meta` table has {len(found)} schema_version rows, not 1")
     text = found[0][0]
-    if text is None or not text.strip().isascii() or not text.strip().isdigit():
+    if text is None or not re.fullmatch(r"-?[0-9]{1,9}", text.strip()):
         raise StoreError(
             f"results database {path} has schema version {text!r}, not an integer: it is "
             "damaged or not kdbench's; give another --db"
