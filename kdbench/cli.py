@@ -406,13 +406,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     except Exception as e:
-        if is_expected(e):
-            print(f"kdbench: error: {_one_line(str(e))}", file=sys.stderr)
+        cause = getattr(e, "cause", None)  # a Ray task's error: the exception raised remotely
+        error = cause if isinstance(cause, Exception) else e
+        if is_expected(error):
+            print(f"kdbench: error: {_one_line(str(error))}", file=sys.stderr)
             return 2
         where = _write_traceback(e)
-        first = _one_line(str(e))[:300]
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        first = _one_line(lines[0] if lines else "")[:300]
         print(
-            f"kdbench: error: internal error {type(e).__name__}"
+            f"kdbench: error: internal error {type(error).__name__}"
             + (f": {first}" if first else "")
             + f"; full traceback in {where} (please report it)",
             file=sys.stderr,

@@ -517,7 +517,7 @@ def test_internal_error_is_one_line_naming_its_traceback_file(capsys, monkeypatc
     assert main(["methods"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "kdbench: error: internal error RuntimeError: something unexpected" in err
+    assert "kdbench: error: internal error RuntimeError: something;" in err
     where = Path(err.rsplit("full traceback in ", 1)[1].split(" (please report it)")[0])
     text = where.read_text()
     assert "Traceback (most recent call last)" in text and "RuntimeError" in text
