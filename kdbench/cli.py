@@ -1,6 +1,9 @@
 """``kdbench``: run suites, list methods, show the leaderboard, start the web app.
 
-Bad input exits with code 2 and one line naming the file, the field and what is allowed.
+Bad input exits with code 2 and one line ``kdbench: error: ...`` on stderr naming the file, the
+field and what is allowed, before Ray starts and before anything is written. An unexpected
+internal error exits with code 1 and one line naming the exception and the file that holds its
+full traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from kdbench import __version__
 
@@ -28,6 +34,29 @@ for _key, _value in {
 APP = Path(__file__).resolve().parent / "app" / "streamlit_app.py"
 
 
+class CommandError(Exception):
+    """A bad command line (a filter that matches nothing, a bad port): one line, exit 2."""
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: line breaks and other control characters become spaces."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def _check_text(path: Path, what: str) -> None:
+    """Refuse a ``what`` file that is not UTF-8 text (a binary file) with one line."""
+    from kdbench.config import SuiteError
+
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SuiteError(
+            path, "(file)", f"not a text file (byte {exc.start} is not UTF-8); a {what} is TOML"
+        ) from None
+    except OSError as exc:
+        raise SuiteError(path, "(file)", f"cannot read it: {exc.strerror or exc}") from None
+
+
 def _default_db() -> Path:
     from kdbench.store import DEFAULT_DB
 
@@ -35,13 +64,26 @@ def _default_db() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from kdbench import store
     from kdbench.config import load_suite, suite_path
+    from kdbench.workers import bound_connect, check_address, parse_address
+
+    # the cheap checks first, all before Ray starts and before anything is written
+    if args.address:
+        parse_address(args.address)  # its form, even for --dry-run
+    if not args.dry_run:
+        store.check_writable(args.db)  # a kdbench database or a new file it can create
+        check_address(args.address)  # something answers there, within seconds
+        bound_connect(args.address)  # and Ray gives up on it within seconds: before Ray loads
+    path = suite_path(args.suite)  # a file, or a bundled suite's name
+    _check_text(path, "suite")
+
     from kdbench.leaderboard import format_notes, format_table, leaderboard, suite_data
     from kdbench.pipeline import plan, run_suite
     from kdbench.preflight import estimates
     from kdbench.transfer import truncation_line
 
-    suite = load_suite(suite_path(args.suite))  # a file, or a bundled suite's name
+    suite = load_suite(path)
     planned = plan(suite)  # all input errors before anything starts or is written
     truncated = truncation_line(suite.data, suite.teacher)  # what max_length cuts
     if truncated:
@@ -94,15 +136,65 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from kdbench.economics import PriceError, load_prices
-    from kdbench.leaderboard import (
-        format_notes,
-        format_table,
-        latest_suite,
-        leaderboard,
-        suite_data,
+def _suite_hash(db: Path, wanted: str | None) -> str | None:
+    """The stored suite that ``--suite`` names (a hash or a unique prefix of one), the latest
+    suite without it; raises :class:`CommandError` listing the stored suites otherwise."""
+    from kdbench.leaderboard import latest_suite, suites
+
+    if wanted is None:
+        return latest_suite(db)
+    stored = suites(db)
+    hashes = list(stored["suite_hash"])
+    if wanted in hashes:
+        return wanted
+    matches = [h for h in hashes if wanted and h.startswith(wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    labels = list(stored["label"])
+    listing = (
+        "stored: "
+        + ", ".join(labels[:10])
+        + (f", ... ({len(labels)} in all)" if len(labels) > 10 else "")
+        if labels
+        else f"{db} holds no suite yet"
     )
+    why = "matches several suites" if matches else "no such suite"
+    raise CommandError(f"--suite {wanted!r}: {why}; {listing}")
+
+
+def _check_filters(db: Path, suite: str | None, args: argparse.Namespace) -> None:
+    """Each ``--method`` / ``--family`` / ``--student`` names something the suite has run, and
+    together they match a run; raises :class:`CommandError` saying what exists otherwise."""
+    from kdbench import store
+
+    filters = {"method": args.method, "family": args.family, "student": args.student}
+    if all(values is None for values in filters.values()):
+        return
+    runs = store.read_runs(db, suite) if suite is not None else None
+    where = f"suite {suite}" if suite is not None else str(db)
+    if runs is None or runs.empty:
+        raise CommandError(f"{where} has no runs yet, so no filter can match")
+    runs = runs[runs["role"] == "student"]
+    for column, values in filters.items():
+        stored = sorted({str(v) for v in runs[column].dropna()})
+        for value in values or ():
+            if value not in stored:
+                raise CommandError(
+                    f"--{column} {value!r}: no such {column} in {where}; stored: "
+                    + (", ".join(stored) or "none")
+                )
+    keep = runs
+    for column, values in filters.items():
+        if values is not None:
+            keep = keep[keep[column].isin(values)]
+    if keep.empty:
+        given = " ".join(f"--{c} {v}" for c, vs in filters.items() for v in vs or ())
+        raise CommandError(f"{given}: no run of {where} matches these filters together")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from kdbench.economics import load_prices
+    from kdbench.leaderboard import format_notes, format_table, leaderboard, suite_data
 
     if not args.db.exists():
         print(
@@ -111,14 +203,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        prices = load_prices(args.prices)
-    except PriceError as e:
-        print(f"kdbench: error: {e}", file=sys.stderr)
-        return 2
+    prices = load_prices(args.prices)  # a PriceError is one line, exit 2
+    suite = _suite_hash(args.db, args.suite)
+    _check_filters(args.db, suite, args)
     table = leaderboard(
         args.db,
-        args.suite,
+        suite,
         methods=args.method,
         families=args.family,
         students=args.student,
@@ -128,7 +218,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(table.to_json(orient="records", indent=2))
     else:
         print(format_table(table))
-        suite = args.suite or latest_suite(args.db)
         if suite is not None:
             data = suite_data(args.db, [suite], boards=False)
             notes = format_notes(data.tasks, data.failed)
@@ -138,6 +227,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
+    from kdbench import store
+
+    if not 0 < args.port < 65536:
+        raise CommandError(f"--port {args.port}: must be a TCP port from 1 to 65535")
+    if args.db.exists() or args.db.is_symlink():
+        store.connect(args.db, read_only=True).close()  # kdbench's and readable, or one line
     cmd = [
         sys.executable,
         "-m",
@@ -172,6 +267,10 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
 
 
 def cmd_plugin_check(args: argparse.Namespace) -> int:
+    import torch
+
+    if not torch.cuda.is_available():  # DeepSpeed's own guess warns on stderr
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from kdbench.methods import MethodError
     from kdbench.testing import run_checks
 
@@ -187,8 +286,17 @@ def cmd_plugin_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line ``kdbench: error: ...`` (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("kdbench").strip()
+        hint = f"see `kdbench {command} --help`" if command else "see `kdbench --help`"
+        self.exit(2, f"kdbench: error: {_one_line(message)} ({hint})\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kdbench", description=__doc__.splitlines()[0])
+    p = _Parser(prog="kdbench", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"kdbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -251,24 +359,68 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from kdbench.config import SuiteError
-    from kdbench.store import StoreError
+# the errors that mean bad input (one line on stderr, exit 2), by module: a module that was
+# never imported cannot have raised its error (so torch's import is not paid for this)
+_EXPECTED = {
+    "kdbench.config": "SuiteError",
+    "kdbench.store": "StoreError",
+    "kdbench.economics": "PriceError",
+    "kdbench.workers": "ClusterError",
+    "kdbench.methods": "MethodError",
+    "kdbench.data_sources": "DataError",
+    "kdbench.evaluate": "TaskError",
+}
 
+
+def is_expected(exc: BaseException) -> bool:
+    """Whether ``exc`` is bad input (exit 2, one line) rather than an internal error."""
+    kinds = [CommandError] + [
+        getattr(sys.modules[module], name)
+        for module, name in _EXPECTED.items()
+        if module in sys.modules
+    ]
+    return isinstance(exc, tuple(kinds))
+
+
+def _write_traceback(exc: BaseException) -> str:
+    """Write ``exc``'s full traceback to a new file in the temp folder and return its path."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        fd, path = tempfile.mkstemp(prefix="kdbench-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"kdbench {__version__}: {' '.join(sys.argv)}\n{text}")
+    except OSError:
+        return "(could not be written)"
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 1 failed runs or internal error, 2 bad
+    input, 130 interrupted). Never lets a traceback reach the terminal."""
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except SuiteError as e:
-        print(f"kdbench: error: {e}", file=sys.stderr)
-        return 2
-    except StoreError as e:
-        print(f"kdbench: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(
             "kdbench: interrupted; finished runs are stored, rerun to do the rest", file=sys.stderr
         )
         return 130
+    except Exception as e:
+        cause = getattr(e, "cause", None)  # a Ray task's error: the exception raised remotely
+        error = cause if isinstance(cause, Exception) else e
+        if is_expected(error):
+            print(f"kdbench: error: {_one_line(str(error))}", file=sys.stderr)
+            return 2
+        where = _write_traceback(e)
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        first = _one_line(lines[0] if lines else "")[:300]
+        print(
+            f"kdbench: error: internal error {type(error).__name__}"
+            + (f": {first}" if first else "")
+            + f"; full traceback in {where} (please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

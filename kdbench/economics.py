@@ -110,14 +110,22 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
     """Read and validate a price table (default :data:`DEFAULT_PRICES`).
 
     Raises :class:`PriceError` with one line naming the file, the field and what is allowed:
-    a missing file, invalid TOML, an unknown key, a ``usd_per_hour`` that is not a number
+    a missing file, a folder, an unreadable or binary file, invalid TOML, an unknown key, a ``usd_per_hour`` that is not a number
     >= 0, a ``match`` that is not a list of strings, or a ``cpu`` entry with a ``match``.
     """
     path = Path(path) if path is not None else DEFAULT_PRICES
+    if path.is_dir():
+        raise PriceError(f"{path}: a folder, not a price table (a TOML file)")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PriceError(f"{path}: no such price table") from None
+    except UnicodeDecodeError as exc:
+        raise PriceError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); a price table is TOML"
+        ) from None
+    except OSError as exc:
+        raise PriceError(f"{path}: cannot read the price table: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PriceError(f"{path}: not valid TOML: {exc}") from None
     unknown = sorted(set(data) - set(_TOP_KEYS))

@@ -8,6 +8,7 @@ group and passes ``kdbench plugin check NAME`` as generated; edit its loss from 
 from __future__ import annotations
 
 import keyword
+import os
 import re
 from pathlib import Path
 
@@ -133,17 +134,32 @@ pytest                      # the same checks, plus this method's own tests
 Then name it in a suite: `methods = ["sft", "{name}"]`, tune it under `[method_config.{name}]`.
 """
 
-NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_NAME = 40
+"""The longest plugin name: it names a method, a module, a package and a folder."""
+NAME = re.compile(rf"^[a-z][a-z0-9_]{{0,{MAX_NAME - 1}}}$")
+
+
+def _shown(name: str) -> str:
+    return repr(name) if len(name) <= 60 else f"{name[:60]!r}... ({len(name)} characters)"
 
 
 def new_plugin(name: str, where: Path) -> Path:
-    """Write ``where/kdbench-NAME/`` and return it. Raises ValueError on a bad name or folder."""
+    """Write ``where/kdbench-NAME/`` and return it. Raises ValueError (one line) on a bad name,
+    a ``where`` that is not a folder or cannot be created, or a package that exists already;
+    nothing is written then."""
     if not NAME.match(name) or keyword.iskeyword(name):
         raise ValueError(
-            f"plugin name {name!r}: use lower-case letters, digits and _ , "
-            "starting with a letter (it becomes a Python module name)"
+            f"plugin name {_shown(name)}: use 1 to {MAX_NAME} lower-case letters, digits and _ ,"
+            " starting with a letter, not a Python keyword (it becomes a Python module name)"
         )
-    root = where / f"kdbench-{name.replace('_', '-')}"
+    folder = Path(where)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--dir {where}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--dir {where}: {folder} is not writable")
+    root = Path(where) / f"kdbench-{name.replace('_', '-')}"
     if root.exists():
         raise ValueError(f"{root} already exists; choose another name or folder")
     fields = {
@@ -158,8 +174,11 @@ def new_plugin(name: str, where: Path) -> Path:
         f"tests/test_{name}.py": TESTS,
         "README.md": README,
     }
-    for rel, template in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.format(**fields))
+    try:
+        for rel, template in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(template.format(**fields))
+    except OSError as exc:
+        raise ValueError(f"--dir {where}: cannot write the plugin there: {exc}") from exc
     return root

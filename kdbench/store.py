@@ -30,7 +30,11 @@ and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
 from __future__ import annotations
 
 import json
+import math
+import operator
+import os
 import random
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -202,12 +206,87 @@ def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(row and row[0])
 
 
-def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The schema version recorded in ``meta``, or None when there is none yet."""
-    if not _has_table(con, "meta"):
+# The columns each kdbench table has had since schema 1 (later versions only add columns):
+# a file whose tables lack them is damaged or not kdbench's.
+_REQUIRED_COLUMNS: dict[str, frozenset[str]] = {
+    "meta": frozenset({"key", "value"}),
+    "suites": frozenset({"suite_hash", "name", "path", "config", "created_at"}),
+    "runs": frozenset(RUN_COLUMNS),
+    "metrics": frozenset({"run_id", *METRIC_COLUMNS} - {"aggregation"}),
+    "costs": frozenset({"run_id", *COST_COLUMNS[:7]}),
+    "samples": frozenset({"run_id", *SAMPLE_COLUMNS}),
+}
+
+
+def _not_ours(path: Path, why: str) -> StoreError:
+    return StoreError(
+        f"{path} is not a kdbench results database ({why}); kdbench refuses to touch it: "
+        "give another --db (a new file, or one written by `kdbench run`)"
+    )
+
+
+def _damaged(path: Path, exc: Exception) -> StoreError:
+    return StoreError(
+        f"results database {path} is damaged (truncated or overwritten?): {exc}; restore it "
+        "from a backup or give another --db"
+    )
+
+
+def _stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
+    """The kdbench schema version of the open database, or None when it has no tables at all
+    (a new or empty database: kdbench may create its schema there).
+
+    Raises :class:`StoreError` for a database that is not kdbench's (tables but no kdbench
+    ``meta`` table, a ``meta`` table of other columns or without ``schema_version``) or is
+    damaged (a version that is not an integer >= 1, a kdbench table without its columns).
+    Only reads.
+    """
+    try:
+        rows = con.execute(
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise _damaged(path, exc) from exc
+    columns: dict[str, set[str]] = {}
+    others: set[str] = set()
+    for schema, table, column in rows:
+        if schema == "main" and table in _REQUIRED_COLUMNS:
+            columns.setdefault(table, set()).add(column)
+        else:
+            others.add(f"{schema}.{table}" if schema != "main" else table)
+    if not columns and not others:
         return None
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return None if row is None else int(row[0])
+    if "meta" not in columns:
+        shown = sorted(others | set(columns))
+        more = f", ... ({len(shown)} in all)" if len(shown) > 5 else ""
+        raise _not_ours(path, f"it has tables {', '.join(shown[:5])}{more} but no `meta` table")
+    for table, have in columns.items():
+        missing = sorted(_REQUIRED_COLUMNS[table] - have)
+        if missing:
+            raise _not_ours(path, f"its `{table}` table lacks the columns {', '.join(missing)}")
+    try:
+        found = con.execute(
+            "SELECT CAST(value AS VARCHAR) FROM meta WHERE CAST(key AS VARCHAR) = 'schema_version'"
+        ).fetchall()
+    except duckdb.IOException as exc:
+        raise _damaged(path, exc) from exc
+    except duckdb.Error as exc:
+        raise _not_ours(path, f"its `meta` table cannot be read: {exc}") from exc
+    if len(found) != 1:
+        raise _not_ours(path, f"its `meta` table has {len(found)} schema_version rows, not 1")
+    text = found[0][0]
+    if text is None or not re.fullmatch(r"-?[0-9]{1,9}", text.strip()):
+        raise StoreError(
+            f"results database {path} has schema version {text!r}, not an integer: it is "
+            "damaged or not kdbench's; give another --db"
+        )
+    version = int(text)
+    if version < 1:
+        raise StoreError(
+            f"results database {path} has unknown schema version {version} (kdbench's are 1 "
+            f"to {SCHEMA_VERSION}): it is damaged or not kdbench's; give another --db"
+        )
+    return version
 
 
 def _check_version(version: int | None, path: Path) -> None:
@@ -228,12 +307,14 @@ def _check_readable(version: int | None, path: Path) -> None:
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Create the tables if missing (idempotent) and check the schema version."""
+    """Check that the database is kdbench's (or empty) and of a known schema version, then
+    create the tables if missing (idempotent) or upgrade an older file. Nothing is written
+    to a database that fails the check."""
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(_META_DDL)
-        version = _stored_version(con)
+        version = _stored_version(con, path)  # first: refuse a foreign file untouched
         _check_version(version, path)
+        con.execute(_META_DDL)
         if version is None:
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
         else:
@@ -246,9 +327,49 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         for ddl in _TABLES_DDL:
             con.execute(ddl)
         con.execute("COMMIT")
-    except BaseException:
+    except BaseException as exc:
         con.execute("ROLLBACK")
+        if isinstance(exc, duckdb.Error):
+            raise StoreError(f"cannot set up results database {path}: {exc}") from exc
         raise
+
+
+def _check_path(path: Path, read_only: bool) -> None:
+    """The file itself: an existing path must be a file; a new one needs a folder that
+    exists or can be created. Creates nothing."""
+    if path.is_dir():
+        raise StoreError(f"results database {path} is a folder, not a DuckDB file")
+    if path.exists():
+        if not path.is_file():
+            raise StoreError(f"results database {path} is not a regular file")
+        return
+    if read_only:
+        raise StoreError(f"no results database at {path}; run `kdbench run <suite.toml>` first")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise StoreError(f"cannot create results database {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot create results database {path}: {folder} is not writable")
+
+
+def check_writable(db_path: str | Path) -> None:
+    """Raise :class:`StoreError` unless ``db_path`` can take kdbench's results: a kdbench
+    database of a version this kdbench reads or upgrades, an empty DuckDB database, or a new
+    file in a folder that exists or can be created. Writes nothing (an existing file is
+    opened read-only): what ``kdbench run`` checks before Ray starts."""
+    if is_memory(db_path):
+        return
+    path = Path(db_path)
+    _check_path(path, read_only=False)
+    if not path.exists():
+        return
+    con = _open_with_retry(path, True, LOCK_TIMEOUT_S)
+    try:
+        _check_version(_stored_version(con, path), path)
+    finally:
+        con.close()
 
 
 def is_memory(db_path: str | Path) -> bool:
@@ -265,21 +386,26 @@ def connect(
     Read-write: creates the parent directory and the schema (idempotent). Read-only: the file
     must exist (its schema may be missing when nothing was written yet). Either way, retries
     for up to ``timeout`` seconds while another process holds the file, then raises
-    :class:`StoreError`; also raises it when the file has a newer schema version.
+    :class:`StoreError`; also raises it, before anything is written, for a path that is a
+    folder, a file that is not a DuckDB database (empty, text, truncated), a database that is
+    not kdbench's (tables but no kdbench ``meta`` table) and a schema version that is not an
+    integer from 1 to :data:`SCHEMA_VERSION`.
     """
     path = Path(db_path)
     if is_memory(db_path):  # a named in-memory database: lives while a connection holds it
         con = duckdb.connect(str(db_path))
         _ensure_schema(con, path)
         return con
-    if read_only and not path.exists():
-        raise StoreError(f"no results database at {path}; run `kdbench run <suite.toml>` first")
+    _check_path(path, read_only)
     if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of results database {path}: {exc}") from exc
     con = _open_with_retry(path, read_only, timeout)
     try:
         if read_only:
-            _check_readable(_stored_version(con), path)
+            _check_readable(_stored_version(con, path), path)
         else:
             _ensure_schema(con, path)
     except BaseException:
@@ -336,7 +462,10 @@ def _ts(value: Any, column: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=_UTC).replace(tzinfo=None)
+        try:
+            return datetime.fromtimestamp(value, tz=_UTC).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise StoreError(f"{column}: not a valid epoch timestamp: {value!r}") from exc
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
@@ -362,11 +491,34 @@ def _json(value: Any, column: str) -> str | None:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _opt(value: Any, kind: type) -> Any:
-    return None if value is None else kind(value)
+def _opt(value: Any, kind: type, column: str = "value") -> Any:
+    """``value`` as ``kind`` (int or float or str; None stays None), or :class:`StoreError`
+    naming ``column``: an int column takes only whole numbers, a number column no text."""
+    if value is None:
+        return None
+    if kind is str:
+        return str(value)
+    if isinstance(value, (str, bytes)):
+        raise StoreError(f"{column}: must be a number, got {value!r}")
+    if kind is int:
+        try:
+            return operator.index(value)  # int, numpy integers: exact
+        except TypeError:
+            pass
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StoreError(f"{column}: must be a number, got {value!r}") from exc
+    if kind is float:
+        return number
+    if not math.isfinite(number) or number != int(number):
+        raise StoreError(f"{column}: must be a whole number, got {value!r}")
+    return int(number)
 
 
 def _check_keys(given: Mapping[str, Any], allowed: Sequence[str], what: str) -> None:
+    if not isinstance(given, Mapping):
+        raise StoreError(f"{what}: must be a dict, got {type(given).__name__} {given!r:.80}")
     unknown = sorted(set(given) - set(allowed))
     if unknown:
         raise StoreError(f"{what}: unknown keys {unknown}; allowed: {list(allowed)}")
@@ -392,7 +544,7 @@ def _run_row(run: Mapping[str, Any]) -> list[Any]:
         elif col in _TS_RUN_COLUMNS:
             value = _ts(value, col)
         elif col == "seed":
-            value = _opt(value, int)
+            value = _opt(value, int, f"run {run['run_id']}: seed")
         elif value is not None:
             value = str(value)
         row.append(value)
@@ -404,12 +556,13 @@ def _metric_row(run_id: str, metric: Mapping[str, Any]) -> list[Any]:
     for key in ("task", "metric"):
         if not metric.get(key):
             raise StoreError(f"run {run_id} metric: {key!r} is required ({dict(metric)})")
+    where = f"run {run_id} metric {metric['task']}/{metric['metric']}"
     return [
         run_id,
         str(metric["task"]),
         str(metric["metric"]),
-        _opt(metric.get("value"), float),
-        _opt(metric.get("stderr"), float),
+        _opt(metric.get("value"), float, f"{where}: value"),
+        _opt(metric.get("stderr"), float, f"{where}: stderr"),
         bool(metric.get("higher_is_better", True)),
         bool(metric.get("is_primary", False)),
         _opt(metric.get("aggregation"), str),
@@ -419,18 +572,23 @@ def _metric_row(run_id: str, metric: Mapping[str, Any]) -> list[Any]:
 def _cost_row(run_id: str, costs: Mapping[str, Any]) -> list[Any]:
     _check_keys(costs, COST_COLUMNS, f"run {run_id} costs")
     return [run_id] + [
-        _opt(costs.get(c), int if c in _INT_COST_COLUMNS else float) for c in COST_COLUMNS
+        _opt(costs.get(c), int if c in _INT_COST_COLUMNS else float, f"run {run_id} costs: {c}")
+        for c in COST_COLUMNS
     ]
 
 
 def _sample_row(run_id: str, sample: Mapping[str, Any]) -> list[Any]:
     _check_keys(sample, SAMPLE_COLUMNS, f"run {run_id} sample")
+    for key in ("task", "doc_id"):
+        if sample.get(key) is None or sample.get(key) == "":
+            raise StoreError(f"run {run_id} sample: {key!r} is required ({dict(sample)})")
+    where = f"run {run_id} sample {sample['task']}/{sample['doc_id']!r}"
     return [
         run_id,
         str(sample["task"]),
-        int(sample["doc_id"]),
-        _opt(sample.get("correct"), float),
-        _opt(sample.get("confidence"), float),
+        _opt(sample["doc_id"], int, f"{where}: doc_id"),
+        _opt(sample.get("correct"), float, f"{where}: correct"),
+        _opt(sample.get("confidence"), float, f"{where}: confidence"),
     ]
 
 

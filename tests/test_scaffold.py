@@ -25,6 +25,19 @@ def test_bad_names_and_existing_folders_are_refused(tmp_path: Path) -> None:
         new_plugin("mine", tmp_path)
 
 
+def test_long_odd_names_and_file_folders_are_refused_writing_nothing(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for bad in ("a" * 300, "a" * 41, "../up", "a/b", "a\nb", "a\x00b", "ä"):
+        with pytest.raises(ValueError, match="plugin name") as info:
+            new_plugin(bad, tmp_path)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 300
+    for where in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(ValueError, match="is a file, not a folder"):
+            new_plugin("mine", where)
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+    assert new_plugin("a" * 40, tmp_path / "new" / "folder").is_dir()  # created on demand
+
+
 @pytest.mark.e2e
 def test_generated_plugin_installs_registers_passes_and_runs(tmp_path: Path, write_suite) -> None:
     """As generated, the plugin installs, registers, passes every check, passes its own tests

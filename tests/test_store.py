@@ -326,3 +326,137 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     con = store.connect(path, read_only=True)
     assert con.execute("SELECT value FROM meta").fetchone()[0] == str(store.SCHEMA_VERSION)
     con.close()
+
+
+SAMPLE = {"task": "arith", "doc_id": 0, "correct": 1.0, "confidence": 0.9}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "costs", "samples", "message"),
+    [
+        ([{"task": "arith", "metric": "acc", "value": "high"}], {}, [], "arith/acc: value"),
+        ([{"task": "arith", "metric": "acc", "value": [1]}], {}, [], "must be a number"),
+        ([{"task": "arith", "metric": "acc", "stderr": object()}], {}, [], "stderr"),
+        (["acc"], {}, [], "must be a dict"),
+        ([], {"params": "big"}, [], "costs: params"),
+        ([], {"params": 1.5}, [], "whole number"),
+        ([], {"tokens": float("inf")}, [], "whole number"),
+        ([], {"train_wall_s": "1s"}, [], "train_wall_s"),
+        ([], {}, [{**SAMPLE, "doc_id": "seven"}], "doc_id"),
+        ([], {}, [{**SAMPLE, "doc_id": 1.5}], "whole number"),
+        ([], {}, [{**SAMPLE, "doc_id": float("nan")}], "whole number"),
+        ([], {}, [{"doc_id": 0, "correct": 1.0}], "'task' is required"),
+        ([], {}, [{"task": "arith"}], "'doc_id' is required"),
+        ([], {}, [{**SAMPLE, "correct": "yes"}], "correct"),
+    ],
+)
+def test_bad_values_raise_store_error_and_write_nothing(
+    db: Path, metrics: list, costs: dict, samples: list, message: str
+) -> None:
+    """A bad metric value, doc id or missing task is the store's own error, and the earlier
+    version of the run stays whole."""
+    store.write_run(db, make_run("r1"), make_metrics(0.5), COSTS, [SAMPLE])
+    with pytest.raises(store.StoreError, match=message):
+        store.write_run(db, make_run("r1", seed=3), metrics, costs, samples)
+    with pytest.raises(store.StoreError):
+        store.write_run(db, make_run("r1", seed="three"), [], {})
+    runs = store.read_runs(db)
+    assert list(runs["run_id"]) == ["r1"] and runs.iloc[0]["seed"] == 0
+    assert sorted(store.read_metrics(db)["value"]) == [0.5, 3.5]
+    assert len(store.read_samples(db)) == 1
+
+
+def test_numpy_and_bool_values_are_stored(db: Path) -> None:
+    import numpy as np
+
+    sample = {
+        "task": "arith",
+        "doc_id": np.int64(3),
+        "correct": True,
+        "confidence": np.float32(0.5),
+    }
+    store.write_run(db, make_run("r1", seed=np.int64(2)), [], {"params": np.int64(2**60)}, [sample])
+    runs = store.read_runs(db)
+    assert runs.iloc[0]["seed"] == 2 and runs.iloc[0]["params"] == 2**60
+    assert store.read_samples(db).iloc[0][["doc_id", "correct"]].tolist() == [3, 1.0]
+
+
+def _foreign(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE orders (run_id VARCHAR, total DOUBLE)")
+    con.close()
+
+
+def _bad_version(value: str):
+    def make(path: Path) -> None:
+        store.connect(path).close()
+        con = duckdb.connect(str(path))
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [value])
+        con.close()
+
+    return make
+
+
+def _other_meta(path: Path) -> None:
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('app', 'someone else')")
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_foreign, "not a kdbench results database.*orders"),
+        (_other_meta, "0 schema_version rows"),
+        (_bad_version("two"), "'two', not an integer"),
+        (_bad_version(" "), "not an integer"),
+        (_bad_version("-1"), "unknown schema version -1"),
+        (_bad_version("1" * 30), "not an integer"),
+        (_bad_version("0"), "unknown schema version 0"),
+        (_bad_version("3"), "schema version 3, but this kdbench only"),
+        (lambda p: p.write_bytes(b""), "not a valid DuckDB database"),
+        (lambda p: p.write_text("hello\n"), "not a valid DuckDB database"),
+        (lambda p: p.mkdir(), "is a folder"),
+    ],
+)
+def test_foreign_and_damaged_databases_are_refused_untouched(
+    tmp_path: Path, make, message: str
+) -> None:
+    path = tmp_path / "other.duckdb"
+    make(path)
+    before = path.read_bytes() if path.is_file() else None
+    for attempt in (
+        lambda: store.check_writable(path),
+        lambda: store.connect(path),
+        lambda: store.connect(path, read_only=True),
+        lambda: store.write_suite(path, SUITE, "s", "s.toml", {}),
+        lambda: store.write_run(path, make_run("r1"), make_metrics(), COSTS),
+        lambda: store.read_runs(path),
+    ):
+        with pytest.raises(store.StoreError, match=message):
+            attempt()
+    assert (path.read_bytes() if path.is_file() else None) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.duckdb"]  # no WAL either
+
+
+def test_an_empty_duckdb_database_is_taken(tmp_path: Path) -> None:
+    """A DuckDB file without any table (nothing to damage) becomes a kdbench database."""
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()
+    store.check_writable(path)
+    store.write_suite(path, SUITE, "s", "s.toml", {})
+    assert list(store.list_suites(path)["suite_hash"]) == [SUITE]
+
+
+def test_check_writable_creates_nothing(tmp_path: Path) -> None:
+    store.check_writable(tmp_path / "a" / "b" / "new.duckdb")  # a folder it can create
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file" / "x.duckdb", tmp_path / "file" / "a" / "x.duckdb"):
+        with pytest.raises(store.StoreError, match="is a file, not a folder"):
+            store.check_writable(bad)
+        with pytest.raises(store.StoreError, match="is a file, not a folder"):
+            store.write_suite(bad, SUITE, "s", "s.toml", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    store.check_writable(":memory:x")

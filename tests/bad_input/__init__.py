@@ -1,0 +1,1 @@
+"""The bad-input corpus of issue 11: suites, the command line, databases, caches, app data."""
