@@ -243,8 +243,9 @@ def routing_curve(
 
     ``student`` and ``teacher`` hold per-question results (columns ``task``, ``doc_id``,
     ``correct`` in [0, 1]; the student's also ``confidence``), from the store's samples
-    table. Questions are matched on (task, doc_id); those either model lacks are left out.
-    The N matched questions are sorted by student confidence, ascending (a missing
+    table. Questions are matched on (task, doc_id); those either model lacks, or whose
+    ``correct`` is missing, infinite or NaN for either model (:func:`finite`), are left out.
+    The N matched questions are sorted by student confidence, ascending (a missing or NaN
     confidence counts as least confident; ties broken by task, doc_id); routing a share p
     sends the first ``k = round(p x N)`` of them to the teacher:
 
@@ -270,7 +271,7 @@ def routing_curve(
         on=["task", "doc_id"],
         suffixes=("_s", "_t"),
     )
-    joined = joined.dropna(subset=["correct_s", "correct_t"])
+    joined = joined[finite(joined["correct_s"]) & finite(joined["correct_t"])]
     n = len(joined)
     if n == 0:
         return pd.DataFrame(columns=cols)
@@ -294,6 +295,12 @@ def routing_curve(
         }
     )
     return out[cols]
+
+
+def finite(values: Sequence[object] | pd.Series) -> np.ndarray:
+    """A boolean mask of the values that are finite numbers (not None, NaN or infinite)."""
+    x = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    return np.isfinite(x)
 
 
 # --------------------------------------------------------------------------- Pareto

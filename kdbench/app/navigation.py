@@ -3,6 +3,7 @@ parameter followed (:func:`kdbench.app.urls.follow_page_param`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -19,7 +20,12 @@ from kdbench.app import (
     page_tasks,
 )
 from kdbench.app.context import AppContext
+from kdbench.app.data import STORE_ERRORS, one_line, unreadable
 from kdbench.app.urls import follow_page_param
+
+_log = logging.getLogger(__name__)
+PAGE_FAILED = "The {page} page could not be drawn from the data in {db}"
+"""The start of the line shown when a page fails on something unforeseen (logged in full)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,16 @@ class Navigation:
         self.page.run()
 
     def _render(self, spec: PageSpec) -> None:
-        if self._ctx is None:  # pragma: no cover - st.navigation runs a page only via run()
+        """Render a page; a read that fails (the file changed under the app, or is damaged
+        in a way the first read did not reach) or an unforeseen value shows one error line
+        in the page instead of a traceback (which goes to the server's log)."""
+        ctx = self._ctx
+        if ctx is None:  # pragma: no cover - st.navigation runs a page only via run()
             raise RuntimeError("Navigation.run() renders the page")
-        spec.render(self._ctx)
+        try:
+            spec.render(ctx)
+        except STORE_ERRORS as exc:
+            st.error(unreadable(ctx.db, exc))
+        except Exception as exc:  # st.stop / st.rerun are BaseExceptions: they pass
+            _log.exception("the %s page failed on %s", spec.title, ctx.db)
+            st.error(f"{PAGE_FAILED.format(page=spec.title, db=ctx.db)}: {one_line(exc)}")
