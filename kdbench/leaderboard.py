@@ -32,6 +32,12 @@ Definitions
   and their configs, DeepSpeed overrides, signal cache) are ranked together. :func:`open_track` shows other suites apart, each with
   its own ranks and a label naming what differs.
 
+Odd values (a database written by hand or by other tools, or damaged) are read, not
+trusted: a NULL role is a student, a NULL method or student name reads as
+:data:`MISSING_NAME`, a primary score that is infinite or NaN is missing (the run is not
+ranked), and a cost that is negative, infinite or NaN is not recorded; :class:`SuiteData`'s
+``notes`` say what a suite holds (:func:`odd_data_notes`).
+
 All SQL takes parameters; filters and statistics run in pandas on one row per group.
 """
 
