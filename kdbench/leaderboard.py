@@ -719,8 +719,9 @@ def _board(
     groups["role"] = np.where(
         groups["is_teacher"], "teacher", np.where(is_sft, "baseline", "method")
     )
-    for col in ("params", "bytes"):
-        groups[col] = groups[col].round().astype("Int64")
+    for col in ("params", "bytes"):  # a mean past the int64 range is not a size: missing
+        rounded = groups[col].astype(float).round()
+        groups[col] = rounded.where(rounded.abs() < 2.0**63).astype("Int64")
     for col in ("seeds", "failed", "retention_n"):
         groups[col] = groups[col].astype("int64")
     return groups

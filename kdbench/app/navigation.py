@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
@@ -24,8 +25,15 @@ from kdbench.app.data import STORE_ERRORS, one_line, unreadable
 from kdbench.app.urls import follow_page_param
 
 _log = logging.getLogger(__name__)
-PAGE_FAILED = "The {page} page could not be drawn from the data in {db}"
-"""The start of the line shown when a page fails on something unforeseen (logged in full)."""
+UNFORESEEN = "could not be drawn from the data in"
+"""The words of the line shown instead of a traceback when a page, or the context every page
+reads, fails on something unforeseen (the traceback is logged in full)."""
+
+
+def show_unforeseen(what: str, db: Path, exc: Exception) -> None:
+    """Log ``exc`` with its traceback and show one error line naming ``what`` and ``db``."""
+    _log.exception("%s failed on %s", what, db)
+    st.error(f"{what} {UNFORESEEN} {db}: {one_line(exc)}")
 
 
 @dataclass(frozen=True)
@@ -91,5 +99,4 @@ class Navigation:
         except STORE_ERRORS as exc:
             st.error(unreadable(ctx.db, exc))
         except Exception as exc:  # st.stop / st.rerun are BaseExceptions: they pass
-            _log.exception("the %s page failed on %s", spec.title, ctx.db)
-            st.error(f"{PAGE_FAILED.format(page=spec.title, db=ctx.db)}: {one_line(exc)}")
+            show_unforeseen(f"The {spec.title} page", ctx.db, exc)

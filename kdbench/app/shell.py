@@ -13,6 +13,7 @@ from kdbench import economics
 from kdbench.app.context import AppContext, make_context
 from kdbench.app.data import (
     OPEN_ERRORS,
+    STORE_ERRORS,
     foreign_tables,
     load_data,
     load_prices,
@@ -21,7 +22,7 @@ from kdbench.app.data import (
 )
 from kdbench.app.formatting import RUN_HINT
 from kdbench.app.inputs import db_path_from_args, prices_path_from_args
-from kdbench.app.navigation import Navigation
+from kdbench.app.navigation import Navigation, show_unforeseen
 from kdbench.app.sidebar import board_filters, suite_picker
 
 
@@ -73,8 +74,11 @@ def build_context(
     try:
         data = load_data(str(db), (suite["suite_hash"],), priced_with)
         board = data.boards[suite["suite_hash"]]
-    except OPEN_ERRORS as exc:
+    except STORE_ERRORS as exc:
         st.error(unreadable(db, exc))
+        st.stop()
+    except Exception as exc:  # an unforeseen value: one line, the traceback in the log
+        show_unforeseen(f"Suite {suite['label']}", db, exc)
         st.stop()
     notes = data.notes.get(suite["suite_hash"], ())
     if notes:

@@ -161,3 +161,22 @@ def test_foreign_tables(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
     empty = tmp_path / "empty.duckdb"
     duckdb.connect(str(empty)).close()
     assert foreign_tables(empty) == []
+
+
+def _unforeseen_app() -> None:
+    from pathlib import Path
+
+    from kdbench.app.navigation import show_unforeseen
+
+    show_unforeseen("The Tasks page", Path("results/x.duckdb"), ValueError("boom\nsecond line"))
+
+
+def test_unforeseen_failure_is_one_line() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_unforeseen_app)
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "The Tasks page could not be drawn from the data in results/x.duckdb: ValueError: boom"
+    ]
