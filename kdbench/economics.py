@@ -175,10 +175,12 @@ def training_price(device_hours: float, usd_per_hour: float) -> float:
 
 def cost_per_million_tokens(usd_per_hour: float, tokens_per_s: float) -> float:
     """Serving cost of one million tokens on one device at a measured throughput:
-    ``usd_per_hour / (tokens_per_s x 3600) x 1e6``. NaN when the throughput is not > 0."""
+    ``usd_per_hour / (tokens_per_s x 3600) x 1e6``. NaN when the throughput is not > 0, or
+    the cost is not a finite number (a throughput so small the division overflows)."""
     if not tokens_per_s > 0:
         return math.nan
-    return usd_per_hour / (tokens_per_s * 3600.0) * 1e6
+    cost = float(usd_per_hour) / (float(tokens_per_s) * 3600.0) * 1e6  # Python floats: no warning
+    return cost if math.isfinite(cost) else math.nan
 
 
 def cost_per_query(usd_per_million_tokens: float, tokens_per_query: float) -> float:
