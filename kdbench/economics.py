@@ -183,10 +183,12 @@ def training_price(device_hours: float, usd_per_hour: float) -> float:
 
 def cost_per_million_tokens(usd_per_hour: float, tokens_per_s: float) -> float:
     """Serving cost of one million tokens on one device at a measured throughput:
-    ``usd_per_hour / (tokens_per_s x 3600) x 1e6``. NaN when the throughput is not > 0."""
+    ``usd_per_hour / (tokens_per_s x 3600) x 1e6``. NaN when the throughput is not > 0, or
+    the cost is not a finite number (a throughput so small the division overflows)."""
     if not tokens_per_s > 0:
         return math.nan
-    return usd_per_hour / (tokens_per_s * 3600.0) * 1e6
+    cost = float(usd_per_hour) / (float(tokens_per_s) * 3600.0) * 1e6  # Python floats: no warning
+    return cost if math.isfinite(cost) else math.nan
 
 
 def cost_per_query(usd_per_million_tokens: float, tokens_per_query: float) -> float:
@@ -251,8 +253,9 @@ def routing_curve(
 
     ``student`` and ``teacher`` hold per-question results (columns ``task``, ``doc_id``,
     ``correct`` in [0, 1]; the student's also ``confidence``), from the store's samples
-    table. Questions are matched on (task, doc_id); those either model lacks are left out.
-    The N matched questions are sorted by student confidence, ascending (a missing
+    table. Questions are matched on (task, doc_id); those either model lacks, or whose
+    ``correct`` is missing, infinite or NaN for either model (:func:`finite`), are left out.
+    The N matched questions are sorted by student confidence, ascending (a missing or NaN
     confidence counts as least confident; ties broken by task, doc_id); routing a share p
     sends the first ``k = round(p x N)`` of them to the teacher:
 
@@ -278,7 +281,7 @@ def routing_curve(
         on=["task", "doc_id"],
         suffixes=("_s", "_t"),
     )
-    joined = joined.dropna(subset=["correct_s", "correct_t"])
+    joined = joined[finite(joined["correct_s"]) & finite(joined["correct_t"])]
     n = len(joined)
     if n == 0:
         return pd.DataFrame(columns=cols)
@@ -302,6 +305,12 @@ def routing_curve(
         }
     )
     return out[cols]
+
+
+def finite(values: Sequence[object] | pd.Series) -> np.ndarray:
+    """A boolean mask of the values that are finite numbers (not None, NaN or infinite)."""
+    x = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
+    return np.isfinite(x)
 
 
 # --------------------------------------------------------------------------- Pareto

@@ -32,6 +32,12 @@ Definitions
   and their configs, DeepSpeed overrides, signal cache) are ranked together. :func:`open_track` shows other suites apart, each with
   its own ranks and a label naming what differs.
 
+Odd values (a database written by hand or by other tools, or damaged) are read, not
+trusted: a NULL role is a student, a NULL method or student name reads as
+:data:`MISSING_NAME`, a primary score that is infinite or NaN is missing (the run is not
+ranked), and a cost that is negative, infinite or NaN is not recorded; :class:`SuiteData`'s
+``notes`` say what a suite holds (:func:`odd_data_notes`).
+
 All SQL takes parameters; filters and statistics run in pandas on one row per group.
 """
 
@@ -40,7 +46,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,10 @@ from kdbench.economics import PriceTable, cost_per_million_tokens
 
 SYNTHETIC_PREFIX = "SYNTHETIC"
 """Suites whose name starts with this hold synthetic runs (benchmarks/app_100k.py)."""
+MISSING_NAME = "(missing)"
+"""What a run's NULL method or student name is read as (a literal: it reaches SQL)."""
+UNNAMED_SUITE = "(unnamed)"
+"""A suite's label when its stored name is NULL."""
 
 BASE_COLUMNS: tuple[str, ...] = (
     "rank",
@@ -101,21 +111,51 @@ _AVG_COSTS = (
     "infer_latency_ms",
 )
 
-_CTES = """
+
+def _finite(expr: str) -> str:
+    """SQL: ``expr`` when it is a finite number, else NULL (infinities and NaNs a store
+    can hold are read as missing values)."""
+    return f"CASE WHEN isfinite({expr}) THEN {expr} END"
+
+
+def _cost(expr: str) -> str:
+    """SQL: a cost ``expr`` when finite and >= 0, else NULL (a negative, infinite or NaN
+    measurement is read as not recorded)."""
+    return f"CASE WHEN isfinite({expr}) AND {expr} >= 0 THEN {expr} END"
+
+
+def _is_teacher(r: str) -> str:
+    """SQL: whether a run of table alias ``r`` is a teacher run (a NULL role: a student)."""
+    return f"coalesce({r}.role = 'teacher', false)"
+
+
+def _identity(r: str) -> str:
+    """SQL: a run's group keys as the board reads them: ``is_teacher``, and ``method`` and
+    ``student`` with a NULL name read as :data:`MISSING_NAME` (a literal constant)."""
+    return (
+        f"{_is_teacher(r)} AS is_teacher, coalesce({r}.method, '{MISSING_NAME}') AS method, "
+        f"coalesce({r}.student, '{MISSING_NAME}') AS student"
+    )
+
+
+_RETENTION = """(CASE WHEN coalesce(t.hib, pm.higher_is_better)
+                THEN pm.score / nullif(t.teacher_score, 0)
+                ELSE t.teacher_score / nullif(pm.score, 0) END)"""
+
+_CTES = f"""
 WITH
 r AS (  -- the runs of the suites in the list parameter
-    SELECT run_id, suite_hash, role = 'teacher' AS is_teacher, method, family, student, seed,
-           status
+    SELECT run_id, suite_hash, {_identity("runs")}, family, seed, status
     FROM runs WHERE list_contains(?, suite_hash)
 ),
-pm AS (  -- primary metric of every ok run and task
+pm AS (  -- primary metric of every ok run and task (a non-finite value: missing)
     SELECT r.run_id, r.suite_hash, r.is_teacher, r.method, r.student, m.task,
-           m.value AS score, m.higher_is_better, m.metric, m.aggregation
+           {_finite("m.value")} AS score, m.higher_is_better, m.metric, m.aggregation
     FROM r JOIN metrics m USING (run_id)
-    WHERE r.status = 'ok' AND m.is_primary
+    WHERE r.status = 'ok' AND m.is_primary AND m.task IS NOT NULL
 ),
 ch AS (  -- chance level of a multiple-choice task, as its evaluation recorded it
-    SELECT r.suite_hash, m.task, avg(m.value) AS chance
+    SELECT r.suite_hash, m.task, avg({_finite("m.value")}) AS chance
     FROM r JOIN metrics m USING (run_id)
     WHERE r.status = 'ok' AND m.metric = 'chance' AND NOT m.is_primary
     GROUP BY r.suite_hash, m.task
@@ -138,9 +178,7 @@ rt AS (  -- per run and task
     SELECT pm.run_id, pm.suite_hash, pm.is_teacher, pm.method, pm.student, pm.task, pm.score,
            pm.metric, pm.aggregation, pm.higher_is_better, t.teacher_score, t.chance,
            coalesce(t.excluded, false) AS excluded,
-           CASE WHEN coalesce(t.hib, pm.higher_is_better)
-                THEN pm.score / nullif(t.teacher_score, 0)
-                ELSE t.teacher_score / nullif(pm.score, 0) END AS retention
+           {_finite(_RETENTION)} AS retention
     FROM pm LEFT JOIN t USING (suite_hash, task)
 ),
 ra AS (  -- per run: arithmetic mean over its suite's counted tasks, NULL unless all are there
@@ -169,20 +207,22 @@ HAVING count(*) FILTER (WHERE r.status = 'ok') > 0
 """
 )
 
+# the costs as the board reads them: a negative, infinite or NaN value is not recorded
+_KEPT_COSTS = f"(SELECT run_id, {', '.join(f'{_cost(c)} AS {c}' for c in _AVG_COSTS)} FROM costs)"
 _COSTS_SQL = f"""
-SELECT r.suite_hash, r.role = 'teacher' AS is_teacher, r.method, r.student,
+SELECT r.suite_hash, {_identity("r")},
        {", ".join(f"avg(c.{c}) AS {c}" for c in _AVG_COSTS)},
        -- a student: its training (with live teacher passes) plus its share of the
        -- teacher's cache building / generation; the teacher row: its own training
-       avg(CASE WHEN r.role = 'teacher' THEN coalesce(c.teacher_flops, c.train_flops)
+       avg(CASE WHEN {_is_teacher("r")} THEN coalesce(c.teacher_flops, c.train_flops)
                 WHEN c.train_flops IS NOT NULL OR c.teacher_flops IS NOT NULL
                 THEN coalesce(c.train_flops, 0) + coalesce(c.teacher_flops, 0) END)
            AS total_flops,
        -- the hardware of the representative run (JSON parsed in Python, for these rows only)
        arg_min(r.hardware, (coalesce(r.seed, 2147483647), r.run_id)) AS hardware
-FROM runs r LEFT JOIN costs c USING (run_id)
+FROM runs r LEFT JOIN {_KEPT_COSTS} c USING (run_id)
 WHERE list_contains(?, r.suite_hash) AND r.status = 'ok'
-GROUP BY r.suite_hash, r.role, r.method, r.student
+GROUP BY ALL
 """
 
 _TASKS_SQL = (
@@ -201,12 +241,51 @@ FROM rt GROUP BY suite_hash, is_teacher, method, student, task
 )
 
 # grouped by the hardware JSON text (a few distinct values), parsed in Python afterwards
-_DEVICE_HOURS_SQL = """
-SELECT r.suite_hash, r.role = 'teacher' AS is_teacher, r.method, r.student, r.hardware,
+_DEVICE_HOURS_SQL = f"""
+SELECT r.suite_hash, {_identity("r")}, r.hardware,
        sum(c.device_hours) AS device_hours, count(*) AS n
-FROM runs r JOIN costs c USING (run_id)
+FROM runs r JOIN {_KEPT_COSTS} c USING (run_id)
 WHERE list_contains(?, r.suite_hash) AND r.status = 'ok' AND c.device_hours IS NOT NULL
 GROUP BY ALL
+"""
+
+# Odd values a store can hold (written by hand or by other tools, or damaged): what the board
+# reads them as, counted per suite so the app can say so. Conditions are literals.
+_ODD_RUNS: tuple[tuple[str, str], ...] = (
+    ("r.method IS NULL", f"without a method name (shown as {MISSING_NAME})"),
+    ("r.student IS NULL", f"without a student name (shown as {MISSING_NAME})"),
+    (
+        "r.role IS NULL OR r.role NOT IN ('teacher', 'student')",
+        "with a role other than teacher or student (ranked as students)",
+    ),
+    (
+        "r.status IS NULL OR r.status NOT IN ('ok', 'failed')",
+        "with a status other than ok or failed (left out)",
+    ),
+)
+_ODD_COUNTS = ",\n       ".join(
+    [
+        *(f"count(*) FILTER (WHERE {c}) AS odd_run_{i}" for i, (c, _) in enumerate(_ODD_RUNS)),
+        *(
+            f"count(*) FILTER (WHERE NOT isfinite(c.{c}) OR c.{c} < 0) AS odd_{c}"
+            for c in _AVG_COSTS
+        ),
+    ]
+)
+_ODD_SQL = f"""
+WITH s AS (  -- primary scores that are NULL, infinite or NaN
+    SELECT r.suite_hash, count(*) AS odd_scores
+    FROM runs r JOIN metrics m USING (run_id)
+    WHERE list_contains(?, r.suite_hash) AND m.is_primary
+          AND NOT coalesce(isfinite(m.value), false)
+    GROUP BY r.suite_hash
+)
+SELECT r.suite_hash,
+       {_ODD_COUNTS},
+       any_value(s.odd_scores) AS odd_scores
+FROM runs r LEFT JOIN costs c USING (run_id) LEFT JOIN s USING (suite_hash)
+WHERE list_contains(?, r.suite_hash)
+GROUP BY r.suite_hash
 """
 
 _RUN_SCORES_SQL = (
@@ -231,7 +310,8 @@ WITH n AS (
     FROM runs GROUP BY suite_hash
 )
 SELECT s.suite_hash, s.name, s.path, s.config, s.created_at,
-       json_extract_string(s.config, '$.teacher.name') AS teacher,
+       CASE WHEN json_valid(s.config) THEN json_extract_string(s.config, '$.teacher.name') END
+           AS teacher,
        coalesce(n.n_runs, 0) AS n_runs, coalesce(n.n_ok, 0) AS n_ok,
        coalesce(n.n_failed, 0) AS n_failed
 FROM suites s LEFT JOIN n USING (suite_hash)
@@ -351,7 +431,12 @@ def suites(db_path: str | Path) -> pd.DataFrame:
     with store.reader(db_path) as con:
         df = con.execute(_SUITES_SQL).df()
     df["synthetic"] = df["name"].fillna("").str.startswith(SYNTHETIC_PREFIX)
-    df["label"] = [f"{n} ({h[:8]})" for n, h in zip(df["name"], df["suite_hash"], strict=True)]
+    names = [n if isinstance(n, str) else UNNAMED_SUITE for n in df["name"]]
+    hashes = [str(h) for h in df["suite_hash"]]
+    labels = [f"{n} ({h[:8]})" for n, h in zip(names, hashes, strict=True)]
+    if len(set(labels)) < len(labels):  # two suites whose hashes share 8 characters
+        labels = [f"{n} ({h})" for n, h in zip(names, hashes, strict=True)]
+    df["label"] = labels
     return df
 
 
@@ -420,6 +505,9 @@ class SuiteData:
     boards: dict[str, pd.DataFrame]
     tasks: pd.DataFrame
     failed: pd.DataFrame
+    notes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per suite hash, the odd values found in its rows and how they were read
+    (:func:`odd_data_notes`); a suite without any has no entry."""
 
 
 def suite_data(
@@ -440,6 +528,7 @@ def suite_data(
             groups = con.execute(_GROUPS_SQL, [hashes]).df()
             costs = con.execute(_COSTS_SQL, [hashes]).df()
             hours = con.execute(_DEVICE_HOURS_SQL, [hashes]).df()
+            odd = con.execute(_ODD_SQL, [hashes, hashes]).df()
     tasks = (
         per_task.groupby(["suite_hash", "task"], as_index=False)
         .agg(
@@ -470,7 +559,42 @@ def suite_data(
             hours[hours["suite_hash"] == h].drop(columns="suite_hash"),
             prices,
         )
-    return SuiteData(out, tasks, failed)
+    notes = {}
+    for rec in odd.to_dict("records") if boards else ():
+        found = odd_data_notes(rec)
+        if found:
+            notes[rec["suite_hash"]] = found
+    return SuiteData(out, tasks, failed, notes)
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def odd_data_notes(counts: dict[str, Any]) -> tuple[str, ...]:
+    """What odd values one suite's rows hold and how the board reads them, one phrase each,
+    from a row of the odd-value counts :func:`suite_data` reads (runs without a method or
+    student name, unknown roles or statuses, primary scores that are missing, infinite or
+    NaN, and cost values that are infinite, NaN or negative). Empty when there are none."""
+    notes = []
+    for i, (_, meaning) in enumerate(_ODD_RUNS):
+        n = int(counts.get(f"odd_run_{i}") or 0)
+        if n:
+            notes.append(f"{_plural(n, 'run')} {meaning}")
+    n = int(counts.get("odd_scores") or 0)
+    if n:
+        notes.append(
+            f"{_plural(n, 'primary score')} missing, infinite or NaN (read as missing: those "
+            "runs are not ranked)"
+        )
+    costs = {c: int(counts.get(f"odd_{c}") or 0) for c in _AVG_COSTS}
+    if any(costs.values()):
+        notes.append(
+            f"{_plural(sum(costs.values()), 'cost value')} infinite, NaN or negative ("
+            + ", ".join(c for c, n in costs.items() if n)
+            + "; read as not recorded)"
+        )
+    return tuple(notes)
 
 
 def _add_prices(
@@ -515,6 +639,12 @@ def _rate(prices: PriceTable, hardware: object) -> float:
     """USD per device-hour of a run's hardware JSON; NaN when missing or unpriced."""
     device = prices.device_for(None if is_missing(hardware) else hardware)  # type: ignore[arg-type]
     return math.nan if device is None else device.usd_per_hour
+
+
+def _positive_mean(values: pd.Series) -> float:
+    """The mean of ``values`` when it is > 0 (a ratio's denominator), else NaN."""
+    mean = float(values.astype(float).mean()) if len(values) else math.nan
+    return mean if mean > 0 else math.nan
 
 
 def _in(values: pd.Series, allowed: Sequence[str] | None) -> pd.Series:
@@ -567,8 +697,8 @@ def _board(
             groups[col] = np.nan
 
     teacher = groups[groups["is_teacher"]]
-    teacher_params = teacher["params"].mean() if not teacher.empty else math.nan
-    teacher_tps = teacher["infer_tokens_per_s"].mean() if not teacher.empty else math.nan
+    teacher_params = _positive_mean(teacher["params"])
+    teacher_tps = _positive_mean(teacher["infer_tokens_per_s"])
     groups["param_ratio"] = groups["params"] / teacher_params
     groups["speedup"] = groups["infer_tokens_per_s"] / teacher_tps
     groups = _add_prices(groups, hours, prices)
@@ -589,8 +719,9 @@ def _board(
     groups["role"] = np.where(
         groups["is_teacher"], "teacher", np.where(is_sft, "baseline", "method")
     )
-    for col in ("params", "bytes"):
-        groups[col] = groups[col].round().astype("Int64")
+    for col in ("params", "bytes"):  # a mean past the int64 range is not a size: missing
+        rounded = groups[col].astype(float).round()
+        groups[col] = rounded.where(rounded.abs() < 2.0**63).astype("Int64")
     for col in ("seeds", "failed", "retention_n"):
         groups[col] = groups[col].astype("int64")
     return groups
@@ -668,9 +799,19 @@ def suite_differences(config_a: str | None, config_b: str | None) -> list[str]:
     """The identity sections (:data:`kdbench.config.IDENTITY`: what makes two suites the same
     leaderboard, the sections :attr:`kdbench.config.Suite.hash` covers) in which two stored
     suite configs (JSON text) differ."""
-    a = json.loads(config_a) if config_a else {}
-    b = json.loads(config_b) if config_b else {}
-    return identity_differences(a, b)
+    return identity_differences(_config_dict(config_a), _config_dict(config_b))
+
+
+def _config_dict(config: object) -> dict[str, Any]:
+    """A stored suite config (JSON text) as a dict; {} when missing, unreadable or not an
+    object."""
+    if not isinstance(config, str) or not config:
+        return {}
+    try:
+        value = json.loads(config)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def differences_label(config_a: str | None, config_b: str | None) -> str:
@@ -741,7 +882,7 @@ def run_scores(
         df = con.execute(_RUN_SCORES_SQL, [[suite_hash], methods, names, methods, names]).df()
     wanted = set(groups)
     keep = [(m, s) in wanted for m, s in zip(df["method"], df["student"], strict=True)]
-    return df[keep].reset_index(drop=True)
+    return df[np.array(keep, dtype=bool)].reset_index(drop=True)
 
 
 def compare(scores: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.DataFrame:

@@ -22,7 +22,12 @@ help), ``export`` (CSV / Parquet), and one ``page_<name>`` module per page (plus
 ``open_track``, the other suites under the leaderboard).
 
 The app only opens the database read-only, one short connection per group of queries, so it
-can stay up while ``kdbench run`` is writing; reads are cached for 5 seconds.
+can stay up while ``kdbench run`` is writing; reads are cached for 5 seconds. A database it
+cannot read (damaged, truncated, not DuckDB, a directory, a foreign ``meta`` table, an
+unknown schema version, another program's file) is one error line naming the file on every
+page; odd values in a readable one (NULL names, infinite or NaN scores, negative costs) are
+read as missing and named in a warning; a page that still fails shows one line (the
+traceback goes to the server log), never a traceback in the page.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@ parameter followed (:func:`kdbench.app.urls.follow_page_param`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
@@ -19,7 +21,19 @@ from kdbench.app import (
     page_tasks,
 )
 from kdbench.app.context import AppContext
+from kdbench.app.data import STORE_ERRORS, one_line, unreadable
 from kdbench.app.urls import follow_page_param
+
+_log = logging.getLogger(__name__)
+UNFORESEEN = "could not be drawn from the data in"
+"""The words of the line shown instead of a traceback when a page, or the context every page
+reads, fails on something unforeseen (the traceback is logged in full)."""
+
+
+def show_unforeseen(what: str, db: Path, exc: Exception) -> None:
+    """Log ``exc`` with its traceback and show one error line naming ``what`` and ``db``."""
+    _log.exception("%s failed on %s", what, db)
+    st.error(f"{what} {UNFORESEEN} {db}: {one_line(exc)}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,15 @@ class Navigation:
         self.page.run()
 
     def _render(self, spec: PageSpec) -> None:
-        if self._ctx is None:  # pragma: no cover - st.navigation runs a page only via run()
+        """Render a page; a read that fails (the file changed under the app, or is damaged
+        in a way the first read did not reach) or an unforeseen value shows one error line
+        in the page instead of a traceback (which goes to the server's log)."""
+        ctx = self._ctx
+        if ctx is None:  # pragma: no cover - st.navigation runs a page only via run()
             raise RuntimeError("Navigation.run() renders the page")
-        spec.render(self._ctx)
+        try:
+            spec.render(ctx)
+        except STORE_ERRORS as exc:
+            st.error(unreadable(ctx.db, exc))
+        except Exception as exc:  # st.stop / st.rerun are BaseExceptions: they pass
+            show_unforeseen(f"The {spec.title} page", ctx.db, exc)

@@ -9,9 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from kdbench import economics, store
-from kdbench import leaderboard as lb
 from kdbench.app.context import AppContext
-from kdbench.app.formatting import MISSING, group_label
+from kdbench.app.formatting import MISSING, finite_or, group_label
 from kdbench.app.urls import QP
 
 
@@ -50,9 +49,10 @@ def render(ctx: AppContext) -> None:
     tokens = c2.number_input(
         "tokens per query", min_value=1.0, value=256.0, step=32.0, key="tpq", bind=QP
     )
-    t_default = economics.cost_per_query(trow["usd_per_mtok"], tokens)
-    s_default = economics.cost_per_query(row["usd_per_mtok"], tokens)
-    if lb.is_missing(t_default) or lb.is_missing(s_default):
+    # a stored value that is missing, infinite or negative gives no default (NaN)
+    t_default = finite_or(economics.cost_per_query(trow["usd_per_mtok"], tokens), math.nan)
+    s_default = finite_or(economics.cost_per_query(row["usd_per_mtok"], tokens), math.nan)
+    if math.isnan(t_default) or math.isnan(s_default):
         st.caption(
             "No measured inference throughput (or no price for the hardware) for this pair: "
             "enter per-query prices."
@@ -62,7 +62,7 @@ def render(ctx: AppContext) -> None:
         "teacher $ per query",
         min_value=0.0,
         format="%.8f",
-        value=0.0 if lb.is_missing(t_default) else float(t_default),
+        value=finite_or(t_default),
         key="tq",
         bind=QP,
     )
@@ -70,7 +70,7 @@ def render(ctx: AppContext) -> None:
         "student $ per query",
         min_value=0.0,
         format="%.8f",
-        value=0.0 if lb.is_missing(s_default) else float(s_default),
+        value=finite_or(s_default),
         key="sq",
         bind=QP,
     )
@@ -78,7 +78,7 @@ def render(ctx: AppContext) -> None:
         "one-off distillation cost $",
         min_value=0.0,
         format="%.4f",
-        value=0.0 if lb.is_missing(row["price_usd"]) else float(row["price_usd"]),
+        value=finite_or(row["price_usd"]),
         key="oneoff",
         bind=QP,
         help="Default: the run's training price (device-hours x $/device-hour).",
@@ -132,6 +132,12 @@ def show_routing(
             "Quality here is the mean of per-question correctness; lm-eval aggregates "
             + ", ".join(f"{r.task} by {r.aggregation}" for r in odd.itertuples())
             + ", so the curve only approximates those metrics."
+        )
+    unusable = sum(int((~economics.finite(f["correct"])).sum()) for f in (student, teacher))
+    if unusable:
+        st.warning(
+            f"{unusable} stored per-question results have no finite correctness value "
+            "(missing, infinite or NaN): they are left out of the simulation."
         )
     curve = economics.routing_curve(student, teacher, s_cost, t_cost)
     if curve.empty:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from kdbench.app.columns import RETENTION_HELP, column_config, display_frame
 from kdbench.app.context import AppContext
 from kdbench.app.export import export_bytes, export_frame
-from kdbench.app.formatting import MISSING, RUN_HINT, last_line
+from kdbench.app.formatting import MISSING, RUN_HINT, finite_max, last_line
 from kdbench.app.open_track import show_open_track
 from kdbench.app.urls import QP, run_url
 from kdbench.leaderboard import excluded_tasks
@@ -79,7 +78,7 @@ def render(ctx: AppContext) -> None:
     view = sort_view(view, how)
     shown = display_frame(view, tasks, per_task)
     config = column_config(tasks, ctx.task_meta)
-    top = max(1.0, float(np.nanmax(view["retention_avg"].to_numpy(dtype=float), initial=1.0)))
+    top = finite_max(view["retention_avg"])
     config["retention_avg"] = st.column_config.ProgressColumn(
         "retention", help=RETENTION_HELP, min_value=0.0, max_value=top, format="percent"
     )

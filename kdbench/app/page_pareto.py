@@ -103,7 +103,8 @@ def render(ctx: AppContext) -> None:
         if x == "train_cost":
             title = cost_label
         st.subheader(f"Retention vs {title}")
-        has_x = data[data[x].notna() & (data[x] > 0 if scale == "log" else True)]
+        values = data[x].astype(float)
+        has_x = data[economics.finite(values) & ((values > 0) if scale == "log" else True)]
         missing = len(data) - len(has_x)
         if has_x.empty:
             st.info(f"No stored {title} for these runs (older runs lack it): nothing to plot.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -33,9 +34,13 @@ def render(ctx: AppContext) -> None:
         st.warning("Synthetic run (benchmark data), not a real result.")
     if run["status"] == "failed":
         st.error("This run failed. Its error:")
-        st.code(run["error"] or "(no error recorded)", language=None)
-    else:
+        st.code(
+            run["error"] if isinstance(run["error"], str) else "(no error recorded)", language=None
+        )
+    elif run["status"] == "ok":
         st.success("status: ok")
+    else:
+        st.warning(f"status: {fmt(run['status'])} (neither ok nor failed: not on the boards)")
     fields = [
         ("suite", f"{run['suite_name']} ({run['suite_hash']})"),
         ("suite file", run["suite_path"]),
@@ -52,7 +57,7 @@ def render(ctx: AppContext) -> None:
     c1, c2, c3 = st.columns(3)
     for col, name in ((c1, "method_config"), (c2, "hardware"), (c3, "versions")):
         col.markdown(f"**{name}**")
-        col.json(json.loads(run[name]) if isinstance(run[name], str) else {}, expanded=True)
+        show_json(col, run[name], expanded=True)
     st.markdown("**Metrics** (from lm-eval)")
     st.dataframe(detail["metrics"], hide_index=True, placeholder=MISSING, key="run_metrics")
     if not detail["samples"].empty:
@@ -68,4 +73,18 @@ def render(ctx: AppContext) -> None:
         column_config={"page": st.column_config.LinkColumn(display_text="open")},
     )
     with st.expander("suite config"):
-        st.json(json.loads(run["suite_config"]) if run["suite_config"] else {})
+        show_json(st, run["suite_config"])
+
+
+def show_json(where: Any, text: object, *, expanded: bool = False) -> None:
+    """Stored JSON text as a JSON view; text that is not JSON as plain text, said so."""
+    if not isinstance(text, str) or not text:
+        where.json({}, expanded=expanded)
+        return
+    try:
+        value = json.loads(text)
+    except ValueError:
+        where.caption("not valid JSON:")
+        where.code(text, language=None)
+        return
+    where.json(value, expanded=expanded)

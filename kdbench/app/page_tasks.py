@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kdbench.app.context import AppContext
-from kdbench.app.formatting import MISSING
+from kdbench.app.formatting import MISSING, finite_max
 from kdbench.app.urls import QP, run_url
 
 
@@ -48,7 +48,7 @@ def render(ctx: AppContext) -> None:
             "score ± CI": st.column_config.NumberColumn(format="± %.4f"),
             "retention": st.column_config.ProgressColumn(
                 min_value=0.0,
-                max_value=max(1.0, table["retention"].max(skipna=True) or 1.0),
+                max_value=finite_max(table["retention"]),
                 format="percent",
             ),
             "retention ± CI": st.column_config.NumberColumn(format="± %.1f pts"),

@@ -9,22 +9,40 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from kdbench import economics, store
+from kdbench import economics
 from kdbench.app.context import AppContext, make_context
-from kdbench.app.data import load_data, load_prices, load_suites
+from kdbench.app.data import (
+    OPEN_ERRORS,
+    STORE_ERRORS,
+    foreign_tables,
+    load_data,
+    load_prices,
+    load_suites,
+    unreadable,
+)
 from kdbench.app.formatting import RUN_HINT
 from kdbench.app.inputs import db_path_from_args, prices_path_from_args
-from kdbench.app.navigation import Navigation
+from kdbench.app.navigation import Navigation, show_unforeseen
 from kdbench.app.sidebar import board_filters, suite_picker
 
 
 def read_suites(db: Path) -> pd.DataFrame:
     """The database's suites; stops the run with a hint when it has none (or is missing:
-    the app never creates it)."""
+    the app never creates it), and with one error line naming the file when it cannot be
+    read (damaged, truncated, not a DuckDB file, a directory, a foreign ``meta`` table, an
+    unknown or malformed schema version) or is another program's DuckDB database."""
     try:
         suites = load_suites(str(db)) if db.exists() else pd.DataFrame()
-    except store.StoreError as exc:
-        st.error(str(exc))
+        foreign = foreign_tables(db) if suites.empty and db.exists() else []
+    except OPEN_ERRORS as exc:
+        st.error(unreadable(db, exc))
+        st.stop()
+    if foreign:
+        st.error(
+            f"{db} is not a kdbench results database: it has no kdbench `meta` table, and "
+            f"holds other tables ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''})."
+            " Point --db at the file `kdbench run` writes."
+        )
         st.stop()
     if suites.empty:
         st.info(f"No results in `{db}` yet. Run `{RUN_HINT}` to create a leaderboard.")
@@ -56,9 +74,18 @@ def build_context(
     try:
         data = load_data(str(db), (suite["suite_hash"],), priced_with)
         board = data.boards[suite["suite_hash"]]
-    except store.StoreError as exc:
-        st.error(str(exc))
+    except STORE_ERRORS as exc:
+        st.error(unreadable(db, exc))
         st.stop()
+    except Exception as exc:  # an unforeseen value: one line, the traceback in the log
+        show_unforeseen(f"Suite {suite['label']}", db, exc)
+        st.stop()
+    notes = data.notes.get(suite["suite_hash"], ())
+    if notes:
+        st.warning(
+            f"Odd values in suite {suite['label']} (the database may be damaged, or written "
+            "by another tool): " + "; ".join(notes) + "."
+        )
     if board.empty:
         st.info(f"No successful runs in suite {suite['label']} yet. Run `{RUN_HINT}`.")
     return make_context(
