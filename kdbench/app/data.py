@@ -65,7 +65,10 @@ def unreadable(db: Path, exc: BaseException) -> str:
 def foreign_tables(db: Path) -> list[str]:
     """The tables of a DuckDB file that holds no kdbench ``meta`` table (another program's
     database), sorted; empty when it has the ``meta`` table or no tables at all."""
-    con = store.connect(db, read_only=True)
+    import duckdb
+
+    # duckdb's own connection: store.connect refuses such a file itself (StoreError)
+    con = duckdb.connect(str(db), read_only=True)
     try:
         names = {r[0] for r in con.execute(_TABLES_SQL).fetchall()}
     finally:
