@@ -15,7 +15,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from kdbench import __version__, contamination
-from kdbench.config import ModelSpec, Suite, SuiteError, key_text
+from kdbench.config import ModelSpec, Suite, SuiteError, TaskOptions, key_text
 from kdbench.contamination import ContaminationReport
 from kdbench.data_sources import DataError, load_examples
 from kdbench.evaluate import TaskError, TaskOrGroup, load_tasks, resolve_tasks
@@ -52,7 +52,7 @@ def plan(
             resolve_tasks(suite.eval.tasks, suite.eval.include_dirs, suite.eval.root or None)
         except TaskError as err:
             raise SuiteError(suite.path, err.field, str(err)) from None
-    check_gate(suite)
+    check_gate(suite, fetch)
     if suite.deepspeed:
         check_deepspeed(suite)
     tasks = check_eval(suite) if fetch else {}
@@ -104,17 +104,25 @@ def check_method_configs(
     return out
 
 
-def check_gate(suite: Suite) -> None:
+def check_gate(suite: Suite, fetch: bool = True) -> None:
     """The teacher's gate task is one the evaluation can resolve (a bundled or ``include``
-    task, or one of lm-eval's), else a one-line :class:`SuiteError` naming
-    ``teacher.gate.task``."""
-    task = suite.teacher.gate_task
-    if task is None:
+    task, or one of lm-eval's) and, with ``fetch`` for a teacher that is built (``arch``: the
+    gate is checked as it trains), the task reports the gate's metric; else a one-line
+    :class:`SuiteError` naming ``teacher.gate.task`` or ``teacher.gate.metric``."""
+    t = suite.teacher
+    if t.gate_task is None:
         return
+    e = suite.eval
     try:
-        resolve_tasks([task], suite.eval.include_dirs, suite.eval.root or None)
+        resolve_tasks([t.gate_task], e.include_dirs, e.root or None)
+        if fetch and t.arch is not None:
+            options = {t.gate_task: TaskOptions(metric=t.gate_metric)}
+            load_tasks([t.gate_task], e.include_dirs, options, e.root or None)
     except TaskError as err:
-        raise SuiteError(suite.path, "teacher.gate.task", str(err)) from None
+        field = "teacher.gate.metric" if err.field.endswith(".metric") else "teacher.gate.task"
+        raise SuiteError(suite.path, field, str(err)) from None
+    except FileNotFoundError as err:  # a KDBENCH_TASKS_DIR or include folder gone
+        raise SuiteError(suite.path, "eval.include", str(err)) from None
 
 
 def check_eval(suite: Suite) -> dict[str, TaskOrGroup]:

@@ -185,6 +185,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "teacher.gate.task",
         "unknown task",
     ),
+    ("gate-metric-unknown", {"teacher.gate.metric": "accuracy"}, "teacher.gate.metric", "accuracy"),
     (
         "misspelt-unselected-method",
         {"methods": ["sft"], "method_config.kd.temprature": 2.0},
