@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -337,7 +338,8 @@ def estimates(suite: Suite, methods: list[Any]) -> list[MemoryEstimate]:
 
 def node_shapes() -> list[dict[str, float]]:
     """The resources of each node the connected Ray cluster has or can start: its alive nodes
-    and, on an autoscaling cluster, one of each node type its config may launch."""
+    and, on an autoscaling cluster, each node type its config may launch, with ``count`` its
+    most nodes (``inf``: no limit; a shape without ``count`` is one node)."""
     import ray
 
     shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
@@ -347,7 +349,8 @@ def node_shapes() -> list[dict[str, float]]:
         config = None
     for group in getattr(config, "node_group_configs", None) or ():
         if group.max_count != 0:
-            shapes.append({k: float(v) for k, v in group.resources.items()})
+            count = math.inf if group.max_count < 0 else float(group.max_count)
+            shapes.append({**{k: float(v) for k, v in group.resources.items()}, "count": count})
     return shapes
 
 
@@ -365,6 +368,7 @@ def check_resources(suite: Suite, shapes: list[dict[str, float]] | None = None) 
         c >= res.cpus_per_job and g >= res.gpus_per_job for c, g in zip(cpus, gpus, strict=True)
     ]
     if any(fits):
+        _check_workers(suite, shapes)
         return
     who = (
         f"each of a job's {res.workers_per_job} workers" if res.workers_per_job > 1 else "every job"
@@ -397,6 +401,30 @@ def check_resources(suite: Suite, shapes: list[dict[str, float]] | None = None) 
         f"is {res.cpus_per_job:g} with gpus_per_job = {res.gpus_per_job:g} but no node of the Ray "
         f"cluster ({nodes}) has both that many CPUs and GPUs; {fix}",
     )
+
+
+def _check_workers(suite: Suite, shapes: list[dict[str, float]]) -> None:
+    """The ``workers_per_job`` workers of one job (one placement group: all at once) fit the
+    cluster's nodes together."""
+    res = suite.resources
+    if res.workers_per_job == 1:
+        return
+    slots = 0.0
+    for n in shapes:
+        per_node = math.floor(float(n.get("CPU", 0)) / res.cpus_per_job + 1e-9)
+        if res.gpus_per_job > 0:
+            per_node = min(per_node, math.floor(float(n.get("GPU", 0)) / res.gpus_per_job + 1e-9))
+        slots += per_node * float(n.get("count", 1)) if per_node else 0
+    if slots < res.workers_per_job:
+        raise SuiteError(
+            suite.path,
+            "resources.workers_per_job",
+            f"is {res.workers_per_job} but the Ray cluster's nodes hold {slots:g} workers of "
+            f"{res.cpus_per_job:g} CPUs"
+            + (f" and {res.gpus_per_job:g} GPUs" if res.gpus_per_job else "")
+            + " at once (a job's workers start together); lower it or connect to a larger "
+            "cluster (--address)",
+        )
 
 
 def _gpu_total_memory() -> int:

@@ -344,6 +344,10 @@ def test_resources_are_checked_against_the_nodes() -> None:
         with pytest.raises(SuiteError) as err:
             check_resources(suite(**res), nodes)
         assert err.value.field == field and words in str(err.value)
+    with pytest.raises(SuiteError, match=r"workers_per_job: is 8 but .* hold 5 workers"):
+        check_resources(suite(cpus_per_job=4, workers_per_job=8), nodes)
+    autoscaled = [*nodes, {"CPU": 4.0, "count": float("inf")}]
+    check_resources(suite(cpus_per_job=4, workers_per_job=64), autoscaled)
     with pytest.raises(SuiteError, match="has no GPU"):
         check_resources(suite(gpus_per_job=1), [{"CPU": 8.0}])
     with pytest.raises(SuiteError, match="has both"):
