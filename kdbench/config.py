@@ -453,6 +453,11 @@ _NAME_RULE = (
 )
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (a message stays readable)."""
+    return repr(value) if len(value) <= limit else repr(value[: limit - 3]) + "..."
+
+
 def check_name(path: Path, field: str, value: str) -> str:
     """``value`` if it is a safe name for paths and display (:data:`_NAME_RULE`), else a
     :class:`SuiteError` naming ``field``."""
@@ -470,8 +475,7 @@ def check_name(path: Path, field: str, value: str) -> str:
     elif any(c in _NAME_FORBIDDEN for c in value):
         problem = f"contains {next(c for c in value if c in _NAME_FORBIDDEN)!r}"
     if problem:
-        shown = value if len(value) <= 80 else value[:77] + "..."
-        raise SuiteError(path, field, f"{problem} ({shown!r}); {_NAME_RULE}")
+        raise SuiteError(path, field, f"{problem} ({shown(value)}); {_NAME_RULE}")
     return value
 
 
@@ -481,37 +485,34 @@ def check_source(path: Path, field: str, source: str) -> str:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
+    either = "give a model folder (with config.json) or a Hugging Face id of the form owner/name"
     folder = Path(source).expanduser()
-    if source and folder.exists():
-        if not folder.is_dir():
-            raise SuiteError(
-                path,
-                field,
-                f"{source!r} is a file; give a model folder (with config.json) or a Hugging Face id of the form owner/name",
-            )
+    try:
+        exists, is_dir = folder.exists(), folder.is_dir()
+    except (OSError, ValueError):  # a name too long for the file system
+        exists = is_dir = False
+    if source and exists:
+        if not is_dir:
+            raise SuiteError(path, field, f"{shown(source, 200)} is a file; {either}")
         if not (folder / "config.json").is_file():
             raise SuiteError(
                 path,
                 field,
-                f"{source!r} is a folder without config.json; give a model folder saved with save_pretrained, or a Hugging Face id of the form owner/name",
+                f"{shown(source, 200)} is a folder without config.json (not a saved model); {either}",
             )
         return source
     local = source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
     if source and local:
-        raise SuiteError(
-            path,
-            field,
-            f"{source!r}: no such folder; give a model folder (with config.json) or a Hugging Face id of the form owner/name",
-        )
+        raise SuiteError(path, field, f"{shown(source, 200)}: no such folder; {either}")
     try:
         if source.count("/") != 1:
-            raise HFValidationError("")
+            raise HFValidationError("not owner/name")
         validate_repo_id(source)
     except HFValidationError:
         raise SuiteError(
             path,
             field,
-            f"{source!r} is neither a local model folder nor a Hugging Face id of the form "
+            f"{shown(source, 200)} is neither a local model folder nor a Hugging Face id of the form "
             "owner/name (letters, digits, '-', '_', '.'; at most 96 characters)",
         ) from None
     return source
@@ -519,7 +520,8 @@ def check_source(path: Path, field: str, source: str) -> str:
 
 def _check_tree(path: Path, node: Any, prefix: str) -> None:
     """Refuse, anywhere in a parsed suite, a key that is not printable text (a newline, a
-    control character) and a number that is not finite (``inf``, ``nan``)."""
+    control character), a number that is not finite (``inf``, ``nan``) and a string holding
+    a NUL character (no path, name or text of a suite may)."""
     if isinstance(node, dict):
         for key, value in node.items():
             if not (isinstance(key, str) and key and key.isprintable()):
@@ -534,6 +536,10 @@ def _check_tree(path: Path, node: Any, prefix: str) -> None:
             _check_tree(path, value, f"{prefix.rstrip('.')}[{i}].")
     elif isinstance(node, float) and not math.isfinite(node):
         raise SuiteError(path, prefix.rstrip("."), f"must be a finite number, got {node!r}")
+    elif isinstance(node, str) and "\x00" in node:
+        raise SuiteError(
+            path, prefix.rstrip("."), f"must not contain a NUL character, got {node!r}"
+        )
 
 
 def _did_you_mean(word: str, options: Any) -> str:

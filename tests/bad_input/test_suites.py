@@ -212,7 +212,14 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "students[0].name",
         "control character",
     ),
-    ("student-name-nul", {"students[0].name": "a\x00b"}, "students[0].name", "control character"),
+    ("student-name-nul", {"students[0].name": "a\x00b"}, "students[0].name", "NUL"),
+    ("eval-include-nul", {"eval.include": ["tasks\x00"]}, "eval.include[0]", "NUL"),
+    (
+        "student-source-too-long",
+        {"students[0].arch": DELETE, "students[0].source": "/" + "a" * 5000},
+        "students[0].source",
+        "no such folder",
+    ),
     ("teacher-name-long", {"teacher.name": "t" * 300}, "teacher.name", "300 characters"),
     ("student-name-empty", {"students[0].name": ""}, "students[0].name", "empty"),
 ]
