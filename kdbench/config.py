@@ -808,6 +808,14 @@ def _str_list(path: Path, value: Any, name: str, what: str, empty: bool = False)
     return value
 
 
+def _is_dir(folder: Path) -> bool:
+    """``folder.is_dir()``, False for a name the file system refuses (too long)."""
+    try:
+        return folder.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _eval(path: Path, raw: dict[str, Any]) -> EvalSpec:
     e = _table(path, raw, "eval", _EVAL_KEYS)
     tasks = _str_list(
@@ -818,7 +826,7 @@ def _eval(path: Path, raw: dict[str, Any]) -> EvalSpec:
     include = _str_list(path, e.get("include", []), "eval.include", "folders", empty=True)
     root = path.parent.resolve()
     for folder in include:
-        if not (root / folder).is_dir():
+        if not _is_dir(root / folder):
             raise SuiteError(
                 path,
                 "eval.include",

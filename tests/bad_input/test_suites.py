@@ -213,6 +213,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "control character",
     ),
     ("student-name-nul", {"students[0].name": "a\x00b"}, "students[0].name", "NUL"),
+    ("eval-include-too-long", {"eval.include": ["x" * 5000]}, "eval.include", "not a folder"),
     ("eval-include-nul", {"eval.include": ["tasks\x00"]}, "eval.include[0]", "NUL"),
     (
         "student-source-too-long",
