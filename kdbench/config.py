@@ -692,6 +692,15 @@ _DATA_KEYS = {
 }
 
 
+SEED_MAX = 2**32 - 1  # what every seeded library (numpy's legacy seeding too) takes
+
+
+def _seed(path: Path, value: int) -> int:
+    if value > SEED_MAX:
+        raise SuiteError(path, "data.seed", f"must be from 0 to 2**32 - 1, got {value}")
+    return value
+
+
 def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
     d = _table(path, raw, "data", _DATA_KEYS)
     kind = _take(path, d, "data.", "kind", str, "synthetic", choices=DATA_KINDS)
@@ -735,6 +744,12 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         # resolved here, checked at plan time (kdbench.data_sources.check_source): a suite
         # shipped before its data is fetched still parses
         source = str((path.parent / source).resolve())
+        try:
+            Path(source).exists()
+        except (OSError, ValueError) as e:
+            raise SuiteError(
+                path, "data.path", f"the file system refuses this path ({type(e).__name__})"
+            ) from None
         if kind == "hf" and name is not None:
             raise SuiteError(path, "data.name", "give `name` (a Hub id) or `path`, not both")
     elif name is None:
@@ -773,7 +788,7 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         prompt_field=_take(path, d, "data.", "prompt_field", str, "prompt"),
         response_field=_take(path, d, "data.", "response_field", str, "response"),
         max_examples=_take(path, d, "data.", "max_examples", int, None, minimum=1),
-        seed=_take(path, d, "data.", "seed", int, 0, minimum=0),
+        seed=_seed(path, _take(path, d, "data.", "seed", int, 0, minimum=0)),
         messages_field=messages,
         chat_template=chat,
         add_eos=_take(path, d, "data.", "add_eos", bool, kind != "synthetic"),
@@ -951,8 +966,16 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
 
     name = check_name(path, "name", _take(path, raw, "", "name", str, path.stem))
     seeds = raw.get("seeds", [0])
-    if not (isinstance(seeds, list) and seeds and all(type(s) is int and s >= 0 for s in seeds)):
-        raise SuiteError(path, "seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
+    if not (
+        isinstance(seeds, list)
+        and seeds
+        and all(type(s) is int and 0 <= s <= SEED_MAX for s in seeds)
+    ):
+        raise SuiteError(
+            path,
+            "seeds",
+            f"must be a non-empty list of integers from 0 to 2**32 - 1, got {seeds!r}",
+        )
     if len(set(seeds)) != len(seeds):
         raise SuiteError(path, "seeds", f"must not repeat a seed, got {seeds!r}")
     methods = raw.get("methods", [])

@@ -213,6 +213,13 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "control character",
     ),
     ("student-name-nul", {"students[0].name": "a\x00b"}, "students[0].name", "NUL"),
+    ("seed-too-large", {"seeds": [2**40]}, "seeds", "2**32 - 1"),
+    (
+        "data-path-too-long",
+        {"data.kind": "jsonl", "data.path": "x" * 5000, "data.tasks": DELETE},
+        "data.path",
+        "refuses",
+    ),
     ("eval-include-too-long", {"eval.include": ["x" * 5000]}, "eval.include", "not a folder"),
     ("eval-include-nul", {"eval.include": ["tasks\x00"]}, "eval.include[0]", "NUL"),
     (
