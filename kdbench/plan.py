@@ -276,12 +276,6 @@ class _Reads(dict):
         return out
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def _ds_error(e: BaseException) -> tuple[str, str]:
     """A DeepSpeed config error as (the path inside the table, one line)."""
     from pydantic import ValidationError
@@ -362,7 +356,8 @@ def check_deepspeed(suite: Suite) -> dict[str, Any]:
         log, error = _run_deepspeed_config({**base, key: merged[key]})
         strict = isinstance(value, dict) and _strict_section(base, key, merged[key])
         if isinstance(value, dict) and not strict:
-            _check_section(path, (key,), value, log)  # a better message than the error's
+            # a better message than the error's; after an error, the keys read so far only
+            _check_section(path, (key,), value, log, unknown=error is None)
         if error is not None:
             where, msg = _ds_error(error)
             raise SuiteError(path, f"deepspeed.{key}" + (f".{where}" if where else ""), msg)
@@ -380,7 +375,7 @@ def check_deepspeed(suite: Suite) -> dict[str, Any]:
     if error is not None:
         where, msg = _ds_error(error)
         raise SuiteError(path, "deepspeed" + (f".{where}" if where else ""), msg)
-    return _plain(merged)
+    return merged
 
 
 _PROBE = "__kdbench_probe__"
@@ -414,9 +409,12 @@ def _check_type(path: str, field: str, defaults: list, value: Any) -> None:
         raise SuiteError(path, field, f"must be {kind} (DeepSpeed's default: {d!r}), got {value!r}")
 
 
-def _check_section(path: str, where: tuple[str, ...], table: dict, log: dict) -> None:
+def _check_section(
+    path: str, where: tuple[str, ...], table: dict, log: dict, unknown: bool = True
+) -> None:
     """The keys of a sub-table that DeepSpeed reads key by key: those it never read are
-    unknown; a value whose type differs from the default it read it with is refused."""
+    unknown (with ``unknown``); a value whose type differs from the default it read it with
+    is refused."""
     if where in _FREE_FORM:
         return
     read = log.get(where)
@@ -425,6 +423,8 @@ def _check_section(path: str, where: tuple[str, ...], table: dict, log: dict) ->
     name = "deepspeed." + ".".join(where)
     for key, value in table.items():
         if key not in read:
+            if not unknown:
+                continue
             raise SuiteError(
                 path,
                 f"{name}.{key}",
@@ -434,7 +434,7 @@ def _check_section(path: str, where: tuple[str, ...], table: dict, log: dict) ->
             )
         _check_type(path, f"{name}.{key}", read[key], value)
         if isinstance(value, dict):
-            _check_section(path, (*where, key), value, log)
+            _check_section(path, (*where, key), value, log, unknown)
 
 
 def _signature_keys(cls: Any, skip: int) -> set[str] | None:
