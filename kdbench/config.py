@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,22 @@ class SuiteError(ValueError):
 
     def __init__(self, path: str | Path, field: str, message: str) -> None:
         self.path, self.field, self.message = str(path), field, message
-        super().__init__(f"{path}: {field}: {message}")
+        super().__init__(one_line(f"{path}: {field}: {message}"))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character (newline, tab, NUL, ...) escaped as Python does
+    in a string's ``repr``: what a message quotes from a hostile file stays on one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def key_text(key: Any) -> str:
+    """A table key as a field name: itself when printable and free of spaces, else its
+    ``repr`` (quotes and escapes show what the file holds)."""
+    text = str(key)
+    return text if text and text.isprintable() and " " not in text else repr(text)
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -397,6 +413,8 @@ def _take(
         value, ok = float(value), True
     if not ok:
         raise SuiteError(path, name, f"must be {_TYPES.get(typ, typ.__name__)}, got {value!r}")
+    if typ is float and not math.isfinite(value):
+        raise SuiteError(path, name, f"must be a finite number, got {value!r}")
     if minimum is not None and value < minimum:
         raise SuiteError(path, name, f"must be >= {minimum}, got {value!r}")
     if choices is not None and value not in choices:
@@ -421,9 +439,107 @@ def _no_unknown(path: Path, table: dict[str, Any], prefix: str, known: set[str])
         if k not in known:
             raise SuiteError(
                 path,
-                f"{prefix}{k}",
+                f"{prefix}{key_text(k)}",
                 "unknown field; allowed: " + ", ".join(sorted(known)) + _did_you_mean(k, known),
             )
+
+
+NAME_MAX = 64
+_NAME_FORBIDDEN = '/\\<>:"|?*'
+_NAME_RULE = (
+    f"a name is used in paths and on the board: 1 to {NAME_MAX} printable characters, none of "
+    + " ".join(_NAME_FORBIDDEN)
+    + ", not starting with a dot or a space"
+)
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (a message stays readable)."""
+    return repr(value) if len(value) <= limit else repr(value[: limit - 3]) + "..."
+
+
+def check_name(path: Path, field: str, value: str) -> str:
+    """``value`` if it is a safe name for paths and display (:data:`_NAME_RULE`), else a
+    :class:`SuiteError` naming ``field``."""
+    problem = None
+    if not value:
+        problem = "must not be empty"
+    elif len(value) > NAME_MAX:
+        problem = f"is {len(value)} characters long"
+    elif not value.isprintable():
+        problem = "contains a control character (newline, tab, NUL, ...)"
+    elif value != value.strip():
+        problem = "starts or ends with a space"
+    elif value.startswith("."):
+        problem = "starts with a dot"
+    elif any(c in _NAME_FORBIDDEN for c in value):
+        problem = f"contains {next(c for c in value if c in _NAME_FORBIDDEN)!r}"
+    if problem:
+        raise SuiteError(path, field, f"{problem} ({shown(value)}); {_NAME_RULE}")
+    return value
+
+
+def check_source(path: Path, field: str, source: str) -> str:
+    """``source`` if it is a local model folder holding ``config.json`` or, when no such path
+    exists, a Hugging Face id of the form ``owner/name``; else a :class:`SuiteError`."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    either = "give a model folder (with config.json) or a Hugging Face id of the form owner/name"
+    folder = Path(source).expanduser()
+    try:
+        exists, is_dir = folder.exists(), folder.is_dir()
+    except (OSError, ValueError):  # a name too long for the file system
+        exists = is_dir = False
+    if source and exists:
+        if not is_dir:
+            raise SuiteError(path, field, f"{shown(source, 200)} is a file; {either}")
+        if not (folder / "config.json").is_file():
+            raise SuiteError(
+                path,
+                field,
+                f"{shown(source, 200)} is a folder without config.json (not a saved model); {either}",
+            )
+        return source
+    local = source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
+    if source and local:
+        raise SuiteError(path, field, f"{shown(source, 200)}: no such folder; {either}")
+    try:
+        if source.count("/") != 1:
+            raise HFValidationError("not owner/name")
+        validate_repo_id(source)
+    except HFValidationError:
+        raise SuiteError(
+            path,
+            field,
+            f"{shown(source, 200)} is neither a local model folder nor a Hugging Face id of the form "
+            "owner/name (letters, digits, '-', '_', '.'; at most 96 characters)",
+        ) from None
+    return source
+
+
+def _check_tree(path: Path, node: Any, prefix: str) -> None:
+    """Refuse, anywhere in a parsed suite, a key that is not printable text (a newline, a
+    control character), a number that is not finite (``inf``, ``nan``) and a string holding
+    a NUL character (no path, name or text of a suite may)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not (isinstance(key, str) and key and key.isprintable()):
+                raise SuiteError(
+                    path,
+                    f"{prefix}{key_text(key)}",
+                    "a key must be non-empty printable text (no newline or control character)",
+                )
+            _check_tree(path, value, f"{prefix}{key}.")
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            _check_tree(path, value, f"{prefix.rstrip('.')}[{i}].")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise SuiteError(path, prefix.rstrip("."), f"must be a finite number, got {node!r}")
+    elif isinstance(node, str) and "\x00" in node:
+        raise SuiteError(
+            path, prefix.rstrip("."), f"must not contain a NUL character, got {node!r}"
+        )
 
 
 def _did_you_mean(word: str, options: Any) -> str:
@@ -450,7 +566,9 @@ def _model(path: Path, raw: Any, prefix: str, student: bool = False) -> dict[str
     """The fields of a model table (teacher or student, ``student``) as ModelSpec keywords."""
     if not isinstance(raw, dict):
         raise SuiteError(path, prefix.rstrip("."), f"must be a table, got {raw!r}")
-    name = _take(path, raw, prefix, "name", str, None, required=True)
+    name = check_name(
+        path, f"{prefix}name", _take(path, raw, prefix, "name", str, None, required=True)
+    )
     source = _take(path, raw, prefix, "source", str, None)
     arch = raw.get("arch")
     dtype = _take(path, raw, prefix, "dtype", str, "auto", choices=DTYPES)
@@ -475,7 +593,11 @@ def _model(path: Path, raw: Any, prefix: str, student: bool = False) -> dict[str
             extra["gradient_checkpointing"] = True
         if "lora" in raw:
             extra["lora"] = _lora(path, raw["lora"], f"{prefix}lora.")
-    given = [k for k, v in (("source", source), ("arch", arch), ("layers", layers)) if v]
+    given = [
+        k
+        for k, v in (("source", source), ("arch", arch), ("layers", layers))
+        if v or (k == "source" and v is not None)
+    ]
     if len(given) != 1:
         raise SuiteError(
             path,
@@ -498,12 +620,8 @@ def _model(path: Path, raw: Any, prefix: str, student: bool = False) -> dict[str
             raise SuiteError(
                 path, f"{prefix}arch.num_heads", f"must divide hidden_size ({arch['hidden_size']})"
             )
-    elif not (Path(source).exists() or "/" in source):
-        raise SuiteError(
-            path,
-            f"{prefix}source",
-            f"{source!r} is neither a local folder nor a Hugging Face id of the form owner/name",
-        )
+    else:
+        check_source(path, f"{prefix}source", source)
     return {"name": name, "source": source, "arch": dict(arch) if arch else None, **extra}
 
 
@@ -574,6 +692,15 @@ _DATA_KEYS = {
 }
 
 
+SEED_MAX = 2**32 - 1  # what every seeded library (numpy's legacy seeding too) takes
+
+
+def _seed(path: Path, value: int) -> int:
+    if value > SEED_MAX:
+        raise SuiteError(path, "data.seed", f"must be from 0 to 2**32 - 1, got {value}")
+    return value
+
+
 def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
     d = _table(path, raw, "data", _DATA_KEYS)
     kind = _take(path, d, "data.", "kind", str, "synthetic", choices=DATA_KINDS)
@@ -617,6 +744,12 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         # resolved here, checked at plan time (kdbench.data_sources.check_source): a suite
         # shipped before its data is fetched still parses
         source = str((path.parent / source).resolve())
+        try:
+            Path(source).exists()
+        except (OSError, ValueError) as e:
+            raise SuiteError(
+                path, "data.path", f"the file system refuses this path ({type(e).__name__})"
+            ) from None
         if kind == "hf" and name is not None:
             raise SuiteError(path, "data.name", "give `name` (a Hub id) or `path`, not both")
     elif name is None:
@@ -655,7 +788,7 @@ def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
         prompt_field=_take(path, d, "data.", "prompt_field", str, "prompt"),
         response_field=_take(path, d, "data.", "response_field", str, "response"),
         max_examples=_take(path, d, "data.", "max_examples", int, None, minimum=1),
-        seed=_take(path, d, "data.", "seed", int, 0, minimum=0),
+        seed=_seed(path, _take(path, d, "data.", "seed", int, 0, minimum=0)),
         messages_field=messages,
         chat_template=chat,
         add_eos=_take(path, d, "data.", "add_eos", bool, kind != "synthetic"),
@@ -690,6 +823,14 @@ def _str_list(path: Path, value: Any, name: str, what: str, empty: bool = False)
     return value
 
 
+def _is_dir(folder: Path) -> bool:
+    """``folder.is_dir()``, False for a name the file system refuses (too long)."""
+    try:
+        return folder.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def _eval(path: Path, raw: dict[str, Any]) -> EvalSpec:
     e = _table(path, raw, "eval", _EVAL_KEYS)
     tasks = _str_list(
@@ -700,7 +841,7 @@ def _eval(path: Path, raw: dict[str, Any]) -> EvalSpec:
     include = _str_list(path, e.get("include", []), "eval.include", "folders", empty=True)
     root = path.parent.resolve()
     for folder in include:
-        if not (root / folder).is_dir():
+        if not _is_dir(root / folder):
             raise SuiteError(
                 path,
                 "eval.include",
@@ -820,17 +961,28 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
     """Validate a suite given as a dict (a parsed TOML file); ``path`` names it in errors and
     resolves relative paths. Raises :class:`SuiteError` on any problem."""
     path = Path(path)
+    _check_tree(path, raw, "")
     _no_unknown(path, raw, "", _TOP)
 
-    name = _take(path, raw, "", "name", str, path.stem)
+    name = check_name(path, "name", _take(path, raw, "", "name", str, path.stem))
     seeds = raw.get("seeds", [0])
-    if not (isinstance(seeds, list) and seeds and all(type(s) is int and s >= 0 for s in seeds)):
-        raise SuiteError(path, "seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
+    if not (
+        isinstance(seeds, list)
+        and seeds
+        and all(type(s) is int and 0 <= s <= SEED_MAX for s in seeds)
+    ):
+        raise SuiteError(
+            path,
+            "seeds",
+            f"must be a non-empty list of integers from 0 to 2**32 - 1, got {seeds!r}",
+        )
     if len(set(seeds)) != len(seeds):
         raise SuiteError(path, "seeds", f"must not repeat a seed, got {seeds!r}")
     methods = raw.get("methods", [])
     if not (isinstance(methods, list) and all(isinstance(m, str) for m in methods)):
         raise SuiteError(path, "methods", f"must be a list of method names, got {methods!r}")
+    if len(set(methods)) != len(methods):
+        raise SuiteError(path, "methods", f"must not repeat a method, got {methods!r}")
 
     t = raw.get("teacher")
     if t is None:
@@ -922,6 +1074,20 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         workers_per_job=_take(path, r, "resources.", "workers_per_job", int, 1, minimum=1),
         zero_stage=_take(path, r, "resources.", "zero_stage", int, 0, minimum=0),
     )
+    if resources.gpus_per_job > 1 and not resources.gpus_per_job.is_integer():
+        raise SuiteError(
+            path,
+            "resources.gpus_per_job",
+            f"must be a fraction below 1 (jobs share a GPU) or a whole number, got "
+            f"{resources.gpus_per_job}",
+        )
+    if budget.batch_size % resources.workers_per_job:
+        raise SuiteError(
+            path,
+            "resources.workers_per_job",
+            f"must divide budget.batch_size ({budget.batch_size}): every worker takes an equal "
+            f"share of each batch; got {resources.workers_per_job}",
+        )
     if resources.zero_stage > 3:
         raise SuiteError(
             path, "resources.zero_stage", f"must be 0, 1, 2 or 3, got {resources.zero_stage}"

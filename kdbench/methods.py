@@ -34,9 +34,13 @@ A method is data plus a pure loss function. It knows nothing of Ray or DeepSpeed
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import importlib.metadata
+import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +70,13 @@ DataFn = Callable[[list[dict[str, Any]], list[dict[str, Any]], Any], list[dict[s
 
 
 class MethodError(ValueError):
-    """A method name or method config is wrong."""
+    """A method name or method config is wrong. ``field`` names the suite field to blame
+    (e.g. ``method_config.kd.temperature``; empty when none) and ``detail`` says what is wrong
+    without it; ``str()`` is ``"<field>: <detail>"`` (or the detail alone)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        self.field, self.detail = field, message
+        super().__init__(f"{field}: {message}" if field else message)
 
 
 @dataclass(frozen=True)
@@ -111,16 +121,27 @@ class Method:
         """The config dataclass with ``overrides``; unknown fields are refused by name."""
         overrides = overrides or {}
         names = [f.name for f in dataclasses.fields(self.config)]
-        for key in overrides:
+        prefix = f"method_config.{self.name}"
+        try:
+            hints = typing.get_type_hints(self.config)
+        except Exception:  # an annotation that cannot be resolved here: left to the dataclass
+            hints = {}
+        for key, value in overrides.items():
             if key not in names:
                 raise MethodError(
-                    f"method_config.{self.name}.{key}: unknown field; allowed: "
-                    f"{', '.join(names)}" + _did_you_mean(key, names)
+                    f"unknown field; allowed: {', '.join(names)}" + _did_you_mean(str(key), names),
+                    f"{prefix}.{_key_text(key)}",
+                )
+            if key in hints and _matches(value, hints[key]) is False:
+                raise MethodError(
+                    f"must be {_describe(hints[key])}, got {value!r}", f"{prefix}.{key}"
                 )
         try:
             return self.config(**overrides)
-        except (TypeError, ValueError) as e:
-            raise MethodError(f"method_config.{self.name}: {e}") from None
+        except (TypeError, ValueError, AssertionError) as e:
+            text = str(e)
+            blamed = next((n for n in names if text.startswith((f"{n} ", f"{n}:"))), None)
+            raise MethodError(text, f"{prefix}.{blamed}" if blamed else prefix) from None
 
     def parameters(self) -> list[dict[str, Any]]:
         """Name, type and default of each config field (for ``kdbench methods``)."""
@@ -128,6 +149,61 @@ class Method:
             {"name": f.name, "type": getattr(f.type, "__name__", str(f.type)), "default": f.default}
             for f in dataclasses.fields(self.config)
         ]
+
+
+def _key_text(key: Any) -> str:
+    """A key as a field name: itself when printable, else its ``repr``."""
+    text = str(key)
+    return text if text and text.isprintable() and " " not in text else repr(text)
+
+
+def _matches(value: Any, hint: Any) -> bool | None:
+    """Whether a TOML value fits a config field's type hint: booleans are not numbers, strings
+    are not numbers, a float must be finite; None when the hint is not one this checks."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        found = [_matches(value, a) for a in args]
+        return True if any(found) else (None if None in found else False)
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                return False
+            found = [_matches(v, a) for v, a in zip(value, args, strict=True)]
+        else:
+            found = [_matches(v, args[0]) for v in value] if args else []
+        return False if False in found else (None if None in found else True)
+    return None
+
+
+def _describe(hint: Any) -> str:
+    """A type hint for people: ``a number``, ``a list of a string``, ``a string or ...``."""
+    simple = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    if hint in simple:
+        return simple[hint]
+    if hint is type(None):
+        return "absent"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin in (list, tuple, collections.abc.Sequence):
+        inner = [a for a in args if a is not Ellipsis]
+        return "a list" + (f" of ({_describe(inner[0])})" if len(inner) == 1 else "")
+    return getattr(hint, "__name__", str(hint))
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

@@ -28,7 +28,7 @@ from kdbench.config import Suite
 from kdbench.costs import run_costs, teacher_shares
 from kdbench.methods import Method
 from kdbench.plan import plan, run_key
-from kdbench.preflight import preflight
+from kdbench.preflight import check_resources, preflight
 from kdbench.provenance import provenance
 from kdbench.records import Job, TeacherArtifacts
 from kdbench.schedule import Scheduler
@@ -71,6 +71,7 @@ def run_suite(
         "already stored"
     )
     init_ray(address)
+    check_resources(suite)  # a job no node can hold would wait forever: refused, now
     if todo:  # every training job must fit its device, before anything is written
         preflight(suite, [m for m in methods if any(j.method == m.name for j in todo)])
     base = {"suite_hash": suite.hash, "kdbench_version": __version__, **provenance()}

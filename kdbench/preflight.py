@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,6 +334,97 @@ def estimates(suite: Suite, methods: list[Any]) -> list[MemoryEstimate]:
 
 
 # --- the devices ---------------------------------------------------------------------------
+
+
+def node_shapes() -> list[dict[str, float]]:
+    """The resources of each node the connected Ray cluster has or can start: its alive nodes
+    and, on an autoscaling cluster, each node type its config may launch, with ``count`` its
+    most nodes (``inf``: no limit; a shape without ``count`` is one node)."""
+    import ray
+
+    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    try:  # Ray's own view of the autoscaler's node types (what Ray Train and Data read)
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:  # no autoscaler, or another Ray version's internals: the alive nodes
+        config = None
+    for group in getattr(config, "node_group_configs", None) or ():
+        if group.max_count != 0:
+            count = math.inf if group.max_count < 0 else float(group.max_count)
+            shapes.append({**{k: float(v) for k, v in group.resources.items()}, "count": count})
+    return shapes
+
+
+def check_resources(suite: Suite, shapes: list[dict[str, float]] | None = None) -> None:
+    """Refuse, in one :class:`SuiteError` line naming the ``[resources]`` field, a suite whose
+    jobs can never be scheduled: every training and evaluation job (each worker of one, with
+    ``workers_per_job`` > 1) asks one node for ``cpus_per_job`` CPUs and ``gpus_per_job`` GPUs,
+    and Ray would wait for such a node forever. ``shapes``: the nodes' resources (default:
+    :func:`node_shapes` of the connected cluster)."""
+    res = suite.resources
+    shapes = node_shapes() if shapes is None else shapes
+    cpus = [float(n.get("CPU", 0)) for n in shapes]
+    gpus = [float(n.get("GPU", 0)) for n in shapes]
+    fits = [
+        c >= res.cpus_per_job and g >= res.gpus_per_job for c, g in zip(cpus, gpus, strict=True)
+    ]
+    if any(fits):
+        _check_workers(suite, shapes)
+        return
+    who = (
+        f"each of a job's {res.workers_per_job} workers" if res.workers_per_job > 1 else "every job"
+    )
+    nodes = f"{len(shapes)} node{'s' if len(shapes) != 1 else ''}"
+    fix = "lower it or connect to a cluster that has such a node (--address)"
+    if res.gpus_per_job > 0 and max(gpus, default=0) < res.gpus_per_job:
+        have = max(gpus, default=0)
+        raise SuiteError(
+            suite.path,
+            "resources.gpus_per_job",
+            f"is {res.gpus_per_job:g} ({who} asks one node for that many GPUs) but "
+            + (
+                f"the Ray cluster ({nodes}) has no GPU"
+                if have == 0
+                else f"the largest node of the Ray cluster ({nodes}) has {have:g} GPUs"
+            )
+            + f"; {fix}",
+        )
+    if max(cpus, default=0) < res.cpus_per_job:
+        raise SuiteError(
+            suite.path,
+            "resources.cpus_per_job",
+            f"is {res.cpus_per_job:g} ({who} asks one node for that many CPUs) but the largest "
+            f"node of the Ray cluster ({nodes}) has {max(cpus, default=0):g} CPUs; {fix}",
+        )
+    raise SuiteError(
+        suite.path,
+        "resources.cpus_per_job",
+        f"is {res.cpus_per_job:g} with gpus_per_job = {res.gpus_per_job:g} but no node of the Ray "
+        f"cluster ({nodes}) has both that many CPUs and GPUs; {fix}",
+    )
+
+
+def _check_workers(suite: Suite, shapes: list[dict[str, float]]) -> None:
+    """The ``workers_per_job`` workers of one job (one placement group: all at once) fit the
+    cluster's nodes together."""
+    res = suite.resources
+    if res.workers_per_job == 1:
+        return
+    slots = 0.0
+    for n in shapes:
+        per_node = math.floor(float(n.get("CPU", 0)) / res.cpus_per_job + 1e-9)
+        if res.gpus_per_job > 0:
+            per_node = min(per_node, math.floor(float(n.get("GPU", 0)) / res.gpus_per_job + 1e-9))
+        slots += per_node * float(n.get("count", 1)) if per_node else 0
+    if slots < res.workers_per_job:
+        raise SuiteError(
+            suite.path,
+            "resources.workers_per_job",
+            f"is {res.workers_per_job} but the Ray cluster's nodes hold {slots:g} workers of "
+            f"{res.cpus_per_job:g} CPUs"
+            + (f" and {res.gpus_per_job:g} GPUs" if res.gpus_per_job else "")
+            + " at once (a job's workers start together); lower it or connect to a larger "
+            "cluster (--address)",
+        )
 
 
 def _gpu_total_memory() -> int:

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.config import SuiteError, load_suite
+from kdbench.config import SuiteError, load_suite, parse_suite
 
-from .conftest import ROOT
+from .conftest import ROOT, tiny_raw
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "leaderboards").glob("*.toml")), ids=str)
@@ -258,3 +258,117 @@ def test_generation_table_is_typed_and_in_the_identity(write_suite) -> None:
     assert suite.hash != tiny.hash and suite.identity()["generation"]["max_new_tokens"] == 32
     empty = load_suite(write_suite({"generation.stop": []}, name="e.toml"))
     assert empty.generation.stops(empty.data) == ()  # the EOS token only
+
+
+def test_a_suite_error_is_always_one_line() -> None:
+    from kdbench.config import key_text, one_line
+
+    err = SuiteError("a\nb.toml", "x", "got 'evil\nname\x00'")
+    assert "\n" not in str(err) and "\x00" not in str(err)
+    assert str(err) == "a\\nb.toml: x: got 'evil\\nname\\x00'"
+    assert one_line("plain") == "plain" and key_text("k") == "k" and key_text("a\nb") == "'a\\nb'"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("student-0.1M", True),
+        ("Qwen2.5 0.5B instruct", True),
+        ("", False),
+        ("a/b", False),
+        ("a\\b", False),
+        (".hidden", False),
+        (" padded", False),
+        ("new\nline", False),
+        ("nul\x00", False),
+        ("x" * 65, False),
+    ],
+)
+def test_names_are_safe_for_paths_and_display(value: str, ok: bool) -> None:
+    from kdbench.config import check_name
+
+    if ok:
+        assert check_name(Path("s.toml"), "name", value) == value
+    else:
+        with pytest.raises(SuiteError) as err:
+            check_name(Path("s.toml"), "name", value)
+        assert err.value.field == "name" and "\n" not in str(err.value)
+
+
+def test_model_sources_are_a_folder_with_config_or_a_hub_id(tmp_path: Path) -> None:
+    from kdbench.config import check_source
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for good in (str(model), "Qwen/Qwen2.5-0.5B-Instruct", "openai-community/gpt2"):
+        assert check_source(Path("s.toml"), "teacher.source", good) == good
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    for bad, words in (
+        (str(tmp_path / "missing"), "no such folder"),
+        (str(tmp_path / "file"), "is a file"),
+        (str(tmp_path / "empty"), "without config.json"),
+        ("", "owner/name"),
+        ("gpt2", "owner/name"),  # a Hub id without its owner: give owner/name
+        ("bad id!/x", "owner/name"),
+        ("./relative/missing", "no such folder"),
+    ):
+        with pytest.raises(SuiteError, match=words):
+            check_source(Path("s.toml"), "teacher.source", bad)
+
+
+def test_resources_are_checked_against_the_nodes() -> None:
+    from kdbench.preflight import check_resources
+
+    def suite(**res):
+        raw = tiny_raw()
+        raw["resources"].update(res)
+        return parse_suite(raw, "s.toml")
+
+    nodes = [{"CPU": 4.0, "memory": 1e9}, {"CPU": 16.0, "GPU": 2.0}]
+    check_resources(suite(cpus_per_job=16, gpus_per_job=2), nodes)
+    check_resources(suite(cpus_per_job=4, workers_per_job=4), nodes)  # per worker
+    for res, field, words in (
+        (
+            {"cpus_per_job": 17},
+            "resources.cpus_per_job",
+            "largest node of the Ray cluster (2 nodes) has 16 CPUs",
+        ),
+        ({"gpus_per_job": 3}, "resources.gpus_per_job", "has 2 GPUs"),
+        ({"cpus_per_job": 8, "gpus_per_job": 0.5, "workers_per_job": 2}, None, None),
+    ):
+        if field is None:
+            check_resources(suite(**res), nodes)
+            continue
+        with pytest.raises(SuiteError) as err:
+            check_resources(suite(**res), nodes)
+        assert err.value.field == field and words in str(err.value)
+    with pytest.raises(SuiteError, match=r"workers_per_job: is 8 but .* hold 5 workers"):
+        check_resources(suite(cpus_per_job=4, workers_per_job=8), nodes)
+    autoscaled = [*nodes, {"CPU": 4.0, "count": float("inf")}]
+    check_resources(suite(cpus_per_job=4, workers_per_job=64), autoscaled)
+    with pytest.raises(SuiteError, match="has no GPU"):
+        check_resources(suite(gpus_per_job=1), [{"CPU": 8.0}])
+    with pytest.raises(SuiteError, match="has both"):
+        check_resources(suite(cpus_per_job=8, gpus_per_job=1), [{"CPU": 8.0}, {"CPU": 2, "GPU": 1}])
+
+
+def test_method_configs_are_typed_against_their_dataclass() -> None:
+    from kdbench.methods import MethodError, registry
+
+    methods = registry()
+    for name, overrides, field, words in (
+        ("kd", {"temperature": "2"}, "method_config.kd.temperature", "a finite number, got '2'"),
+        ("kd", {"temperature": float("nan")}, "method_config.kd.temperature", "finite"),
+        ("kd", {"alpha": True}, "method_config.kd.alpha", "got True"),
+        ("kd", {"alpha": 3.0}, "method_config.kd.alpha", "alpha must be in [0, 1]"),
+        ("kd", {"a\nb": 1}, "method_config.kd.'a\\nb'", "unknown field"),
+        ("minilm", {"relations": "qq"}, "method_config.minilm.relations", "a list"),
+    ):
+        with pytest.raises(MethodError) as err:
+            methods[name].make_config(overrides)
+        assert err.value.field == field and words in err.value.detail, str(err.value)
+        assert "\n" not in err.value.field
+    assert methods["kd"].make_config({"temperature": 4}).temperature == 4
+    assert methods["fitnets"].make_config({"layers": [[1, 2]]}).layers == ((1, 2),)
