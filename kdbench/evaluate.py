@@ -203,6 +203,8 @@ def _dataset_hint(manager: Any, name: str) -> str:
 
         with contextlib.suppress(Exception):
             cfg = load_yaml(entry.yaml_path, resolve_func=False, recursive=True)
+    if cfg.get("custom_dataset"):  # the task builds its data itself: its own error says how
+        return "the task's custom_dataset function failed; see its message"
     path, sub = cfg.get("dataset_path"), cfg.get("dataset_name")
     files = (cfg.get("dataset_kwargs") or {}).get("data_files")
     if files:
