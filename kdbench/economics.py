@@ -150,9 +150,14 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
                 f"{path}: {field}.{unknown[0]}: unknown key; allowed: {', '.join(_DEVICE_KEYS)}"
             )
         rate = entry.get("usd_per_hour")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float))
+            or not (rate >= 0 and math.isfinite(rate))
+        ):
             raise PriceError(
-                f"{path}: {field}.usd_per_hour: must be a number >= 0 (USD per device-hour), "
+                f"{path}: {field}.usd_per_hour: must be a finite number >= 0 (USD per "
+                "device-hour), "
                 f"got {rate!r}"
             )
         match = entry.get("match", [])
