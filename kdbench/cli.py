@@ -63,6 +63,24 @@ def _default_db() -> Path:
     return Path(os.environ.get("KDBENCH_DB") or DEFAULT_DB)
 
 
+def _check_cache(cache: str | None) -> None:
+    """``--cache`` (or ``$KDBENCH_CACHE``, or ``~/.cache/kdbench``) and the folders the stages
+    write in it (``teachers``, ``signals``, ``generations``) are folders or can be made."""
+    from kdbench.teacher import cache_root
+
+    root = cache_root(cache)
+    for path in (root, root / "teachers", root / "signals", root / "generations"):
+        if path.exists() and not path.is_dir():
+            raise CommandError(
+                f"--cache {root}: {path} is a file, not a folder; give another --cache"
+            )
+    for parent in root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CommandError(f"--cache {root}: {parent} is a file, not a folder")
+            break
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kdbench import store
     from kdbench.config import load_suite, suite_path
@@ -73,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         parse_address(args.address)  # its form, even for --dry-run
     if not args.dry_run:
         store.check_writable(args.db)  # a kdbench database or a new file it can create
+        _check_cache(args.cache)  # the cache root and its stage folders are folders
         check_address(args.address)  # something answers there, within seconds
         bound_connect(args.address)  # and Ray gives up on it within seconds: before Ray loads
     path = suite_path(args.suite)  # a file, or a bundled suite's name

@@ -263,6 +263,21 @@ CASES: list[tuple[str, Callable[[Path], None], list[str], str, int]] = [
         "is a file, not a folder",
         2,
     ),
+    # --cache of `kdbench run`: the root and its stage folders, checked before Ray starts
+    (
+        "run-cache-a-file",
+        a_file,
+        ["run", "{suite}", "--db", DB, "--cache", "{tmp}/afile"],
+        "is a file, not a folder",
+        2,
+    ),
+    (
+        "run-cache-under-a-file",
+        a_file,
+        ["run", "{suite}", "--db", DB, "--cache", "{tmp}/afile/cache"],
+        "is a file, not a folder",
+        2,
+    ),
     *[
         (f"run-db-{s.__name__}", s, ["run", "{suite}", "--db", DB], DAMAGED_WORDS[s.__name__], 2)
         for s in DAMAGED
