@@ -276,9 +276,10 @@ def test_the_corpus_is_large_enough() -> None:
     ("edits", "field", "words"),
     [
         ({"resources.cpus_per_job": 1000}, "resources.cpus_per_job", "largest node"),
-        ({"resources.gpus_per_job": 1}, "resources.gpus_per_job", "no GPU"),
+        # one GPU more than this machine has: "no GPU" here, "has N GPUs" on a GPU machine
+        ({"resources.gpus_per_job": "one more"}, "resources.gpus_per_job", "GPU"),
     ],
-    ids=["cpus-1000", "gpus-1"],
+    ids=["cpus-1000", "gpus-one-more"],
 )
 def test_resources_no_node_has_are_refused_before_writing(
     world: Path, capsys, edits, field, words
@@ -289,8 +290,8 @@ def test_resources_no_node_has_are_refused_before_writing(
 
     from kdbench.pipeline import init_ray
 
-    if torch.cuda.is_available() and "resources.gpus_per_job" in edits:
-        pytest.skip("this machine has a GPU")
+    if edits.get("resources.gpus_per_job") == "one more":
+        edits = {"resources.gpus_per_job": torch.cuda.device_count() + 1}
     init_ray(None)  # started once, outside the clock
     path, db = write(world, edits), world / "kdbench.duckdb"
     start = time.perf_counter()
