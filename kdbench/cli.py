@@ -66,19 +66,15 @@ def _default_db() -> Path:
 def _check_cache(cache: str | None) -> None:
     """``--cache`` (or ``$KDBENCH_CACHE``, or ``~/.cache/kdbench``) and the folders the stages
     write in it (``teachers``, ``signals``, ``generations``) are folders or can be made."""
+    from kdbench.disk_cache import creation_problem
     from kdbench.teacher import cache_root
 
     root = cache_root(cache)
-    for path in (root, root / "teachers", root / "signals", root / "generations"):
-        if path.exists() and not path.is_dir():
-            raise CommandError(
-                f"--cache {root}: {path} is a file, not a folder; give another --cache"
-            )
-    for parent in root.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise CommandError(f"--cache {root}: {parent} is a file, not a folder")
-            break
+    for path in (root / "teachers", root / "signals", root / "generations"):
+        # a cache that holds every entry already may be read-only: only files in the way count
+        problem = creation_problem(path, writable=False)
+        if problem:
+            raise CommandError(f"--cache {root}: {problem}; give another --cache")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -26,6 +26,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def creation_problem(path: str | Path, writable: bool = True) -> str | None:
+    """Why ``path`` could not be created (its nearest existing ancestor is a file, or, with
+    ``writable``, is not writable), or None when it can. Creates nothing."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if writable and not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
+
+
 def remove_entry(path: Path) -> None:
     """Remove a cache entry, whatever is at its path: a folder, a file or a link."""
     path = Path(path)

@@ -437,6 +437,25 @@ def _check_section(
             _check_section(path, (*where, key), value, log, unknown)
 
 
+def _check_params(
+    path: str, table: dict, section: str, name: str, params: dict, allowed: set[str]
+) -> None:
+    """Every key of the merged ``[deepspeed.<section>.params]`` is one ``name`` takes; a key the
+    suite did not set came from kdbench's defaults (it merges one level deep)."""
+    for key in params:
+        if key not in allowed:
+            given = (
+                ""
+                if key in table.get(section, {}).get("params", {})
+                else f" (a kdbench default: set the {section}'s params in full)"
+            )
+            raise SuiteError(
+                path,
+                f"deepspeed.{section}.params.{key}",
+                f"{name} takes no {key!r}{given}; it takes: {', '.join(sorted(allowed))}",
+            )
+
+
 def _signature_keys(cls: Any, skip: int) -> set[str] | None:
     """The keyword parameters of ``cls`` after its first ``skip`` (None: it takes any)."""
     import inspect
@@ -480,18 +499,7 @@ def _check_optimizer(path: str, merged: dict, table: dict) -> None:
         if allowed is not None:
             if name.lower() in ("adam", "adamw"):
                 allowed |= {"torch_adam", "adam_w_mode"}
-            for key in params:
-                if key not in allowed:
-                    given = (
-                        ""
-                        if key in table.get("optimizer", {}).get("params", {})
-                        else (" (a kdbench default: set the optimizer's params in full)")
-                    )
-                    raise SuiteError(
-                        path,
-                        f"deepspeed.optimizer.params.{key}",
-                        f"{name} takes no {key!r}{given}; it takes: {', '.join(sorted(allowed))}",
-                    )
+            _check_params(path, table, "optimizer", name, params, allowed)
     sched = merged.get("scheduler")
     if isinstance(sched, dict):
         name = sched.get("type")
@@ -509,15 +517,5 @@ def _check_optimizer(path: str, merged: dict, table: dict) -> None:
         if not isinstance(params, dict):
             raise SuiteError(path, "deepspeed.scheduler.params", f"must be a table, got {params!r}")
         allowed = _signature_keys(cls, 1)
-        for key in params if allowed is not None else ():
-            if key not in allowed:
-                given = (
-                    ""
-                    if key in table.get("scheduler", {}).get("params", {})
-                    else (" (a kdbench default: set the scheduler's params in full)")
-                )
-                raise SuiteError(
-                    path,
-                    f"deepspeed.scheduler.params.{key}",
-                    f"{name} takes no {key!r}{given}; it takes: {', '.join(sorted(allowed))}",
-                )
+        if allowed is not None:
+            _check_params(path, table, "scheduler", name, params, allowed)

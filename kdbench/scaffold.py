@@ -8,9 +8,10 @@ group and passes ``kdbench plugin check NAME`` as generated; edit its loss from 
 from __future__ import annotations
 
 import keyword
-import os
 import re
 from pathlib import Path
+
+from kdbench.disk_cache import creation_problem
 
 PYPROJECT = """[build-system]
 requires = ["setuptools>=69"]
@@ -152,13 +153,9 @@ def new_plugin(name: str, where: Path) -> Path:
             f"plugin name {_shown(name)}: use 1 to {MAX_NAME} lower-case letters, digits and _ ,"
             " starting with a letter, not a Python keyword (it becomes a Python module name)"
         )
-    folder = Path(where)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ValueError(f"--dir {where}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--dir {where}: {folder} is not writable")
+    problem = creation_problem(where)
+    if problem:
+        raise ValueError(f"--dir {where}: {problem}")
     root = Path(where) / f"kdbench-{name.replace('_', '-')}"
     if root.exists():
         raise ValueError(f"{root} already exists; choose another name or folder")

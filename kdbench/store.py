@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import operator
-import os
 import random
 import re
 import time
@@ -44,6 +43,8 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+
+from kdbench.disk_cache import creation_problem
 
 SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results/kdbench.duckdb")
@@ -345,13 +346,9 @@ def _check_path(path: Path, read_only: bool) -> None:
         return
     if read_only:
         raise StoreError(f"no results database at {path}; run `kdbench run <suite.toml>` first")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise StoreError(f"cannot create results database {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise StoreError(f"cannot create results database {path}: {folder} is not writable")
+    problem = creation_problem(path.parent)
+    if problem:
+        raise StoreError(f"cannot create results database {path}: {problem}")
 
 
 def check_writable(db_path: str | Path) -> None:
