@@ -11,6 +11,11 @@
 - ``device_hours`` = (train + eval wall time) x devices held (GPUs, else CPU cores, times the
   workers of a job): GPU-hours on GPUs, core-hours on CPUs;
 - ``queue_s``: from submission to the training task's start;
+- the budget audit: ``sequences`` trained on (steps x batch size when the job ran its budget)
+  and ``live_teacher_flops``, the teacher forwards of a live teacher during training (part of
+  ``train_flops``): the teacher-side compute charged to a run is ``teacher_flops +
+  live_teacher_flops``; the leaderboard flags a run whose steps or sequences are not its
+  suite's ``[budget]``;
 - size (``params``, ``bytes`` of the saved weights), tokens, steps, resume, memory, teacher
   forwards and inference speed, as the jobs measured them.
 
@@ -109,11 +114,12 @@ def run_costs(
     }
     if isinstance(model, TrainResult):
         assert job is not None and shares is not None
-        batches = max(1, suite.budget.steps * suite.budget.batch_size)
+        batches = max(1, model.sequences or suite.budget.steps * suite.budget.batch_size)
         live_tokens = tokens * model.teacher_forwards / batches
-        costs["train_flops"] = train_flops(result.params, tokens) + forward_flops(
-            teacher_params, live_tokens
-        )
+        live = forward_flops(teacher_params, live_tokens)
+        costs["train_flops"] = train_flops(result.params, tokens) + live
+        costs["live_teacher_flops"] = live
+        costs["sequences"] = model.sequences
         costs["teacher_flops"] = (
             shares.cache_flops if job.run_id in shares.cache_runs and model.signal_cache else 0.0
         ) + (shares.generation_flops if job.run_id in shares.generation_runs else 0.0)

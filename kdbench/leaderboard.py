@@ -22,6 +22,19 @@ Definitions
 * ``gain_vs_sft`` is ``retention_avg`` minus that of the ``sft`` group of the same student in
   the same suite (retention points, i.e. fractions of the teacher's score); ``gain_ci`` is
   Welch's 95% interval for that difference, NaN unless both have two or more seeds.
+* ``p_vs_sft`` is the Holm-adjusted p-value of the paired test of the group against the
+  ``sft`` group of the same student (:mod:`kdbench.stats`: a paired bootstrap over the
+  questions both were scored on, seeds pooled, of the same mean-over-tasks retention
+  difference; one Holm family per suite: every row with a test, whatever the filters),
+  ``p_vs_sft_raw`` the unadjusted one, ``sig_vs_sft`` ``"better"`` / ``"worse"`` when the
+  adjusted p-value is below 0.05, else ``"n.s."``; None / NaN for the teacher, sft, and
+  groups without per-question samples (runs stored before samples were).
+* The budget audit: ``steps`` and ``sequences`` (trained on) are means over the ok seeds,
+  ``teacher_side_flops`` the teacher FLOPs charged to the run (its share of the cache and
+  generation passes plus live teacher forwards), and ``budget_note`` names each student run
+  whose recorded steps or sequences differ from its suite's ``budget.steps`` and
+  ``budget.steps x budget.batch_size`` (``"budget differs: 150 of 200 steps (seed 1)"``);
+  None when they match or were not recorded.
 * Ranks: a group's interval is ``retention_avg ± retention_ci`` (a point with one seed). Its
   best rank is 1 + the number of groups whose interval lies entirely above it, its worst rank
   the number of ranked groups minus those entirely below it. Groups whose intervals overlap
@@ -53,7 +66,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdbench import store
+from kdbench import stats, store
 from kdbench.config import identity_differences
 from kdbench.economics import PriceTable, cost_per_million_tokens
 
@@ -77,6 +90,13 @@ BASE_COLUMNS: tuple[str, ...] = (
     "gain_vs_sft",
     "gain_ci",
 )
+PAIRED_COLUMNS: tuple[str, ...] = ("p_vs_sft", "p_vs_sft_raw", "sig_vs_sft")
+"""The paired test against sft (:mod:`kdbench.stats`): Holm-adjusted and raw p-values of the
+paired bootstrap over questions, and the mark (better / worse / n.s.; None: no test)."""
+BUDGET_COLUMNS: tuple[str, ...] = ("steps", "sequences", "teacher_side_flops", "budget_note")
+"""The budget audit: mean steps and sequences trained on, the teacher-side FLOPs charged
+(cache / generation share plus live teacher passes), and a note naming each run whose steps
+or sequences differ from its suite's ``[budget]`` (None: as budgeted, or not recorded)."""
 TASK_PREFIXES: tuple[str, ...] = ("retention_", "retention_ci_", "score_", "score_ci_")
 """Per-task columns are ``<prefix><task>`` for each prefix."""
 TAIL_COLUMNS: tuple[str, ...] = (
@@ -344,6 +364,61 @@ ORDER BY seed NULLS LAST, run_id
 """
 
 
+# the per-question results of every ok student run (the paired tests, kdbench.stats)
+_PAIRED_SAMPLES_SQL = (
+    _CTES
+    + """
+SELECT r.suite_hash, r.method, r.student, r.seed, s.task, s.doc_id, s.correct
+FROM r JOIN samples s USING (run_id)
+WHERE r.status = 'ok' AND NOT r.is_teacher AND isfinite(s.correct)
+"""
+)
+
+# The budget audit, per group: mean steps, sequences and teacher-side FLOPs of the ok runs,
+# and a note for each student run whose steps or sequences are not the suite's [budget]
+# (a NULL value, as in runs stored before schema 3, is not recorded: no note).
+_BUDGET_SQL = f"""
+WITH b AS (
+    SELECT suite_hash,
+           CASE WHEN json_valid(config)
+                THEN TRY_CAST(json_extract(config, '$.budget.steps') AS BIGINT) END AS b_steps,
+           CASE WHEN json_valid(config)
+                THEN TRY_CAST(json_extract(config, '$.budget.batch_size') AS BIGINT) END
+               AS b_batch
+    FROM suites WHERE list_contains(?, suite_hash)
+),
+rb AS (
+    SELECT r.suite_hash, {_identity("r")}, r.seed, c.steps, c.sequences,
+           {_cost("c.teacher_flops")} AS teacher_flops,
+           {_cost("c.live_teacher_flops")} AS live_teacher_flops,
+           b.b_steps, b.b_steps * b.b_batch AS b_sequences
+    FROM runs r LEFT JOIN costs c USING (run_id) LEFT JOIN b USING (suite_hash)
+    WHERE list_contains(?, r.suite_hash) AND r.status = 'ok'
+),
+notes AS (
+    SELECT *, CASE WHEN NOT is_teacher THEN concat_ws(', ',
+                   CASE WHEN steps IS DISTINCT FROM b_steps AND steps IS NOT NULL
+                        AND b_steps IS NOT NULL
+                        THEN printf('%d of %d steps', steps, b_steps) END,
+                   CASE WHEN sequences IS DISTINCT FROM b_sequences AND sequences IS NOT NULL
+                        AND b_sequences IS NOT NULL
+                        THEN printf('%d of %d sequences', sequences, b_sequences) END) END
+              AS differs
+    FROM rb
+)
+SELECT suite_hash, is_teacher, method, student,
+       avg(steps) AS steps, avg(sequences) AS sequences,
+       avg(CASE WHEN teacher_flops IS NOT NULL OR live_teacher_flops IS NOT NULL
+                THEN coalesce(teacher_flops, 0) + coalesce(live_teacher_flops, 0) END)
+           AS teacher_side_flops,
+       string_agg(CASE WHEN differs <> '' THEN
+                      differs || CASE WHEN seed IS NOT NULL THEN printf(' (seed %d)', seed)
+                                      ELSE '' END END,
+                  '; ' ORDER BY seed NULLS LAST) AS budget_differs
+FROM notes GROUP BY ALL
+"""
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -481,7 +556,19 @@ def excluded_tasks(tasks: pd.DataFrame) -> dict[str, str]:
 
 
 def _empty(tasks: Sequence[str] = ()) -> pd.DataFrame:
-    return pd.DataFrame(columns=list(BASE_COLUMNS) + task_columns(tasks) + list(TAIL_COLUMNS))
+    return pd.DataFrame(columns=board_columns(tasks))
+
+
+def board_columns(tasks: Sequence[str]) -> list[str]:
+    """The columns of a ranked board, in order: :data:`BASE_COLUMNS`, :data:`PAIRED_COLUMNS`,
+    the per-task columns, :data:`TAIL_COLUMNS`, :data:`BUDGET_COLUMNS`."""
+    return [
+        *BASE_COLUMNS,
+        *PAIRED_COLUMNS,
+        *task_columns(tasks),
+        *TAIL_COLUMNS,
+        *BUDGET_COLUMNS,
+    ]
 
 
 def task_columns(tasks: Sequence[str]) -> list[str]:
@@ -508,6 +595,9 @@ class SuiteData:
     notes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Per suite hash, the odd values found in its rows and how they were read
     (:func:`odd_data_notes`); a suite without any has no entry."""
+    paired: dict[str, stats.PairedSamples] = field(default_factory=dict)
+    """Per suite hash (read with boards), its per-question samples laid out for paired tests
+    (:func:`kdbench.stats.paired_tests`; Compare reads them)."""
 
 
 def suite_data(
@@ -529,6 +619,8 @@ def suite_data(
             costs = con.execute(_COSTS_SQL, [hashes]).df()
             hours = con.execute(_DEVICE_HOURS_SQL, [hashes]).df()
             odd = con.execute(_ODD_SQL, [hashes, hashes]).df()
+            samples = con.execute(_PAIRED_SAMPLES_SQL, [hashes]).df()
+            budget = con.execute(_BUDGET_SQL, [hashes, hashes]).df()
     tasks = (
         per_task.groupby(["suite_hash", "task"], as_index=False)
         .agg(
@@ -549,22 +641,28 @@ def suite_data(
         )
     ]
     out: dict[str, pd.DataFrame] = {}
+    paired: dict[str, stats.PairedSamples] = {}
     if boards:
         costs["gpu"] = [_gpu(hw) for hw in costs.pop("hardware")]
         groups = groups.merge(costs, on=["suite_hash", *_KEYS], how="left")
     for h in hashes if boards else ():
-        out[h] = _board(
+        board = _board(
             groups[groups["suite_hash"] == h].drop(columns="suite_hash").reset_index(drop=True),
             per_task[per_task["suite_hash"] == h].drop(columns="suite_hash"),
             hours[hours["suite_hash"] == h].drop(columns="suite_hash"),
             prices,
         )
+        paired[h] = stats.paired_samples(
+            samples[samples["suite_hash"] == h], tasks[tasks["suite_hash"] == h]
+        )
+        board = add_paired_tests(board, paired[h])
+        out[h] = add_budget_audit(board, budget[budget["suite_hash"] == h])
     notes = {}
     for rec in odd.to_dict("records") if boards else ():
         found = odd_data_notes(rec)
         if found:
             notes[rec["suite_hash"]] = found
-    return SuiteData(out, tasks, failed, notes)
+    return SuiteData(out, tasks, failed, notes, paired)
 
 
 def _plural(n: int, what: str) -> str:
@@ -651,6 +749,49 @@ def _in(values: pd.Series, allowed: Sequence[str] | None) -> pd.Series:
     if allowed is None:
         return pd.Series(True, index=values.index)
     return values.isin(list(allowed))
+
+
+def add_paired_tests(board: pd.DataFrame, paired: stats.PairedSamples) -> pd.DataFrame:
+    """The :data:`PAIRED_COLUMNS` of a board: each student group other than sft against the
+    sft group of the same student, by the paired bootstrap of :mod:`kdbench.stats` over the
+    questions both were scored on (pooled over seeds), Holm-adjusted over the whole suite
+    (one family: every row with a test, whatever filters hide later). No test (None / NaN)
+    for the teacher, sft itself, a student without sft, and runs without samples."""
+    board = board.copy()
+    for col in ("p_vs_sft", "p_vs_sft_raw"):
+        board[col] = np.nan
+    board["sig_vs_sft"] = None
+    if board.empty:
+        return board
+    students = board[~board["is_teacher"]]
+    has_sft = set(students.loc[students["method"] == "sft", "student"])
+    rows = students[(students["method"] != "sft") & students["student"].isin(has_sft)]
+    if rows.empty:
+        return board
+    pairs = [((m, s), ("sft", s)) for m, s in zip(rows["method"], rows["student"], strict=True)]
+    tests = stats.paired_tests(paired, pairs, mcnemar=False)
+    adjusted = stats.holm(tests["p_value"].to_numpy())
+    board.loc[rows.index, "p_vs_sft_raw"] = tests["p_value"].to_numpy()
+    board.loc[rows.index, "p_vs_sft"] = adjusted
+    board["sig_vs_sft"] = board["sig_vs_sft"].astype(object)
+    for i, diff, p in zip(rows.index, tests["difference"], adjusted, strict=True):
+        board.at[i, "sig_vs_sft"] = stats.mark(float(diff), float(p))
+    return board
+
+
+def add_budget_audit(board: pd.DataFrame, budget: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`BUDGET_COLUMNS` of a board from the budget query's rows of its suite:
+    ``budget_note`` is ``"budget differs: 150 of 200 steps (seed 1)"`` for a group with a run
+    off its suite's ``[budget]`` (steps, or sequences = steps x batch size), else None."""
+    if board.empty:
+        return board
+    cols = ["steps", "sequences", "teacher_side_flops", "budget_differs"]
+    board = board.merge(budget[[*_KEYS, *cols]], on=_KEYS, how="left")
+    board["budget_note"] = [
+        f"budget differs: {d}" if isinstance(d, str) and d else None
+        for d in board.pop("budget_differs")
+    ]
+    return board
 
 
 def suite_boards(
@@ -762,8 +903,7 @@ def rank_board(
         na_position="last",
         kind="stable",
     )
-    columns = list(BASE_COLUMNS) + task_columns(board_tasks(board)) + list(TAIL_COLUMNS)
-    return groups[columns].reset_index(drop=True)
+    return groups[board_columns(board_tasks(board))].reset_index(drop=True)
 
 
 def leaderboard(
@@ -783,8 +923,9 @@ def leaderboard(
     filters keep the groups whose method / family / student is in the given list (None: all).
     ``prices`` fills ``price_usd`` and ``usd_per_mtok`` (NaN without it).
 
-    Columns: :data:`BASE_COLUMNS`; per task (sorted) :data:`TASK_PREFIXES` + task; then
-    :data:`TAIL_COLUMNS`. Means are over ok seeds; see the module docstring for definitions.
+    Columns: :data:`BASE_COLUMNS`, :data:`PAIRED_COLUMNS`; per task (sorted)
+    :data:`TASK_PREFIXES` + task; then :data:`TAIL_COLUMNS` and :data:`BUDGET_COLUMNS`
+    (:func:`board_columns`). Means are over ok seeds; see the module docstring for definitions.
     ``run_id`` is the group's ok run with the lowest seed; ``gpu`` its GPU name (None on CPU).
     Costs the store lacks (older runs) are NaN. An empty frame when nothing is there.
     """
@@ -1001,15 +1142,19 @@ def format_table(df: pd.DataFrame) -> str:
 
     Columns: rank (shared ranks as ``2–4``), method, family, student, retention in percent
     with its 95% CI half-width in points (none with one seed), gain over sft in points, the
-    per-task retentions and scores, params (``0.25M``), train seconds, seeds and failed runs.
-    Missing values are ``-``. Text left-aligned, numbers right-aligned.
+    paired test against sft (``p vs sft``, Holm-adjusted, and ``sig``: better / worse /
+    n.s.), the per-task retentions and scores, params (``0.25M``), train seconds, seeds,
+    failed runs and ``budget`` (``differs`` when a run is off the suite's ``[budget]``, with a
+    note under the table). Missing values are ``-``. Text left-aligned, numbers right-aligned.
     """
     if df.empty:
         return "(no results)"
     tasks = board_tasks(df)
     header = ["rank", "method", "family", "student", "retention", "vs sft"]
+    header += ["p vs sft", "sig"]  # the paired test (PAIRED_COLUMNS)
     header += [f"ret.{t}" for t in tasks] + [t for t in tasks]
     header += ["params", "train", "seeds", "failed"]
+    header += ["budget"]  # the budget audit (BUDGET_COLUMNS)
     rows = []
     for rec in df.to_dict("records"):
         cells = [
@@ -1019,6 +1164,7 @@ def format_table(df: pd.DataFrame) -> str:
             str(rec["student"]),
             _fmt_pct_ci(rec["retention_avg"], rec["retention_ci"]),
             _fmt_gain(rec["gain_vs_sft"], rec["gain_ci"]),
+            *_fmt_paired(rec),
         ]
         cells += [_fmt_pct_ci(rec[f"retention_{t}"], math.nan) for t in tasks]
         cells += [
@@ -1029,10 +1175,11 @@ def format_table(df: pd.DataFrame) -> str:
             "-" if is_missing(rec["train_wall_s"]) else f"{rec['train_wall_s']:.1f}s",
             str(rec["seeds"]),
             str(rec["failed"]),
+            _fmt_budget(rec),
         ]
         rows.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    left = {1, 2, 3}
+    left = {1, 2, 3, 7}  # method, family, student, sig
 
     def line(cells: list[str]) -> str:
         return "  ".join(
@@ -1045,4 +1192,37 @@ def format_table(df: pd.DataFrame) -> str:
     note = "retention: arithmetic mean over tasks of student/teacher score, mean over seeds" + (
         " (one seed: no confidence interval)" if single else " ± 95% CI half-width (t)"
     )
-    return "\n".join([line(header), rule, *(line(r) for r in rows), "", note])
+    return "\n".join([line(header), rule, *(line(r) for r in rows), "", note, *_paired_notes(df)])
+
+
+def _fmt_paired(rec: dict[str, Any]) -> list[str]:
+    """The ``p vs sft`` (Holm-adjusted) and ``sig`` cells of a board row; ``-`` without a
+    test (the teacher, sft, runs without per-question samples)."""
+    p, sig = rec.get("p_vs_sft"), rec.get("sig_vs_sft")
+    if is_missing(p) or not isinstance(sig, str):
+        return ["-", "-"]
+    return [f"{float(p):.4f}", sig]  # type: ignore[arg-type]
+
+
+def _fmt_budget(rec: dict[str, Any]) -> str:
+    """``differs`` when a run of the row is off its suite's budget (the note is printed
+    under the table), else ``ok``; ``-`` for the teacher and runs that recorded neither."""
+    if rec.get("role") == "teacher" or (
+        is_missing(rec.get("steps")) and is_missing(rec.get("sequences"))
+    ):
+        return "-"
+    return "differs" if isinstance(rec.get("budget_note"), str) else "ok"
+
+
+def _paired_notes(df: pd.DataFrame) -> list[str]:
+    """The lines under the table: how the paired test reads, and each row whose budget
+    differs from its suite's."""
+    lines = [
+        "p vs sft: paired bootstrap over questions of the retention difference to sft on the "
+        f"same student, seeds pooled, Holm-adjusted over the board; sig: better / worse at "
+        f"p < {stats.ALPHA} (n.s. otherwise)"
+    ]
+    for rec in df.to_dict("records"):
+        if isinstance(rec.get("budget_note"), str):
+            lines.append(f"{rec['method']} -> {rec['student']}: {rec['budget_note']}")
+    return lines

@@ -91,12 +91,21 @@ class TrainResult:
     world_size: int
     job_started: float = 0.0  # epoch seconds, set by the Ray task around the worker(s)
     job_ended: float = 0.0
+    sequences: int = 0  # sequences trained on, all workers (steps x batch size)
 
 
 def train_result(stats: dict[str, Any], **fields: Any) -> TrainResult:
     """A :class:`TrainResult` from :func:`kdbench.train.train`'s statistics and the job's own
     fields (``path``, ``params``, ``bytes``, memory, cache use, world size)."""
-    keys = ("tokens", "steps", "train_wall_s", "final_loss", "resumed_from", "teacher_forwards")
+    keys = (
+        "tokens",
+        "steps",
+        "train_wall_s",
+        "final_loss",
+        "resumed_from",
+        "teacher_forwards",
+        "sequences",
+    )
     return TrainResult(**{k: stats[k] for k in keys}, **fields)
 
 

@@ -21,7 +21,8 @@ Schema
 Versioned by ``meta.schema_version`` (:data:`SCHEMA_VERSION`). Tables are created idempotently
 when a read-write connection opens, and an older file is upgraded in place then (version 2
 added cost columns: resume step, peak memory, teacher passes, FLOPs, device-hours, queueing
-time, inference speed; and the ``samples`` table of per-question results). A read-only
+time, inference speed; and the ``samples`` table of per-question results; version 3 the
+budget audit's ``sequences`` and ``live_teacher_flops``). A read-only
 connection refuses an older file with a message that says how to upgrade it. Opening a database written by a newer kdbench raises
 :class:`StoreError`. Timestamps are stored as naive UTC. JSON columns are stored as JSON text
 and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
@@ -46,7 +47,7 @@ import pandas as pd
 
 from kdbench.disk_cache import creation_problem
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB = Path("results/kdbench.duckdb")
 LOCK_TIMEOUT_S = 10.0
 """How long :func:`connect` keeps retrying while another process holds the database file."""
@@ -96,6 +97,9 @@ COST_COLUMNS: tuple[str, ...] = (
     "queue_s",
     "infer_tokens_per_s",
     "infer_latency_ms",
+    # schema 3: the budget audit
+    "sequences",
+    "live_teacher_flops",
 )
 SAMPLE_COLUMNS: tuple[str, ...] = ("task", "doc_id", "correct", "confidence")
 ROLES = ("teacher", "student")
@@ -104,7 +108,7 @@ STATUSES = ("ok", "failed")
 _JSON_RUN_COLUMNS = frozenset({"method_config", "versions", "hardware"})
 _TS_RUN_COLUMNS = frozenset({"started_at", "finished_at"})
 _INT_COST_COLUMNS = frozenset(
-    {"params", "bytes", "tokens", "steps", "resumed_from", "teacher_forwards"}
+    {"params", "bytes", "tokens", "steps", "resumed_from", "teacher_forwards", "sequences"}
 )
 
 _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
@@ -126,7 +130,8 @@ _TABLES_DDL: tuple[str, ...] = (
         total_wall_s DOUBLE, params BIGINT, bytes BIGINT, tokens BIGINT, steps INTEGER,
         resumed_from INTEGER, peak_rss_mb DOUBLE, teacher_forwards BIGINT,
         train_flops DOUBLE, teacher_flops DOUBLE, device_hours DOUBLE, queue_s DOUBLE,
-        infer_tokens_per_s DOUBLE, infer_latency_ms DOUBLE)""",
+        infer_tokens_per_s DOUBLE, infer_latency_ms DOUBLE, sequences BIGINT,
+        live_teacher_flops DOUBLE)""",
     """CREATE TABLE IF NOT EXISTS samples (
         run_id VARCHAR, task VARCHAR, doc_id INTEGER, correct DOUBLE, confidence DOUBLE,
         PRIMARY KEY (run_id, task, doc_id))""",
@@ -150,6 +155,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
                 ("infer_latency_ms", "DOUBLE"),
             )
         ),
+    ),
+    2: (  # the budget audit: sequences trained on, the teacher's live forward FLOPs
+        "ALTER TABLE costs ADD COLUMN IF NOT EXISTS sequences BIGINT",
+        "ALTER TABLE costs ADD COLUMN IF NOT EXISTS live_teacher_flops DOUBLE",
     ),
 }
 

@@ -201,7 +201,8 @@ def train(
     ``zero_optimization.stage``) the trained weights are gathered back into ``model`` on rank 0
     at the end, so it saves like any other.
     Returns statistics: wall time, tokens seen (non-padding, all workers), final loss, the step
-    resumed from, and the sequences the teacher ran on (``teacher_forwards``, all workers).
+    resumed from, the sequences the teacher ran on (``teacher_forwards``, all workers) and the
+    sequences trained on (``sequences``: steps x batch size when the job ran its budget).
     """
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     init_distributed()
@@ -226,11 +227,13 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data.input_ids), generator=gen)
     cursor, tokens, loss_value, first, forwards = 0, 0, float("nan"), 0, 0
+    sequences = 0  # sequences trained on, all workers (the budget audit)
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "latest").is_file():
         # "latest" is written after a checkpoint's files: a save cut short is never loaded
         _, state = engine.load_checkpoint(str(checkpoint_dir))
         first, cursor, tokens = state["step"], state["cursor"], state["tokens"]
         forwards = state.get("teacher_forwards", 0)
+        sequences = state.get("sequences", first * budget.batch_size)
         order = state["order"]
         gen.set_state(state["generator"])
         if progress is not None:
@@ -255,6 +258,7 @@ def train(
         engine.backward(loss)
         engine.step()
         tokens += int(data.attention_mask[global_idx].sum())
+        sequences += len(global_idx)
         loss_value = float(loss.detach())
         if progress is not None:
             progress.update(1)
@@ -272,6 +276,7 @@ def train(
                 "order": order,
                 "generator": gen.get_state(),
                 "teacher_forwards": forwards,
+                "sequences": sequences,
             }
             engine.save_checkpoint(str(checkpoint_dir), tag=f"step{done}", client_state=state)
             for old in Path(checkpoint_dir).glob("step*"):  # keep only the newest
@@ -286,6 +291,7 @@ def train(
         "final_loss": loss_value,
         "resumed_from": first,
         "teacher_forwards": forwards,
+        "sequences": sequences,
     }
 
 

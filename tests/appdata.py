@@ -3,7 +3,8 @@ the real store (``store.write_suite`` / ``store.write_run``).
 
 Suite ``tiny`` (hash :data:`SUITE`): a teacher and four methods (sft, kd, fkl, seqkd) on two
 students with :data:`SEEDS` seeds each, two tasks, every schema-2 cost column, per-question
-samples for every run, and one failed run with a traceback. Suite ``tiny-300`` (hash
+samples for every run (consistent with the scores: :func:`right_answers`), and one failed
+run with a traceback. Suite ``tiny-300`` (hash
 :data:`OTHER`): the same teacher with another budget, for the open track; written first, so
 ``tiny`` is the newest suite. Scores come from
 :func:`score`, so tests compute their expectations from it instead of hard-coding them.
@@ -54,11 +55,22 @@ def run_id(method: str, student: str, seed: int) -> str:
     return f"{method}-{student.removeprefix('student-')}-s{seed}"
 
 
-def _samples(rng: random.Random, accuracy: float, confident_right: bool) -> list[dict]:
+# per task, the order in which questions get easy: a run with score s gets the first
+# round(s x QUESTIONS) of them right, so a better run is right on a superset (paired tests)
+_EASY = {t: random.Random(f"easy-{t}").sample(range(QUESTIONS), QUESTIONS) for t in TASKS}
+
+
+def right_answers(task: str, score: float) -> set[int]:
+    """The doc ids a run with this score on ``task`` answers right."""
+    return set(_EASY[task][: round(score * QUESTIONS)])
+
+
+def _samples(rng: random.Random, scores: dict[str, float], confident_right: bool) -> list[dict]:
     rows = []
     for task in TASKS:
+        right = right_answers(task, scores[task])
         for doc in range(QUESTIONS):
-            correct = 1.0 if rng.random() < accuracy else 0.0
+            correct = 1.0 if doc in right else 0.0
             # confidence tracks correctness, so routing the least confident helps
             conf = 0.55 + 0.4 * rng.random() if correct or not confident_right else 0.5
             rows.append(
@@ -94,6 +106,8 @@ def _costs(params: int, seed: int, tokens_per_s: float) -> dict:
         "bytes": params * 4,
         "tokens": 400_000,
         "steps": 200,
+        "sequences": 200 * 64,
+        "live_teacher_flops": 0.0,
         "peak_rss_mb": 900.0,
         "teacher_forwards": 12_800,
         "train_flops": 6.0 * params * 400_000,
@@ -161,7 +175,9 @@ def build(path: Path, *, other_suite: bool = True) -> Path:
     }
     tcost = _costs(TEACHER[1], 0, 2_000.0)
     tcost["teacher_flops"] = tcost["train_flops"]  # the teacher row: its training FLOPs
-    store.write_run(path, teacher_run, _metrics(TEACHER_SCORE), tcost, _samples(rng, 0.93, True))
+    store.write_run(
+        path, teacher_run, _metrics(TEACHER_SCORE), tcost, _samples(rng, TEACHER_SCORE, True)
+    )
     for method in METHODS:
         for student, params in STUDENTS.items():
             for seed in SEEDS:
@@ -189,7 +205,7 @@ def build(path: Path, *, other_suite: bool = True) -> Path:
                     run,
                     _metrics(scores),
                     _costs(params, seed, tps),
-                    _samples(rng, sum(scores.values()) / 2, True),
+                    _samples(rng, scores, True),
                 )
     failed = {
         "run_id": "kd-0.1M-s9",

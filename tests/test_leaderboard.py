@@ -15,6 +15,8 @@ from kdbench import store
 from kdbench.economics import load_prices
 from kdbench.leaderboard import (
     BASE_COLUMNS,
+    BUDGET_COLUMNS,
+    PAIRED_COLUMNS,
     TAIL_COLUMNS,
     ci_half_width,
     compare,
@@ -167,7 +169,13 @@ def test_columns_and_order(small: Path) -> None:
     tasks = ["lm", "qa"]
     per_task = [f"{p}{t}" for p in ("retention_", "retention_ci_", "score_", "score_ci_")
                 for t in tasks]  # fmt: skip
-    assert list(df.columns) == [*BASE_COLUMNS, *per_task, *TAIL_COLUMNS]
+    assert list(df.columns) == [
+        *BASE_COLUMNS,
+        *PAIRED_COLUMNS,
+        *per_task,
+        *TAIL_COLUMNS,
+        *BUDGET_COLUMNS,
+    ]
     assert list(zip(df["method"], df["student"], strict=True)) == [
         ("teacher", "big"),
         ("kd", "tiny"),
@@ -380,19 +388,20 @@ def test_run_detail(db: Path) -> None:
 def test_format_table(small: Path, db: Path) -> None:
     text = format_table(leaderboard(small))
     lines = text.splitlines()
-    assert len(lines) == 2 + 4 + 2  # header, rule, 4 rows, blank, note
+    assert len(lines) == 2 + 4 + 3  # header, rule, 4 rows, blank, note, paired-test note
     assert len({len(line) for line in lines[:6]}) == 1  # aligned
     header, _, teacher, first, *_ = lines
     assert header.split()[:5] == ["rank", "method", "family", "student", "retention"]
     assert teacher.split()[0] == "-" and "100.0%" in teacher and "1.00M" in teacher
     assert first.split()[:4] == ["1–2", "kd", "logit", "tiny"]
     assert f"{(0.72 / 0.80 + 10.0 / 11.0) / 2:.1%}" in first
-    assert "no confidence interval" not in lines[-1]  # sft has two seeds
+    assert "no confidence interval" not in lines[-2]  # sft has two seeds
+    assert lines[-1].startswith("p vs sft: paired bootstrap")
 
     multi = format_table(leaderboard(db))
     m, half = expected_retention("fkl", "student-0.25M")
     assert f"{m:.1%} ±{half * 100:.1f}" in multi
-    assert "–" in multi and "95% CI" in multi.splitlines()[-1]
+    assert "–" in multi and "95% CI" in multi.splitlines()[-2]
 
 
 def test_cli_leaderboard_filters_and_prices(db: Path, tmp_path: Path, capsys) -> None:
@@ -497,3 +506,103 @@ def test_cli_leaderboard_prints_exclusions_and_failed_runs(small: Path, capsys) 
     assert main(["leaderboard", "--db", str(small)]) == 0
     out = capsys.readouterr().out
     assert "failed runs: 1" in out and "kd -> small seed 1: CUDA OOM" in out
+
+
+# --------------------------------------------------------------------------- paired tests
+
+
+def test_paired_tests_against_sft_are_holm_adjusted_over_the_board(db: Path) -> None:
+    from kdbench import stats
+
+    df = leaderboard(db)
+    tested = df[df["p_vs_sft"].notna()]
+    # every method but sft, on both students; sft and the teacher have no test
+    assert len(tested) == (len(appdata.METHODS) - 1) * len(appdata.STUDENTS)
+    assert df.loc[df["method"].isin(["sft", "teacher"]), "sig_vs_sft"].isna().all()
+    assert tested["p_vs_sft"].to_numpy() == pytest.approx(
+        stats.holm(tested["p_vs_sft_raw"].to_numpy())
+    )
+    # fkl is right on a superset of sft's questions (appdata.right_answers): every resample
+    # favours it, so its raw p-value is the smallest the bootstrap gives
+    fkl = tested[tested["method"] == "fkl"]
+    assert fkl["p_vs_sft_raw"].tolist() == pytest.approx([2 / (stats.RESAMPLES + 1)] * 2)
+    assert (fkl["sig_vs_sft"] == stats.BETTER).all()
+    for rec in tested.to_dict("records"):
+        assert rec["sig_vs_sft"] == stats.mark(rec["gain_vs_sft"], rec["p_vs_sft"])
+    # a filter does not change the family: the p-values stay
+    kd = leaderboard(db, methods=["kd", "sft"]).set_index(["method", "student"])
+    full = df.set_index(["method", "student"])
+    assert (
+        kd.loc[("kd", "student-0.1M"), "p_vs_sft"] == full.loc[("kd", "student-0.1M"), "p_vs_sft"]
+    )
+    text = format_table(df)
+    assert "better" in text and "Holm" in text.splitlines()[-1]
+
+
+def test_runs_without_samples_show_no_test(small: Path) -> None:
+    df = leaderboard(small)
+    assert df["p_vs_sft"].isna().all() and df["sig_vs_sft"].isna().all()
+    kd = format_table(df).splitlines()[3].split()
+    assert kd[6:8] == ["-", "-"]  # p vs sft, sig
+
+
+# --------------------------------------------------------------------------- budget audit
+
+
+def test_a_run_off_the_budget_is_flagged(db: Path, capsys) -> None:
+    from kdbench.cli import main
+
+    board = leaderboard(db).set_index(["method", "student"])
+    assert board["budget_note"].isna().all()  # every appdata run trained on 200 x 64
+    assert board.loc[("kd", "student-0.1M"), "sequences"] == 200 * 64
+    run = {
+        "run_id": "kd-0.1M-s3",
+        "suite_hash": SUITE,
+        "role": "student",
+        "method": "kd",
+        "family": "logit",
+        "student": "student-0.1M",
+        "seed": 3,
+        "status": "ok",
+    }
+    metrics = [
+        {"task": t, "metric": appdata.METRIC[t], "value": score("kd", "student-0.1M", 0, t),
+         "is_primary": True}
+        for t in TASKS
+    ]  # fmt: skip
+    store.write_run(db, run, metrics, {"steps": 150, "sequences": 150 * 64})
+    board = leaderboard(db).set_index(["method", "student"])
+    note = board.loc[("kd", "student-0.1M"), "budget_note"]
+    assert note == "budget differs: 150 of 200 steps, 9600 of 12800 sequences (seed 3)"
+    assert board["budget_note"].notna().sum() == 1
+    assert main(["leaderboard", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.split()[1:4] == ["kd", "logit", "student-0.1M"])
+    assert line.split()[-1] == "differs"
+    assert f"kd -> student-0.1M: {note}" in out
+
+
+def test_teacher_side_flops_and_sequences_are_recorded() -> None:
+    from types import SimpleNamespace
+
+    from kdbench.config import Budget
+    from kdbench.costs import TeacherShares, run_costs
+    from kdbench.records import EvalResult, TrainResult
+
+    model = TrainResult(
+        path="x", params=1000, bytes=4000, tokens=6400, steps=10, train_wall_s=1.0,
+        final_loss=0.1, resumed_from=0, teacher_forwards=640, peak_rss_mb=None,
+        peak_private_mb=None, signal_cache=False, world_size=1, sequences=640,
+    )  # fmt: skip
+    result = EvalResult(model=model, metrics=[], samples=[], eval_wall_s=1.0, params=1000)
+    suite = SimpleNamespace(
+        budget=Budget(steps=10, batch_size=64),
+        resources=SimpleNamespace(gpus_per_job=0, cpus_per_job=1, workers_per_job=1),
+    )
+    job = SimpleNamespace(run_id="r")
+    shares = TeacherShares(frozenset({"r"}), 5.0, frozenset(), 0.0)
+    costs = run_costs(result, suite, 2.0, job=job, shares=shares, teacher_params=10_000)
+    assert costs["sequences"] == 640
+    # the live teacher ran on every sequence: 2 N_T per token, 6400 tokens
+    assert costs["live_teacher_flops"] == pytest.approx(2 * 10_000 * 6400)
+    assert costs["train_flops"] == pytest.approx(6 * 1000 * 6400 + 2 * 10_000 * 6400)

@@ -328,6 +328,34 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     con.close()
 
 
+def test_a_version_2_database_gains_the_budget_columns(tmp_path):
+    """A file written by schema 2 keeps its runs (their new budget columns NULL: not
+    recorded) and takes runs with ``sequences`` and ``live_teacher_flops``."""
+    path = tmp_path / "v2.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    for ddl in (*store._TABLES_DDL[:3], store._TABLES_DDL[4]):
+        con.execute(ddl)
+    v2_costs = ", ".join(f"{c} DOUBLE" for c in store.COST_COLUMNS[:16])
+    con.execute(f"CREATE TABLE costs (run_id VARCHAR PRIMARY KEY, {v2_costs})")
+    con.execute("INSERT INTO runs (run_id, role, status) VALUES ('old', 'student', 'ok')")
+    con.execute("INSERT INTO costs (run_id, steps) VALUES ('old', 200)")
+    con.close()
+    with pytest.raises(store.StoreError, match="old schema version 2.*kdbench run"):
+        store.connect(path, read_only=True).close()
+    store.write_run(
+        path,
+        {"run_id": "new", "role": "student", "status": "ok"},
+        [],
+        {"steps": 150, "sequences": 150 * 64, "live_teacher_flops": 1.5e9},
+    )
+    runs = store.read_runs(path).set_index("run_id")
+    assert runs.loc["old", "steps"] == 200 and pd.isna(runs.loc["old", "sequences"])
+    assert runs.loc["new", "sequences"] == 150 * 64
+    assert runs.loc["new", "live_teacher_flops"] == 1.5e9
+
+
 SAMPLE = {"task": "arith", "doc_id": 0, "correct": 1.0, "confidence": 0.9}
 
 
@@ -414,7 +442,10 @@ def _other_meta(path: Path) -> None:
         (_bad_version("-1"), "unknown schema version -1"),
         (_bad_version("1" * 30), "not an integer"),
         (_bad_version("0"), "unknown schema version 0"),
-        (_bad_version("3"), "schema version 3, but this kdbench only"),
+        (
+            _bad_version(str(store.SCHEMA_VERSION + 1)),
+            f"schema version {store.SCHEMA_VERSION + 1}, but this kdbench only",
+        ),
         (lambda p: p.write_bytes(b""), "not a valid DuckDB database"),
         (lambda p: p.write_text("hello\n"), "not a valid DuckDB database"),
         (lambda p: p.mkdir(), "is a folder"),

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from kdbench import leaderboard as lb
+from kdbench import stats
 from kdbench.app.urls import run_url
 
 RETENTION_HELP = (
@@ -99,6 +100,8 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
             "run", help="The run page (lowest seed) with full provenance.", display_text="open"
         ),
     }
+    config.update(paired_column_config())
+    config.update(budget_column_config())
     # one row per task (a task whose runs disagree on the primary metric shows the first)
     meta = task_meta.drop_duplicates("task").set_index("task")
     for task in tasks:
@@ -124,6 +127,38 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
     return config
 
 
+def paired_column_config() -> dict[str, object]:
+    """Headers and help of the paired test against sft (:data:`PAIRED_DISPLAY`)."""
+    cc = st.column_config
+    return {
+        "p_vs_sft": cc.NumberColumn(
+            "p vs sft",
+            help="Paired bootstrap over questions (seeds pooled, one shared resample of each "
+            "task's questions for both methods) of the retention difference to sft on the "
+            f"same student, {stats.RESAMPLES} resamples; Holm-adjusted over every method of "
+            "the suite against sft. Empty without per-question samples (older runs).",
+            format="%.4f",
+        ),
+        "sig_vs_sft": cc.TextColumn(
+            "sig",
+            help=f"better / worse than sft: Holm-adjusted p < {stats.ALPHA}; n.s. otherwise. "
+            "Empty for sft, the teacher and runs without per-question samples.",
+        ),
+    }
+
+
+def budget_column_config() -> dict[str, object]:
+    """Header and help of the budget audit (:data:`BUDGET_DISPLAY`)."""
+    cc = st.column_config
+    return {
+        "budget_note": cc.TextColumn(
+            "budget",
+            help="Empty when every seed trained on the suite's [budget] (steps and steps x "
+            "batch size sequences, as recorded); else which run differs and by how much.",
+        ),
+    }
+
+
 # the board's identifying and ranking columns, the rank shown as its label ("2–4")
 DISPLAY_COLUMNS = tuple(c for c in lb.BASE_COLUMNS if c not in ("rank", "rank_worst"))
 # the board's size and cost columns, without the FLOP parts and the identifiers
@@ -131,6 +166,8 @@ COST_DISPLAY = tuple(
     c for c in lb.TAIL_COLUMNS if c not in ("train_flops", "teacher_flops", "run_id", "gpu")
 )
 _POINTS = ("retention_ci", "gain_vs_sft", "gain_ci")  # shown x100, in points
+PAIRED_DISPLAY = ("p_vs_sft", "sig_vs_sft")  # after the gain: the paired test against sft
+BUDGET_DISPLAY = ("budget_note",)  # last: the budget audit
 
 
 def display_frame(view: pd.DataFrame, tasks: Sequence[str], per_task: bool) -> pd.DataFrame:
@@ -139,7 +176,13 @@ def display_frame(view: pd.DataFrame, tasks: Sequence[str], per_task: bool) -> p
     if per_task:
         for t in tasks:
             task_cols += [f"retention_{t}", f"retention_ci_{t}", f"score_{t}"]
-    shown = view[[*DISPLAY_COLUMNS, *task_cols, *COST_DISPLAY]].copy()
+    shown = view[
+        [*DISPLAY_COLUMNS, *PAIRED_DISPLAY, *task_cols, *COST_DISPLAY, *BUDGET_DISPLAY]
+    ].copy()
+    shown["budget_note"] = [
+        f"⚠️ {n.removeprefix('budget differs: ')}" if isinstance(n, str) else None
+        for n in shown["budget_note"]
+    ]
     for col in (*_POINTS, *(c for c in task_cols if c.startswith("retention_ci_"))):
         shown[col] = shown[col].astype(float) * 100
     shown.insert(shown.columns.get_loc("role") + 1, "run", [run_url(r) for r in view["run_id"]])

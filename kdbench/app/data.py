@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from kdbench import economics, store
+from kdbench import economics, stats, store
 from kdbench import leaderboard as lb
 
 
@@ -26,6 +26,21 @@ def load_data(db: str, hashes: tuple[str, ...], prices_path: str | None) -> lb.S
     connection, priced with the table at ``prices_path`` (None: no prices) (cached 5 s)."""
     prices = load_prices(prices_path) if prices_path else None
     return lb.suite_data(db, hashes, prices=prices)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def load_compare_test(
+    db: str,
+    suite_hash: str,
+    prices_path: str | None,
+    a: tuple[str, str],
+    b: tuple[str, str],
+    family: tuple[tuple[str, str], ...],
+) -> dict[str, object]:
+    """Compare's paired test of groups ``a`` and ``b`` of a suite, Holm-adjusted over every
+    pair of ``family`` (:func:`kdbench.stats.compare_test`) (cached 5 s)."""
+    data = load_data(db, (suite_hash,), prices_path)
+    return stats.compare_test(data.paired[suite_hash], a, b, family)
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -11,10 +11,11 @@ import streamlit as st
 from kdbench.app.columns import RETENTION_HELP, column_config, display_frame
 from kdbench.app.context import AppContext
 from kdbench.app.export import export_bytes, export_frame
-from kdbench.app.formatting import MISSING, RUN_HINT, finite_max, last_line
+from kdbench.app.formatting import MISSING, RUN_HINT, finite_max, group_label, last_line
 from kdbench.app.open_track import show_open_track
 from kdbench.app.urls import QP, run_url
 from kdbench.leaderboard import excluded_tasks
+from kdbench.stats import ALPHA, BETTER
 
 SORTS = ("rank", "retention", "gain vs sft", "params", "training price", "inference speed")
 _SORT_COLUMNS = {
@@ -70,6 +71,8 @@ def render(ctx: AppContext) -> None:
             "Retention: arithmetic mean over tasks of student/teacher score, mean over seeds "
             "± 95% CI (Student t). Overlapping intervals share a rank."
         )
+    show_paired_caption(students)
+    show_budget_warning(students)
     c1, c2 = st.columns(2)
     per_task = c1.toggle(
         "per-task columns", key="per_task", bind=QP, help="Retention and score of each task."
@@ -98,6 +101,33 @@ def render(ctx: AppContext) -> None:
     )
     show_failed_runs(ctx)
     show_open_track(ctx)
+
+
+def show_paired_caption(students: pd.DataFrame) -> None:
+    """How to read the paired test's columns, and which methods beat sft significantly."""
+    if students.empty or students["sig_vs_sft"].isna().all():
+        return
+    better = [group_label(r) for _, r in students.iterrows() if r["sig_vs_sft"] == BETTER]
+    st.caption(
+        "p vs sft: paired bootstrap over the questions both were scored on (seeds pooled), "
+        f"Holm-adjusted over every method of the suite; sig: p < {ALPHA}. "
+        + (
+            f"Significantly better than sft: {', '.join(better)}."
+            if better
+            else "No method is significantly better than sft."
+        )
+    )
+
+
+def show_budget_warning(students: pd.DataFrame) -> None:
+    """A warning naming each row with a run off its suite's ``[budget]``."""
+    if students.empty:
+        return
+    off = students[students["budget_note"].notna()]
+    if off.empty:
+        return
+    lines = "; ".join(f"{group_label(r)}: {r['budget_note']}" for _, r in off.iterrows())
+    st.warning(f"Unequal budgets (the comparison is not like for like): {lines}.", icon="⚠️")
 
 
 def show_failed_runs(ctx: AppContext) -> None:
