@@ -172,6 +172,8 @@ def frames(runs: int, n_suites: int, seed: int = 0) -> dict[str, pd.DataFrame]:
             "queue_s": 1.0,
             "infer_tokens_per_s": 2e12 / params,
             "infer_latency_ms": params / 1e7,
+            "sequences": 1000 * 64,
+            "live_teacher_flops": 0.0,
         }
     )[ok]
 

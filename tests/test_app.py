@@ -411,6 +411,79 @@ def test_compare_page(db: Path) -> None:
     assert table(at, "difference").value.columns[0] == "task"
 
 
+def test_leaderboard_marks_significant_gains(db: Path) -> None:
+    from kdbench import stats
+
+    at = run_app()
+    df = board(at).set_index(["method", "student"])
+    expected = leaderboard(db, SUITE).set_index(["method", "student"])
+    assert list(df["sig_vs_sft"].fillna("-")) == list(
+        expected.loc[df.index, "sig_vs_sft"].fillna("-")
+    )
+    assert (df.loc["fkl", "sig_vs_sft"] == stats.BETTER).all()
+    assert df["p_vs_sft"].tolist() == pytest.approx(
+        expected.loc[df.index, "p_vs_sft"].tolist(), nan_ok=True
+    )
+    caption = next(c.value for c in at.caption if c.value.startswith("p vs sft"))
+    assert "Holm" in caption and "fkl · student-0.25M" in caption
+    config = json.loads(table(at, "gain_vs_sft").proto.columns)
+    assert "Holm" in config["p_vs_sft"]["help"] and config["sig_vs_sft"]["help"]
+    assert config["budget_note"]["help"]
+    assert df["budget_note"].isna().all() and not at.warning
+
+
+def test_leaderboard_flags_a_run_off_the_budget(db: Path) -> None:
+    run = {"run_id": "sft-0.1M-s3", "suite_hash": SUITE, "role": "student", "method": "sft",
+           "family": "baseline", "student": "student-0.1M", "seed": 3, "status": "ok"}  # fmt: skip
+    metrics = [
+        {"task": t, "metric": appdata.METRIC[t], "value": 0.5, "is_primary": True} for t in TASKS
+    ]
+    store.write_run(db, run, metrics, {"steps": 150, "sequences": 150 * 64})
+    at = run_app()
+    df = board(at).set_index(["method", "student"])
+    assert (
+        df.loc[("sft", "student-0.1M"), "budget_note"]
+        == "⚠️ 150 of 200 steps, 9600 of 12800 sequences (seed 3)"
+    )
+    assert df["budget_note"].notna().sum() == 1
+    warning = " ".join(w.value for w in at.warning)
+    assert "Unequal budgets" in warning and "budget differs: 150 of 200 steps" in warning
+
+
+def test_compare_page_paired_test(db: Path) -> None:
+    from kdbench import stats
+
+    a, b = "fkl · student-0.25M", "sft · student-0.25M"
+    at = run_app(page="Compare", a=a, b=b)
+    shown = table(at, "p (Holm)").value.set_index("test")
+    data = stats.paired_samples(
+        store.read_samples(db, SUITE)
+        .merge(store.read_runs(db, SUITE)[["run_id", "method", "student", "seed", "role"]])
+        .query("role == 'student'"),
+        leaderboard_tasks(db),
+    )
+    groups = [(m, s) for m in appdata.METHODS for s in appdata.STUDENTS]
+    expected = stats.compare_test(data, ("fkl", "student-0.25M"), ("sft", "student-0.25M"), groups)
+    boot = shown.loc["paired bootstrap (retention)"]
+    assert boot["p"] == pytest.approx(expected["p_value"])
+    assert boot["p (Holm)"] == pytest.approx(expected["holm_p"])
+    assert boot["A − B"] == pytest.approx(expected["difference"])
+    assert expected["family_size"] == len(groups) * (len(groups) - 1) // 2
+    mcnemar = shown.loc["McNemar exact (right/wrong)"]
+    assert mcnemar["p"] == pytest.approx(expected["mcnemar_p"])
+    assert mcnemar["A wrong, B right"] == 0  # fkl is right on a superset (appdata)
+    assert any(f"**{stats.BETTER}**" in c.value for c in at.caption)
+    # filtering the view shrinks Compare's Holm family to the pairs shown
+    at = run_app(page="Compare", a=a, b=b, method=["fkl", "sft"])
+    assert any("the 6 pairwise comparisons" in c.value for c in at.caption)
+
+
+def leaderboard_tasks(db: Path) -> pd.DataFrame:
+    from kdbench.leaderboard import task_info
+
+    return task_info(db, SUITE)
+
+
 def test_economics_page(db: Path) -> None:
     at = run_app(page="Economics")
     view = leaderboard(db, SUITE, prices=economics.load_prices())

@@ -78,6 +78,8 @@ def test_killed_job_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     straight, reference = _run(None)
     assert straight["resumed_from"] == 0
     assert resumed["tokens"] == straight["tokens"]
+    # the budget audit: steps x batch size sequences, counted across the resume too
+    assert resumed["sequences"] == straight["sequences"] == 10 * BUDGET.batch_size
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
