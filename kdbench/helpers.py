@@ -116,10 +116,11 @@ def divergence_loss(
     ``log_p, log_q, mask = distributions(student.logits, teacher, batch["labels"], T)``: the
     teacher's and student's next-token log-distributions at temperature ``cfg.temperature``,
     over the vocabulary for a full teacher (``teacher["logits"]``), over k + 1 buckets for a
-    top-k one (``topk_logits`` / ``topk_indices`` / ``logsumexp``), and the completion-token
-    mask; ``divergence`` maps them (B, T-1, V) to (B, T-1); the mean over the mask is scaled by
-    :func:`temperature_scale` and mixed by :func:`kdbench.losses.with_task_loss` with
-    ``cfg.alpha``. ``cfg`` needs ``temperature`` and ``alpha`` (:class:`LogitConfig`).
+    top-k one (``topk_logits`` / ``topk_indices`` / ``logsumexp`` / ``rest_logprob``), and the
+    completion-token mask; ``divergence`` maps them (B, T-1, V) to (B, T-1); the mean over the
+    mask is scaled by :func:`temperature_scale` and mixed by
+    :func:`kdbench.losses.with_task_loss` with ``cfg.alpha``. ``cfg`` needs ``temperature`` and
+    ``alpha`` (:class:`LogitConfig`).
     """
     labels = batch["labels"]
     log_p, log_q, mask = distributions(student.logits, teacher, labels, cfg.temperature)

@@ -8,9 +8,9 @@ A teacher reaches a logit-family loss in one of two forms:
 
 - full:  ``{"logits": (B, T, V)}``;
 - top-k: ``{"topk_logits": (B, T, k) float, "topk_indices": (B, T, k) long,
-  "logsumexp": (B, T)}``, the teacher's k largest logits, their vocabulary ids, and the
-  log-normaliser of its full softmax at temperature 1 (what a logit cache stores, see
-  :func:`topk_signals`).
+  "logsumexp": (B, T), "rest_logprob": (B, T)}``, the teacher's k largest logits, their
+  vocabulary ids, the log-normaliser of its full softmax at temperature 1, and the log of the
+  probability it puts outside its top k (what a logit cache stores, see :func:`topk_signals`).
 
 :func:`distributions` turns either into a pair of log-distributions over the same support,
 so that every divergence is a pure function of ``(log_p_teacher, log_q_student)``:
@@ -18,19 +18,23 @@ so that every divergence is a pure function of ``(log_p_teacher, log_q_student)`
 - full teacher: both full softmaxes at temperature T, ``log_softmax(z / T)``;
 - top-k teacher (k < V): both distributions *coarse-grained* to k + 1 buckets, the teacher's
   k tokens plus one "rest of the vocabulary" bucket holding the missing mass:
-      teacher  p_i = exp(z_i - logsumexp),   p_rest = 1 - sum_i p_i   (from ``logsumexp``)
+      teacher  p_i = exp(z_i - logsumexp),   p_rest = exp(rest_logprob)
       student  q_i = softmax(s)_i at the teacher's ids,  q_rest = sum of the student's
-               probabilities on every other id (a logsumexp over the complement: exact, no
-               cancellation, finite even when the tail holds 1e-40 of the mass).
+               probabilities on every other id
+  Both rests are logsumexps over the complement of the top k (``rest_logprob`` is
+  ``logsumexp_{v not in top k} z_v - logsumexp``, computed from the full logits when the
+  signal is made): exact to float32's relative precision however small the rest is, with no
+  cancellation (``1 - sum_i p_i`` in float32 cannot resolve a rest below ~1e-7 of the mass,
+  which a confident teacher's is) and no floor. A rest that holds no mass at all (logits
+  ``-inf`` outside the top k) is ``-inf``: its terms follow ``0 log 0 = 0`` (see :func:`kl`), so
+  the forward KL, JSD, skew KLs and TV stay finite, and the reverse KL is ``+inf``, as with
+  the full logits. The buckets are renormalised (a no-op up to the float32 rounding of
+  ``logsumexp``).
   A divergence between the bucketed distributions is the divergence of the coarse-grained
   distributions: at T = 1, for every f-divergence (KL both ways, JSD, skew KL, TV), it is
   <= the full one and grows to it as k grows (data processing inequality); a student that
   matches the teacher's top-k probabilities but spreads its tail mass differently over the
   vocabulary is at zero loss (the tail's total mass still counts, its shape does not).
-  The teacher's rest is ``log(1 - exp(logsumexp_i(z_i - logsumexp)))``, accurate only to the
-  float32 rounding of the stored ``logsumexp`` (~1e-7 of the mass); it is floored at
-  ``REST_FLOOR`` (float32 eps) so that a teacher whose top-k holds all the mass to float
-  precision does not give an infinite reverse KL; the buckets are then renormalised.
   Layout of the buckets on the last dimension: entries ``0..k-1`` are the teacher's top-k
   tokens in the order of ``topk_indices``, entry ``k`` (the last) is the rest bucket.
 - top-k with k = V: there is no rest; the buckets are the full vocabulary and the result is
@@ -113,29 +117,23 @@ def aux_with_ce(
 
 # --- teacher distributions: full logits or top-k (see the module docstring) ---------------
 
-TOPK_KEYS = ("topk_logits", "topk_indices", "logsumexp")
-REST_FLOOR = math.log(torch.finfo(torch.float32).eps)  # log of the smallest teacher rest mass
-_LN2 = math.log(2.0)
+TOPK_KEYS = ("topk_logits", "topk_indices", "logsumexp", "rest_logprob")
 
 
 def topk_signals(logits: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     """The top-k form of teacher logits ``(..., V)``: ``topk_logits`` (the k largest logits,
-    descending, in the logits' dtype), ``topk_indices`` (their ids, long) and ``logsumexp``
-    (the full log-normaliser at temperature 1, float32)."""
+    descending, in the logits' dtype), ``topk_indices`` (their ids, long), ``logsumexp`` (the
+    full log-normaliser at temperature 1, float32) and ``rest_logprob`` (float32, the log of the
+    softmax mass outside the top k: ``logsumexp`` over the other ids minus ``logsumexp``, exact
+    even for a rest of 1e-30; ``-inf`` when k = V or the other logits are all ``-inf``)."""
     vocab = logits.size(-1)
     if not 1 <= k <= vocab:
         raise ValueError(f"k must be in [1, {vocab}] (the vocabulary size), got {k}")
     values, indices = logits.topk(k, dim=-1)
-    return {
-        "topk_logits": values,
-        "topk_indices": indices,
-        "logsumexp": logits.float().logsumexp(-1),
-    }
-
-
-def _log1mexp(a: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(a))`` for ``a <= 0``, accurate on both sides of ``-ln 2``."""
-    return torch.where(a > -_LN2, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+    z = logits.float()
+    lse = z.logsumexp(-1)
+    rest = z.scatter(-1, indices, -math.inf).logsumexp(-1) - lse
+    return {"topk_logits": values, "topk_indices": indices, "logsumexp": lse, "rest_logprob": rest}
 
 
 def log_distributions(
@@ -165,24 +163,25 @@ def log_distributions(
         teacher["topk_logits"].shape != idx.shape
         or idx.shape[:-1] != s.shape[:-1]
         or teacher["logsumexp"].shape != idx.shape[:-1]
+        or teacher["rest_logprob"].shape != idx.shape[:-1]
         or k > vocab
     ):
         raise ValueError(
             f"top-k teacher shapes: topk_logits {tuple(teacher['topk_logits'].shape)}, "
-            f"topk_indices {tuple(idx.shape)}, logsumexp {tuple(teacher['logsumexp'].shape)} "
+            f"topk_indices {tuple(idx.shape)}, logsumexp {tuple(teacher['logsumexp'].shape)}, "
+            f"rest_logprob {tuple(teacher['rest_logprob'].shape)} "
             f"do not fit student logits {tuple(s.shape)}"
         )
     lse_s = s.logsumexp(-1, keepdim=True)
     log_q = s.gather(-1, idx) - lse_s
     log_p = teacher["topk_logits"].float() - teacher["logsumexp"].float().unsqueeze(-1)
     if k < vocab:
-        in_top = log_p.logsumexp(-1, keepdim=True).clamp(max=0.0)
-        rest_p = _log1mexp(in_top).clamp_min(REST_FLOOR)
+        rest_p = teacher["rest_logprob"].float().unsqueeze(-1)
         # scatter's backward zeroes the masked entries: no gradient flows through the -inf
         rest_q = s.scatter(-1, idx, -math.inf).logsumexp(-1, keepdim=True) - lse_s
         log_p = torch.cat([log_p, rest_p], -1)
         log_q = torch.cat([log_q, rest_q], -1)
-    # renormalise (the floored teacher rest) and temper the buckets: p_i^(1/T) / sum_j p_j^(1/T)
+    # renormalise (float32 rounding of logsumexp) and temper: p_i^(1/T) / sum_j p_j^(1/T)
     return F.log_softmax(log_p / temperature, -1), F.log_softmax(log_q / temperature, -1)
 
 

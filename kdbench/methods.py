@@ -12,7 +12,7 @@ A method is data plus a pure loss function. It knows nothing of Ray or DeepSpeed
   declared, are computed for the student too. The loss receives them as a
   :class:`kdbench.signals.TeacherSignals` (live or from the signal cache: the same type, the
   same keys; logits as full ``logits`` or as top-k ``topk_logits`` / ``topk_indices`` /
-  ``logsumexp``); reading an undeclared signal raises;
+  ``logsumexp`` / ``rest_logprob``); reading an undeclared signal raises;
 - ``config``: a dataclass whose defaults are the paper's and whose ``__post_init__`` checks
   ranges; a suite overrides fields under ``[method_config.<name>]``;
 - ``modules``: optional extra trainable modules (e.g. a projection for feature matching),

@@ -3,9 +3,10 @@ training jobs read its signals from disk instead of running the teacher again.
 
 What is cached (the suite's ``[cache]`` table, :class:`kdbench.config.CacheSpec`):
 
-- ``logits``: the top-k logits per token with their ids and the full log-normaliser
-  (``topk_logits``, ``topk_indices``, ``logsumexp``: the keys :func:`kdbench.losses.topk_signals`
-  makes and every logit loss accepts), or the full distribution with ``topk = 0``;
+- ``logits``: the top-k logits per token with their ids, the full log-normaliser and the log
+  of the mass outside the top k (``topk_logits``, ``topk_indices``, ``logsumexp``,
+  ``rest_logprob``: the keys :func:`kdbench.losses.topk_signals` makes and every logit loss
+  accepts), or the full distribution with ``topk = 0``;
 - ``hidden_states``: every layer's output (embeddings included), float16; or only the layers
   the suite's methods read (``hidden_layers``, :func:`hidden_layers_for`), the others being
   empty placeholders ``(B, T, 0)`` in the tuple a method gets (reading one fails loudly);
@@ -48,14 +49,15 @@ import torch
 from kdbench.config import CACHEABLE, DataSpec
 from kdbench.disk_cache import atomic_entry, remove_entry, sha256_file
 from kdbench.generations import teacher_fingerprint
+from kdbench.losses import topk_signals
 from kdbench.models import job_device, load_pretrained, prepare_models
 from kdbench.records import SignalCacheInfo
 from kdbench.signals import TeacherSignals, live_outputs
 from kdbench.transfer import transfer_batch
 
-FORMAT = 1  # bump when the layout changes: older entries are then never read
+FORMAT = 2  # bump when the layout changes: older entries are then never read (2: rest_logprob)
 PER_TOKEN = {
-    "logits": ("topk_logits", "topk_indices", "logsumexp"),
+    "logits": ("topk_logits", "topk_indices", "logsumexp", "rest_logprob"),
     "hidden_states": ("hidden_states",),
     "qkv": ("q", "k", "v"),
 }
@@ -187,8 +189,14 @@ def arrays_problem(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> s
         for name in ("topk_logits", "topk_indices"):
             if arrays[name].shape != (n_tok, k):
                 return f"{name}.npy has shape {arrays[name].shape}, not (tokens, topk={k})"
-        if arrays["topk_indices"].dtype.kind != "i" or arrays["logsumexp"].ndim != 1:
-            return "topk_indices.npy or logsumexp.npy has the wrong dtype or shape"
+        if (
+            arrays["topk_indices"].dtype.kind != "i"
+            or arrays["logsumexp"].ndim != 1
+            or arrays["rest_logprob"].ndim != 1
+        ):
+            return (
+                "topk_indices.npy, logsumexp.npy or rest_logprob.npy has the wrong dtype or shape"
+            )
     if "hidden_states" in arrays:
         hs, kept = arrays["hidden_states"], manifest.get("hidden_layers")
         if hs.ndim != 3 or (kept is not None and hs.shape[1] != len(kept)):
@@ -480,10 +488,11 @@ def _fill(
             logits = out["logits"].float()
             if topk and topk < logits.shape[-1]:
                 vocab = logits.shape[-1]
-                values, ids = logits.topk(topk, dim=-1)
-                put("topk_logits", values, np.float32)
-                put("topk_indices", ids, np.int16 if vocab < 2**15 else np.int32)
-                put("logsumexp", logits.logsumexp(-1), np.float32)
+                top = topk_signals(logits, topk)
+                put("topk_logits", top["topk_logits"], np.float32)
+                put("topk_indices", top["topk_indices"], np.int16 if vocab < 2**15 else np.int32)
+                put("logsumexp", top["logsumexp"], np.float32)
+                put("rest_logprob", top["rest_logprob"], np.float32)
             else:
                 put("logits", logits, np.float32)
         if "hidden_states" in signals:

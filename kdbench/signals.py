@@ -15,7 +15,9 @@ Keys, per declared signal (B: batch, T: the batch's tokens, V: vocabulary, H: hi
   * top-k (a cache with ``topk = k``, the default suite's form): ``teacher["topk_logits"]``
     (B, T, k) float, the k largest logits in descending order; ``teacher["topk_indices"]``
     (B, T, k) long, their vocabulary ids; ``teacher["logsumexp"]`` (B, T), the log-normaliser of
-    the full softmax at temperature 1. ``teacher["logits"]`` raises :class:`SignalError`.
+    the full softmax at temperature 1; ``teacher["rest_logprob"]`` (B, T), the log of the
+    probability outside the top k (exact however small; ``-inf`` for none).
+    ``teacher["logits"]`` raises :class:`SignalError`.
 
   :func:`kdbench.losses.distributions` takes either form and returns teacher and student
   log-distributions over the same support; use it rather than reading the keys.
@@ -40,7 +42,7 @@ import torch
 
 from kdbench.models import capture_qkv
 
-TOPK_KEYS = ("topk_logits", "topk_indices", "logsumexp")
+TOPK_KEYS = ("topk_logits", "topk_indices", "logsumexp", "rest_logprob")
 # the keys each declarable signal may put in a TeacherSignals
 SIGNAL_KEYS: dict[str, tuple[str, ...]] = {
     "logits": ("logits", *TOPK_KEYS),
@@ -78,7 +80,7 @@ class TeacherSignals(Mapping[str, Any]):
     @property
     def is_topk(self) -> bool:
         """Whether the logits come in the top-k form (``topk_logits`` / ``topk_indices`` /
-        ``logsumexp``) rather than as full ``logits``."""
+        ``logsumexp`` / ``rest_logprob``) rather than as full ``logits``."""
         return "topk_indices" in self._values
 
     def _refuse(self, key: str) -> SignalError:
@@ -91,9 +93,9 @@ class TeacherSignals(Mapping[str, Any]):
         if key == "logits" and self.is_topk:
             return SignalError(
                 f"method {self.method!r} read teacher['logits'], but this {self.source} teacher "
-                f"gives top-{self.topk} logits (topk_logits, topk_indices, logsumexp), as a suite"
-                " with [cache] topk > 0 does: use kdbench.losses.distributions, which takes both"
-                " forms"
+                f"gives top-{self.topk} logits (topk_logits, topk_indices, logsumexp, "
+                "rest_logprob), as a suite with [cache] topk > 0 does: use "
+                "kdbench.losses.distributions, which takes both forms"
             )
         if key in TOPK_KEYS:
             return SignalError(

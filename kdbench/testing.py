@@ -331,7 +331,7 @@ def check_topk_teacher(ctx: Context) -> str:
     """For a method that reads logits, the top-k teacher is used as the k + 1 bucket
     distribution of :func:`kdbench.losses.distributions`: with k = V (no rest) the loss equals
     the full-logit loss; it does not depend on the order of the k entries; and it depends on
-    ``logsumexp`` (the teacher's mass outside its top k)."""
+    ``rest_logprob`` (the teacher's mass outside its top k)."""
     m = ctx.method
     if "logits" not in m.signals or not ctx.cacheable:
         return "reads no cached logits"
@@ -365,11 +365,12 @@ def check_topk_teacher(ctx: Context) -> str:
             f"{m.name}: the loss depends on the order of the top-k entries ({base:.6f} vs "
             f"{shuffled:.6f}); match teacher and student through topk_indices, not positions"
         )
-    moved = _value(ctx, "cache, top-k logits", batch, logsumexp=top["logsumexp"] + 0.5)
+    # the same top-k logits, a rest e times smaller
+    moved = _value(ctx, "cache, top-k logits", batch, rest_logprob=top["rest_logprob"] - 1.0)
     if math.isclose(base, moved, rel_tol=1e-6, abs_tol=1e-9):
         raise ConformanceError(
-            f"{m.name}: the loss ignores the teacher's logsumexp, i.e. the mass outside its top "
-            f"{TOPK}; the top-k teacher is a k + 1 bucket distribution (see "
+            f"{m.name}: the loss ignores the teacher's rest_logprob, i.e. the mass outside its "
+            f"top {TOPK}; the top-k teacher is a k + 1 bucket distribution (see "
             "kdbench.losses.distributions)"
         )
     return f"k = V equals full logits ({got:.4f}); order-free; rest mass counts"

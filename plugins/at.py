@@ -1,40 +1,61 @@
 """``at``: attention transfer (Zagoruyko & Komodakis 2017, "Paying More Attention to Attention:
 Improving the Performance of Convolutional Neural Networks via Attention Transfer", ICLR 2017,
-arXiv:1612.03928), adapted to transformers.
+arXiv:1612.03928), the paper's activation-based form, adapted to transformers.
 
-Paper (eq. 2), for CNN activations ``A in R^{C x H x W}`` at layer pairs ``j``:
+Paper, for CNN activations ``A in R^{C x H x W}`` at layer pairs ``j`` (sec. 3.1, eq. 2):
 
-    L = CE + beta/2 * sum_j || Q_S^j / ||Q_S^j||_2 - Q_T^j / ||Q_T^j||_2 ||_p,   p = 2,
+    F(A) = sum_c |A_c|^p,  p = 2             (channels collapsed: one value per position)
+    Q    = vec(F(A))                          (flattened to H * W values)
+    L    = CE + beta/2 * sum_j || Q_S^j / ||Q_S^j||_2 - Q_T^j / ||Q_T^j||_2 ||_p,  p = 2
 
-with ``Q = vec(F(A))`` the flattened *activation-based spatial attention map*
-``F(A) = sum_c |A_c|^2`` (channels collapsed, one value per spatial position).
+with ``beta = 10^3`` "divided by the number of elements in attention map and batch size for
+each layer". The authors' reference code (github.com/szagoruyko/attention-transfer, ``utils.py``
+and ``cifar.py``; the README's runs use ``--beta 1e+3``) computes
 
-Adaptation: a transformer computes its attention maps explicitly, so the spatial map is the
-layer's self-attention, ``a = mean over heads of softmax(QK^T / sqrt(d))`` (shape T x T; heads
-play the part of channels, and averaging them lets the two models have different head counts),
-flattened and L2-normalised per sequence. Padding query rows and key columns are zeroed before
-normalising, so a map only spans the ``n x n`` real tokens of its sequence. Per sequence ``b``:
+    at(x)      = F.normalize(x.pow(2).mean(1).view(x.size(0), -1))
+    at_loss    = (at(x) - at(y)).pow(2).mean()           # over batch and map elements
+    loss       = CE + beta * sum(at_loss per group),  beta = 1e3
 
-    D_b = mean_{(s, t) in pairs} || a_S^s / ||a_S^s|| - a_T^t / ||a_T^t|| ||_2          (in [0, 2])
-    L   = ce_weight * CE(y, p_S) + mean_b( beta / (2 * n_b^2) * D_b )
+Where the two differ kdbench follows the code, which produced the paper's results:
 
-Layer pairs use decoder layers ``1..L`` (attention map ``l`` = HF ``attentions[l - 1]``):
-``"uniform"`` (default: every student layer with its depth-matched teacher layer, as the paper
-transfers at the end of every group; see :mod:`kdbench.layers`), ``"last"``, or ``[[s, t], ...]``.
+- the distance is the *squared* L2 norm of the difference of unit-normalised maps (``pow(2)``),
+  in ``[0, 2]`` here (attention maps are non-negative, so the unit maps' dot product is >= 0);
+- it is divided by the map's elements and averaged over the batch (``.mean()``: the paper's
+  "divided by the number of elements ... and batch size"), and multiplied by ``beta`` with no
+  1/2 (``opt.beta * sum(loss_groups)``); reading the paper's ``beta/2`` literally halves the
+  term: set ``beta = 500`` for that;
+- the layer pairs are *summed* (the paper's ``sum_j`` and the code's ``sum``), not averaged;
+- the code's channel *mean* and the paper's channel *sum* give the same unit map.
+
+Transformer adaptation: ``A`` for layer ``l`` is that layer's self-attention probabilities,
+``A_h[i, j] = softmax_j(q_i . k_j / sqrt(d))`` for head ``h``, query token ``i`` and key token
+``j`` (HF ``attentions[l - 1]``, shape (heads, T, T), causal, padding keys masked; entries are
+>= 0, so ``|A| = A``). Heads play the part of channels, the (query, key) grid the part of the
+spatial grid: ``F(A) = sum_h A_h^2`` is a T x T map, and the student and teacher may have
+different head counts. Padding query rows and key columns are zeroed before normalising, so a
+map spans the ``n_b x n_b`` real tokens of sequence ``b``. Per sequence and layer pair:
+
+    Q_b = vec(sum_h A_h^2) / ||vec(sum_h A_h^2)||_2
+    L   = ce_weight * CE(y, p_S) + beta * sum_{(s, t) in pairs} mean_b ||Q_S,b^s - Q_T,b^t||_2^2 / n_b^2
+
+Counting each sequence's own ``n_b^2`` elements keeps the loss independent of batch padding.
+Layer pairs use decoder layers ``1..L``: ``"uniform"`` (default: every student layer with its
+depth-matched teacher layer, as the paper transfers at the end of every group; see
+:mod:`kdbench.layers`), ``"last"``, or ``[[s, t], ...]``.
 
 Loss card:
 - tensors: the student's and teacher's attention probabilities (eager attention, causal, with
   padding masked) at the chosen layer pairs; the teacher's are targets;
-- distance: the L2 norm (not squared, ``p = 2``) of the difference of unit-normalised maps,
-  symmetric (not a divergence), computed in float32;
-- reduction: averaged over layer pairs, then over the batch;
-- weight: the paper sets ``beta = 10^3`` divided by the number of elements of the attention map
-  and the batch size, per layer; here a sequence's map has ``n_b^2`` elements (its real tokens)
-  and the batch mean gives the ``1 / batch``, hence ``beta / (2 n_b^2)`` with ``beta = 1000``
-  (0.35 to 2.6 for the tiny suite's 14- to 38-token sequences; the paper's maps gave "about
-  0.1"). Counting each sequence's own tokens keeps the loss independent of batch padding;
-- ground truth: the paper adds the attention term to the task cross-entropy (``ce_weight = 1``);
-- no temperature.
+- map: sum over heads of the squared probabilities (``p = 2``), flattened, L2-normalised per
+  sequence, in float32;
+- distance: squared L2 of the difference of unit maps, symmetric (not a divergence);
+- reduction: divided by the map's elements (``n_b^2``), averaged over the batch, summed over
+  layer pairs;
+- weight: ``beta = 1000`` (the paper's and the code's); ground truth: the paper adds the
+  attention term to the task cross-entropy (``ce_weight = 1``); no temperature.
+
+``at_legacy`` (:mod:`kdbench_plugins.at_legacy`) keeps kdbench's earlier variant (head-mean
+map, unsquared distance, layer pairs averaged, ``beta / 2``).
 """
 
 from __future__ import annotations
@@ -53,7 +74,7 @@ from kdbench.losses import aux_with_ce
 @dataclass
 class ATConfig:
     layers: str | list[list[int]] = "uniform"  # "uniform", "last" or [[s, t], ...] (1-based)
-    beta: float = 1000.0  # paper's beta; divided by 2 * (elements of each map), >= 0
+    beta: float = 1000.0  # paper's beta; the term is divided by each map's elements, >= 0
     ce_weight: float = 1.0  # weight of the ground-truth cross-entropy, >= 0
 
     def __post_init__(self) -> None:
@@ -61,11 +82,27 @@ class ATConfig:
         check_weights(beta=self.beta, ce_weight=self.ce_weight)
 
 
-def attention_map(attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, heads, T, T) probabilities -> (B, T*T): head mean, padding rows/cols zeroed, L2-normed."""
+def attention_map(attn: torch.Tensor, mask: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """(B, heads, T, T) probabilities -> (B, T*T): ``sum_h A_h^p`` with padding rows/cols zeroed,
+    flattened and L2-normalised (the paper's ``F_sum^p``, ``p = 2`` by default)."""
     m = mask.float()
-    a = attn.float().mean(1) * m[:, :, None] * m[:, None, :]
+    a = attn.float().pow(p).sum(1) * m[:, :, None] * m[:, None, :]
     return F.normalize(a.flatten(1), p=2, dim=1, eps=1e-12)
+
+
+def map_differences(
+    student_attn: tuple[torch.Tensor, ...],
+    teacher_attn: tuple[torch.Tensor, ...],
+    mask: torch.Tensor,
+    layers: str | tuple = "uniform",
+    p: float = 2.0,
+) -> list[torch.Tensor]:
+    """``Q_S - Q_T`` (B, T*T) per layer pair: the difference of the unit maps of
+    :func:`attention_map` with exponent ``p``."""
+    return [
+        attention_map(a_s, mask, p) - attention_map(a_t, mask, p)
+        for _, _, a_s, a_t in paired_states(layers, student_attn, teacher_attn, first=1)
+    ]
 
 
 def at_distance(
@@ -74,12 +111,10 @@ def at_distance(
     mask: torch.Tensor,
     layers: str | tuple = "uniform",
 ) -> torch.Tensor:
-    """Per sequence (B,): ``||a_S/||a_S|| - a_T/||a_T||||_2`` averaged over the layer pairs."""
-    dists = [
-        (attention_map(a_s, mask) - attention_map(a_t, mask)).norm(p=2, dim=1)
-        for _, _, a_s, a_t in paired_states(layers, student_attn, teacher_attn, first=1)
-    ]
-    return torch.stack(dists).mean(0)
+    """Per layer pair and sequence (pairs, B): ``||Q_S - Q_T||_2^2`` of the ``p = 2`` maps."""
+    return torch.stack(
+        [d.pow(2).sum(1) for d in map_differences(student_attn, teacher_attn, mask, layers)]
+    )
 
 
 def at_term(
@@ -88,10 +123,10 @@ def at_term(
     mask: torch.Tensor,
     cfg: ATConfig,
 ) -> torch.Tensor:
-    """``mean_b beta / (2 n_b^2) * D_b``: the attention term with the paper's scaling."""
+    """``beta * sum_pairs mean_b ||Q_S - Q_T||^2 / n_b^2``: the paper's attention term."""
     dist = at_distance(student_attn, teacher_attn, mask, cfg.layers)
     n_elements = mask.float().sum(1).pow(2).clamp_min(1.0)
-    return (cfg.beta / 2 * dist / n_elements).mean()
+    return cfg.beta * (dist / n_elements).mean(1).sum()
 
 
 def at_loss(
@@ -116,7 +151,7 @@ def kdbench_methods() -> list[Method]:
             loss=at_loss,
             signals=frozenset({"attentions"}),
             paper="Zagoruyko & Komodakis 2017",
-            description="attention transfer: L2 distance of normalised head-averaged attention "
-            "maps at depth-matched layers, plus the task loss",
+            description="attention transfer: squared L2 distance of normalised maps sum_h A_h^2 "
+            "at depth-matched layers, summed over layer pairs, plus the task loss",
         )
     ]

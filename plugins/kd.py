@@ -11,9 +11,9 @@ Loss card:
 - reduction: summed over the vocabulary, averaged over the completion tokens (prompt and
   padding masked), computed in float32 whatever the training dtype;
 - ``alpha`` weighs the distillation term against the ground-truth cross-entropy;
-- top-k teacher (``topk_logits`` / ``topk_indices`` / ``logsumexp``): the KL between the k + 1
-  bucket distributions of :func:`kdbench.losses.distributions` (temperature applied to the
-  buckets); with k = V it is the full-vocabulary loss.
+- top-k teacher (``topk_logits`` / ``topk_indices`` / ``logsumexp`` / ``rest_logprob``): the
+  KL between the k + 1 bucket distributions of :func:`kdbench.losses.distributions`
+  (temperature applied to the buckets); with k = V it is the full-vocabulary loss.
 """
 
 from __future__ import annotations

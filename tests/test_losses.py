@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from kdbench.losses import (
-    REST_FLOOR,
     aux_with_ce,
     distributions,
     kl,
@@ -40,10 +39,16 @@ def _randn(*shape: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
 def test_topk_signals() -> None:
     logits = _randn(2, 3, 7).to(torch.bfloat16)
     sig = topk_signals(logits, 3)
-    assert set(sig) == {"topk_logits", "topk_indices", "logsumexp"}
+    assert set(sig) == {"topk_logits", "topk_indices", "logsumexp", "rest_logprob"}
     assert sig["topk_logits"].shape == sig["topk_indices"].shape == (2, 3, 3)
     assert sig["topk_indices"].dtype == torch.long and sig["logsumexp"].shape == (2, 3)
-    assert sig["logsumexp"].dtype == torch.float32
+    assert sig["logsumexp"].dtype == sig["rest_logprob"].dtype == torch.float32
+    assert sig["rest_logprob"].shape == (2, 3)
+    # the rest is the softmax mass of the other 4 ids
+    probs = logits.double().softmax(-1)
+    rest = 1 - probs.gather(-1, sig["topk_indices"]).sum(-1)
+    assert torch.allclose(sig["rest_logprob"].double(), rest.log(), atol=1e-6)
+    assert (topk_signals(logits, 7)["rest_logprob"] == -math.inf).all()  # k = V: no rest
     assert torch.equal(sig["topk_logits"], logits.gather(-1, sig["topk_indices"]))
     assert (sig["topk_logits"][..., :-1] >= sig["topk_logits"][..., 1:]).all()  # descending
     assert torch.allclose(sig["logsumexp"], logits.float().logsumexp(-1))
@@ -76,6 +81,9 @@ def test_bad_teacher_is_refused_by_name() -> None:
         log_distributions(s, {"logits": torch.zeros(1, 2, 5)}, 1.0)
     with pytest.raises(KeyError, match="logsumexp"):
         log_distributions(s, {"topk_logits": s[..., :2], "topk_indices": s[..., :2].long()}, 1.0)
+    with pytest.raises(KeyError, match="rest_logprob"):
+        sig = topk_signals(torch.zeros(1, 2, 4), 2)
+        log_distributions(s, {k: v for k, v in sig.items() if k != "rest_logprob"}, 1.0)
     with pytest.raises(ValueError, match="top-k teacher shapes"):
         sig = topk_signals(torch.zeros(1, 3, 4), 2)
         log_distributions(s, sig, 1.0)
@@ -119,16 +127,57 @@ def test_topk_student_rest_is_stable_for_a_tiny_tail() -> None:
     assert torch.isfinite(s.grad).all()
 
 
-def test_topk_teacher_rest_is_floored_not_minus_infinity() -> None:
-    # the teacher's top-1 holds all its mass to float32 precision
-    teacher = topk_signals(torch.tensor([[[40.0, 0.0, 0.0, 0.0]]]), 1)
+def test_topk_teacher_rest_is_exact_for_a_tiny_tail() -> None:
+    # the teacher's top-1 holds all but 3 e^-200 of its mass: 1 - sum(top k) is 0 in float32
+    # (and in float64), the rest is still exact in log space; no floor
+    teacher = topk_signals(torch.tensor([[[200.0, 0.0, 0.0, 0.0]]]), 1)
+    assert teacher["rest_logprob"].item() == pytest.approx(math.log(3) - 200, rel=1e-6)
     s = torch.zeros(1, 1, 4, requires_grad=True)
     log_p, log_q = log_distributions(s, teacher, 1.0)
-    assert torch.isfinite(log_p).all()
-    assert log_p[0, 0, 1].item() == pytest.approx(REST_FLOOR, abs=1e-6)
+    assert log_p[0, 0, 1].item() == pytest.approx(math.log(3) - 200, rel=1e-6)
+    # reverse KL: q_top log(q_top / p_top) + q_rest log(q_rest / p_rest), q = (1/4, 3/4)
+    expected = 0.25 * math.log(0.25) + 0.75 * (math.log(0.75) - math.log(3) + 200)
     reverse = kl(log_q, log_p).sum()
+    assert reverse.item() == pytest.approx(expected, rel=1e-6)
     reverse.backward()
-    assert torch.isfinite(reverse) and torch.isfinite(s.grad).all()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_topk_reverse_kl_of_a_confident_teacher_against_float64() -> None:
+    # V = 64, k = 5, the teacher's rest ~1e-11 (below float32's 1e-7 resolution of 1 - sum):
+    # the bucketed reverse KL equals the float64 one of the bucketed full distributions
+    t = _randn(64, seed=11)
+    t[:5] += torch.tensor([30.0, 28.0, 27.0, 26.0, 25.0])
+    s = _randn(64, seed=12)
+    P, Q = t.double().softmax(-1), s.double().softmax(-1)
+    top = t.topk(5).indices
+    rest = torch.ones(64, dtype=torch.bool)
+    rest[top] = False
+    p = torch.cat([P[top], P[rest].sum(0, keepdim=True)])
+    q = torch.cat([Q[top], Q[rest].sum(0, keepdim=True)])
+    assert p[-1] < 1e-10
+    expected = (q * (q.log() - p.log())).sum().item()
+    log_p, log_q = log_distributions(s[None, None], topk_signals(t[None, None], 5), 1.0)
+    assert torch.allclose(log_p[0, 0].double(), p.log(), rtol=1e-6, atol=1e-6)
+    assert kl(log_q, log_p).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_topk_teacher_with_no_rest_mass() -> None:
+    # logits -inf outside the top 2: the rest bucket is exactly 0, not floored
+    t = torch.tensor([[[1.0, 2.0, -math.inf, -math.inf]]])
+    s = torch.tensor([[[0.3, -0.2, 1.1, 0.4]]], requires_grad=True)
+    teacher = topk_signals(t, 2)
+    for temp in (1.0, 2.0):
+        log_p, log_q = log_distributions(s, teacher, temp)
+        assert log_p[0, 0, 2].item() == -math.inf
+        assert log_p.exp()[0, 0].tolist() == pytest.approx(
+            _temper(_softmax([2.0, 1.0]) + [0], temp)
+        )
+        # 0 log 0 = 0: the forward KL is finite, with finite gradients; the reverse is +inf
+        forward = kl(log_p, log_q).sum()
+        (grad,) = torch.autograd.grad(forward, s)
+        assert torch.isfinite(forward) and torch.isfinite(grad).all()
+        assert kl(log_q, log_p).item() == math.inf
 
 
 def test_topk_distributions_are_normalised_and_shifted() -> None:

@@ -62,6 +62,7 @@ def test_cached_signals_equal_a_live_teacher_pass(teacher, entry) -> None:
     assert torch.equal(got["topk_indices"][mask], want["topk_indices"][mask])
     torch.testing.assert_close(got["topk_logits"][mask], want["topk_logits"][mask])
     torch.testing.assert_close(got["logsumexp"][mask], want["logsumexp"][mask])
+    torch.testing.assert_close(got["rest_logprob"][mask], want["rest_logprob"][mask])
     assert "logits" not in got and got.is_topk  # top-k form: the losses take the k + 1 buckets
     for name in ("hidden_states", "qkv"):
         assert len(got[name]) == len(live[name])

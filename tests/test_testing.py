@@ -88,7 +88,7 @@ def topk_first_is_argmax(student, teacher, batch, cfg, modules):
 
 
 def topk_no_rest(student, teacher, batch, cfg, modules):
-    """Renormalises the teacher's top-k alone (its rest mass, from logsumexp, is dropped)."""
+    """Renormalises the teacher's top-k alone (its rest mass, rest_logprob, is dropped)."""
     if teacher.get("logits") is not None:
         return good(student, teacher, batch, cfg, modules)
     idx = teacher["topk_indices"][:, :-1]
@@ -170,7 +170,7 @@ def test_a_correct_top_k_aware_loss_passes_every_check(tmp_path) -> None:
         (full_logits_only, ("logits",), "loss_is_scalar", "top-5 logits"),
         (topk_positions_as_ids, ("logits",), "topk_teacher", "k = V"),
         (topk_first_is_argmax, ("logits",), "topk_teacher", "order of the top-k"),
-        (topk_no_rest, ("logits",), "topk_teacher", "logsumexp"),
+        (topk_no_rest, ("logits",), "topk_teacher", "rest_logprob"),
     ],
 )
 def test_each_check_catches_its_broken_plugin(tmp_path, loss, signals, check, says) -> None:

@@ -2,17 +2,22 @@
 signal capture, and two real training steps of each through the DeepSpeed trainer."""
 
 import math
+import tomllib
+from pathlib import Path
 from types import SimpleNamespace
 
+import kdbench_plugins.at_legacy as at_legacy_plugin
 import pytest
 import torch
 from kdbench_plugins.at import ATConfig, at_distance, at_loss, at_term
+from kdbench_plugins.at_legacy import ATLegacyConfig, at_legacy_loss, legacy_distance, legacy_term
 from kdbench_plugins.minilm import MiniLMConfig, minilm_loss, minilm_term, relation_kl
 
 from kdbench.losses import token_ce
 from kdbench.methods import SIGNALS, MethodError, registry
 from kdbench.models import build_llama, capture_qkv, default_tokenizer
 from kdbench.signals import live_outputs as teacher_signals
+from kdbench.testing import run_checks
 from tests.plugins.test_feature import _assert_trained, train_two_steps
 
 
@@ -32,32 +37,52 @@ def _qkv(batch: int, tokens: int, width: int, seed: int = 0):
     return tuple(torch.randn(batch, tokens, width, generator=g) for _ in range(3))
 
 
-# --- at -------------------------------------------------------------------------------------
+# --- at: the paper's form ------------------------------------------------------------------
+
+
+def _unit_sq_distance(u: list[float], v: list[float]) -> float:
+    """``||u/||u|| - v/||v||||_2^2`` on plain lists."""
+    nu, nv = math.sqrt(sum(x * x for x in u)), math.sqrt(sum(x * x for x in v))
+    return sum((a / nu - b / nv) ** 2 for a, b in zip(u, v, strict=True))
 
 
 def test_at_zero_when_student_equals_teacher() -> None:
-    teacher = _maps(2, 4, 5, 4)
+    teacher = _maps(2, 2, 5, 4)
     mask = torch.ones(2, 5)
     assert at_distance(teacher, teacher, mask).abs().max().item() < 1e-6
-    # a 2-layer, 2-head student whose heads both show the teacher's head-mean map
-    student = tuple(teacher[t - 1].mean(1, keepdim=True).expand(-1, 2, -1, -1) for t in (2, 4))
+    # a 2-layer, 4-head student whose heads repeat the teacher's two: sum_h A_h^2 doubles, so the
+    # unit map is the same (head counts may differ)
+    student = tuple(teacher[t - 1].repeat_interleave(2, dim=1) for t in (2, 4))
     assert at_distance(student, teacher, mask).abs().max().item() < 1e-6
     cfg = ATConfig(ce_weight=0.0)
     assert at_term(student, teacher, mask, cfg).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_at_golden_value_by_hand() -> None:
-    # student: two heads averaging to [[1, 0], [.5, .5]]; teacher: one head, [[1, 0], [0, 1]]
-    student = (torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]]),)
-    teacher = (torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]),)
-    # u = [1, 0, .5, .5] / sqrt(1.5), v = [1, 0, 0, 1] / sqrt(2): u.v = 1.5 / sqrt(3) = sqrt(3)/2
-    # ||u - v|| = sqrt(2 - 2 u.v) = sqrt(2 - sqrt(3))
-    expected = math.sqrt(2 - math.sqrt(3))
+    # two layer pairs ("uniform": (1, 1), (2, 2)), one sequence of 2 tokens (4 map elements)
+    student = (
+        torch.tensor([[[[1.0, 0.0], [0.5, 0.5]], [[1.0, 0.0], [1.0, 0.0]]]]),  # 2 heads
+        torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]),
+    )
+    teacher = (
+        torch.tensor([[[[1.0, 0.0], [0.25, 0.75]]]]),
+        torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]]),
+    )
+    # F(A) = sum_h A_h^2, flattened: pair 1 [1+1, 0, .25+1, .25+0] vs [1, 0, .0625, .5625]
+    d1 = _unit_sq_distance([2.0, 0.0, 1.25, 0.25], [1.0, 0.0, 0.0625, 0.5625])
+    # pair 2: [1, 0, 0, 1] / sqrt(2) vs [1, 0, .25, .25] / sqrt(1.125): 2 - 2 * 1.25 / 1.5 = 1/3
+    d2 = 1 / 3
+    assert _unit_sq_distance([1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.25, 0.25]) == pytest.approx(d2)
     mask = torch.ones(1, 2)
-    assert at_distance(student, teacher, mask).item() == pytest.approx(expected, rel=1e-6)
-    # the paper's scaling: beta / (2 * elements of the map) with 2 x 2 = 4 elements
+    got = at_distance(student, teacher, mask)
+    assert got.shape == (2, 1)
+    assert got[:, 0].tolist() == pytest.approx([d1, d2], rel=1e-6)
+    # squared distances, each divided by the 4 elements, summed over the pairs, times beta
     term = at_term(student, teacher, mask, ATConfig())
-    assert term.item() == pytest.approx(1000 / (2 * 4) * expected, rel=1e-6)
+    assert term.item() == pytest.approx(1000 * (d1 + d2) / 4, rel=1e-6)
+    # not the earlier form (head mean, unsquared, pairs averaged, beta / 2)
+    legacy = legacy_term(student, teacher, mask, ATLegacyConfig())
+    assert abs(legacy.item() - term.item()) > 0.1 * term.item()
     logits, labels = torch.randn(1, 2, 5), torch.tensor([[-100, 2]])
     loss = at_loss(
         SimpleNamespace(attentions=student, logits=logits),
@@ -66,7 +91,23 @@ def test_at_golden_value_by_hand() -> None:
         ATConfig(beta=8.0, ce_weight=0.5),
         {},
     )
-    assert loss.item() == pytest.approx(expected + 0.5 * token_ce(logits, labels).item(), rel=1e-6)
+    expected = 8 * (d1 + d2) / 4 + 0.5 * token_ce(logits, labels).item()
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_at_is_the_reference_codes_loss() -> None:
+    # github.com/szagoruyko/attention-transfer, utils.py and cifar.py: with heads as channels,
+    # at(x) = F.normalize(x.pow(2).mean(1).view(x.size(0), -1)),
+    # at_loss(x, y) = (at(x) - at(y)).pow(2).mean(), loss = CE + beta * sum(at_loss per group)
+    def ref_at(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x.pow(2).mean(1).view(x.size(0), -1))
+
+    student, teacher = _maps(3, 2, 6, 2, seed=11), _maps(3, 4, 6, 2, seed=12)
+    expected = 1000 * sum(
+        (ref_at(x) - ref_at(y)).pow(2).mean() for x, y in zip(student, teacher, strict=True)
+    )
+    got = at_term(student, teacher, torch.ones(3, 6), ATConfig(layers=[[1, 1], [2, 2]]))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_at_padding_changes_nothing() -> None:
@@ -74,34 +115,36 @@ def test_at_padding_changes_nothing() -> None:
     alone = at_term(student, teacher, torch.ones(1, 3), ATConfig())
     # the same sequence right-padded to 5 tokens, next to a full one; padding rows/cols are junk
     other_s, other_t = _maps(1, 2, 5, 2, seed=3), _maps(1, 4, 5, 4, seed=4)
-
-    def pad(maps, other):
-        out = []
-        for m, o in zip(maps, other, strict=True):
-            junk = torch.rand(1, m.size(1), 5, 5)
-            junk[..., :3, :3] = m
-            out.append(torch.cat([o, junk]))
-        return tuple(out)
-
+    padded_s, padded_t = _pad(student, other_s), _pad(teacher, other_t)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
-    padded_s, padded_t = pad(student, other_s), pad(teacher, other_t)
     full = at_distance(other_s, other_t, torch.ones(1, 5))
-    assert at_distance(padded_s, padded_t, mask)[1].item() == pytest.approx(
-        at_distance(student, teacher, torch.ones(1, 3)).item(), rel=1e-6
+    assert at_distance(padded_s, padded_t, mask)[:, 1].tolist() == pytest.approx(
+        at_distance(student, teacher, torch.ones(1, 3))[:, 0].tolist(), rel=1e-6
     )
     both = at_term(padded_s, padded_t, mask, ATConfig())
-    expected = (alone.item() + 500 / 25 * full.item()) / 2
+    expected = (alone.item() + 1000 / 25 * full.sum().item()) / 2
     assert both.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_at_layer_pairs() -> None:
+def _pad(maps, other):
+    """``maps`` (1 sequence of 3 tokens) right-padded to 5 with junk, after ``other``'s one."""
+    out = []
+    for m, o in zip(maps, other, strict=True):
+        junk = torch.rand(1, m.size(1), 5, 5)
+        junk[..., :3, :3] = m
+        out.append(torch.cat([o, junk]))
+    return tuple(out)
+
+
+def test_at_layer_pairs_are_summed() -> None:
     student, teacher = _maps(1, 2, 4, 2, seed=5), _maps(1, 4, 4, 4, seed=6)
     mask = torch.ones(1, 4)
     per_pair = [
-        at_distance((student[s - 1],), (teacher[t - 1],), mask, "last") for s, t in ((1, 2), (2, 4))
+        at_term((student[s - 1],), (teacher[t - 1],), mask, ATConfig(layers="last"))
+        for s, t in ((1, 2), (2, 4))
     ]
-    uniform = at_distance(student, teacher, mask)  # 2 -> 4 layers: (1, 2), (2, 4)
-    assert uniform.item() == pytest.approx(sum(p.item() for p in per_pair) / 2, rel=1e-6)
+    uniform = at_term(student, teacher, mask, ATConfig())  # 2 -> 4 layers: (1, 2), (2, 4)
+    assert uniform.item() == pytest.approx(sum(p.item() for p in per_pair), rel=1e-6)
     explicit = at_distance(student, teacher, mask, ATConfig(layers=[[1, 3]]).layers)
     assert explicit.item() == pytest.approx(
         at_distance((student[0],), (teacher[2],), mask, "last").item(), rel=1e-6
@@ -110,7 +153,8 @@ def test_at_layer_pairs() -> None:
         at_distance(student, teacher, mask, ATConfig(layers=[[0, 1]]).layers)
 
 
-def test_at_finite_gradients_from_bfloat16() -> None:
+@pytest.mark.parametrize("loss_fn", [at_loss, at_legacy_loss])
+def test_at_finite_gradients_from_bfloat16(loss_fn) -> None:
     student = tuple(m.bfloat16().requires_grad_() for m in _maps(2, 2, 4, 2, seed=7))
     teacher = tuple(m.bfloat16() for m in _maps(2, 4, 4, 4, seed=8))
     batch = {
@@ -118,14 +162,16 @@ def test_at_finite_gradients_from_bfloat16() -> None:
         "labels": torch.tensor([[-100, 1, 2, 3], [-100, 4, 5, -100]]),
     }
     student_out = SimpleNamespace(attentions=student, logits=torch.randn(2, 4, 9).bfloat16())
-    loss = at_loss(student_out, {"attentions": teacher}, batch, ATConfig(), {})
+    cfg = ATConfig() if loss_fn is at_loss else ATLegacyConfig()
+    loss = loss_fn(student_out, {"attentions": teacher}, batch, cfg, {})
     loss.backward()
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     for m in student:
         assert torch.isfinite(m.grad.float()).all() and m.grad.abs().sum() > 0
 
 
-def test_at_config_ranges() -> None:
+@pytest.mark.parametrize("config", [ATConfig, ATLegacyConfig])
+def test_at_config_ranges(config) -> None:
     for bad in (
         {"beta": -1.0},
         {"ce_weight": -1.0},
@@ -134,9 +180,73 @@ def test_at_config_ranges() -> None:
         {"layers": [[1, 2, 3]]},
     ):
         with pytest.raises(ValueError):
-            ATConfig(**bad)
+            config(**bad)
+    assert config() == config(layers="uniform", beta=1000.0, ce_weight=1.0)
     with pytest.raises(MethodError, match="beta must be"):
         registry()["at"].make_config({"beta": -2.0})
+
+
+# --- at_legacy: kdbench's earlier form, kept as a variant -----------------------------------
+
+
+def test_at_legacy_golden_value_by_hand() -> None:
+    # student: two heads averaging to [[1, 0], [.5, .5]]; teacher: one head, [[1, 0], [0, 1]]
+    student = (torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]]),)
+    teacher = (torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]),)
+    # u = [1, 0, .5, .5] / sqrt(1.5), v = [1, 0, 0, 1] / sqrt(2): u.v = 1.5 / sqrt(3) = sqrt(3)/2
+    # ||u - v|| = sqrt(2 - 2 u.v) = sqrt(2 - sqrt(3))
+    expected = math.sqrt(2 - math.sqrt(3))
+    mask = torch.ones(1, 2)
+    assert legacy_distance(student, teacher, mask).item() == pytest.approx(expected, rel=1e-6)
+    # beta / (2 * elements of the map) with 2 x 2 = 4 elements
+    term = legacy_term(student, teacher, mask, ATLegacyConfig())
+    assert term.item() == pytest.approx(1000 / (2 * 4) * expected, rel=1e-6)
+    logits, labels = torch.randn(1, 2, 5), torch.tensor([[-100, 2]])
+    loss = at_legacy_loss(
+        SimpleNamespace(attentions=student, logits=logits),
+        {"attentions": teacher},
+        {"attention_mask": mask, "labels": labels},
+        ATLegacyConfig(beta=8.0, ce_weight=0.5),
+        {},
+    )
+    assert loss.item() == pytest.approx(expected + 0.5 * token_ce(logits, labels).item(), rel=1e-6)
+
+
+def test_at_legacy_averages_layer_pairs_and_ignores_padding() -> None:
+    student, teacher = _maps(1, 2, 3, 2, seed=5), _maps(1, 4, 3, 4, seed=6)
+    mask = torch.ones(1, 3)
+    per_pair = [
+        legacy_distance((student[s - 1],), (teacher[t - 1],), mask, "last")
+        for s, t in ((1, 2), (2, 4))
+    ]
+    uniform = legacy_distance(student, teacher, mask)
+    assert uniform.item() == pytest.approx(sum(p.item() for p in per_pair) / 2, rel=1e-6)
+    alone = legacy_term(student, teacher, mask, ATLegacyConfig())
+    other_s, other_t = _maps(1, 2, 5, 2, seed=3), _maps(1, 4, 5, 4, seed=4)
+    both = legacy_term(
+        _pad(student, other_s),
+        _pad(teacher, other_t),
+        torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+        ATLegacyConfig(),
+    )
+    full = legacy_distance(other_s, other_t, torch.ones(1, 5))
+    assert both.item() == pytest.approx((alone.item() + 500 / 25 * full.item()) / 2, rel=1e-6)
+
+
+def test_at_legacy_plugin_conforms_and_is_an_entry_point(tmp_path) -> None:
+    # tested from its module: the registry reads the installed entry points, which list it once
+    # the package is (re)installed; pyproject.toml must declare it
+    (method,) = at_legacy_plugin.kdbench_methods()
+    assert (method.name, method.family, method.signals) == (
+        "at_legacy",
+        "attention",
+        frozenset({"attentions"}),
+    )
+    failures = [f"{c}: {msg}" for c, ok, msg in run_checks(method, tmp_path) if not ok]
+    assert not failures, "\n".join(failures)
+    root = Path(__file__).resolve().parents[2]
+    entry_points = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert entry_points["kdbench"]["at_legacy"] == "kdbench_plugins.at_legacy"
 
 
 # --- minilm ---------------------------------------------------------------------------------

@@ -293,6 +293,84 @@ def test_topk_counts_the_missing_mass_not_its_shape(name: str) -> None:
     assert _loss(name, heavier, teacher, labels).item() > 1e-3
 
 
+def _confident(v: int, k: int, seed: int) -> tuple[list[float], list[float]]:
+    """Student and teacher logits over ``v`` tokens; the teacher's top ``k`` hold all but about
+    1e-11 of its mass (far below float32's 1e-7 resolution of ``1 - sum of the top k``)."""
+    t = _randn(v, seed=seed)
+    t[:k] += torch.tensor([30.0, 28.0, 27.0, 26.0, 25.0][:k])
+    return _randn(v, seed=seed + 1).tolist(), t.tolist()
+
+
+def _bucketed(s: list[float], t: list[float], k: int) -> tuple[list[float], list[float]]:
+    """The float64 k + 1 buckets, by hand: the teacher's top-k ids, then each side's rest."""
+    top = sorted(range(len(t)), key=lambda i: -t[i])[:k]
+    rest = [i for i in range(len(t)) if i not in top]
+    P, Q = _softmax(t), _softmax(s)
+    return (
+        [P[i] for i in top] + [math.fsum(P[i] for i in rest)],
+        [Q[i] for i in top] + [math.fsum(Q[i] for i in rest)],
+    )
+
+
+CONFIDENT_CFG = {**GOLDEN_CFG, "rkl_as_jsd": {"beta": 1.0}}  # jsd at beta = 1: the reverse KL
+
+
+@pytest.mark.parametrize("temp", [1.0, 2.0])
+@pytest.mark.parametrize("name", [*OURS, "kd", "rkl_as_jsd"])
+def test_topk_loss_is_exact_for_a_confident_teacher(name: str, temp: float) -> None:
+    # the bucketed divergence of a teacher whose rest mass (~1e-11) float32 cannot resolve as
+    # 1 - sum(top k): each loss equals its formula on the float64 buckets
+    sv, tv = _confident(64, 5, seed=30)
+    s, t, labels = _one_token(sv, tv)
+    method = "jsd" if name == "rkl_as_jsd" else name  # jsd at beta = 1 is the reverse KL
+    extra = {"temperature": temp, **CONFIDENT_CFG.get(name, {})}
+    cfg = METHODS[method].make_config({"alpha": 1.0, **extra})
+    p, q = (_temper(x, temp) for x in _bucketed(sv, tv, 5))
+    formula = BY_HAND["rkl" if name == "rkl_as_jsd" else name]
+    expected = SCALE[method](temp) * formula(p, q, cfg)
+    got = _loss(method, s, topk_signals(t, 5), labels, **extra)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_topk_reverse_kl_of_a_confident_teacher_by_hand() -> None:
+    # the issue's case: with the teacher's rest floored at float32 eps, rkl at k = 5 was
+    # about 2/3 of the exact bucketed value
+    sv, tv = _confident(64, 5, seed=30)
+    s, t, labels = _one_token(sv, tv)
+    p, q = _bucketed(sv, tv, 5)
+    assert p[-1] < 1e-10 and q[-1] > 0.5
+    expected = _kl(q, p)
+    assert expected > 20
+    for name, extra in (("rkl", {}), ("jsd", {"beta": 1.0})):
+        got = _loss(name, s, topk_signals(t, 5), labels, **extra).item()
+        assert got == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", [*OURS, "kd"])
+def test_topk_teacher_with_no_rest_mass(name: str) -> None:
+    # the teacher gives the tokens outside its top 2 no mass at all (logits -inf): the rest
+    # bucket is exactly 0 (0 log 0 = 0, no floor); reverse KL is +inf as with the full logits
+    sv, tv = [0.3, -0.2, 1.1, 0.4, -1.0], [1.0, 2.0] + [-math.inf] * 3
+    s, t, labels = _one_token(sv, tv)
+    t[0, 1, 2:] = -math.inf  # the shifted-away position too
+    s = s.clone().requires_grad_()
+    teacher = topk_signals(t, 2)
+    for temp in (1.0, 2.0):
+        extra = {"temperature": temp, **GOLDEN_CFG.get(name, {})}
+        got = _loss(name, s, teacher, labels, **extra)
+        full = _loss(name, s, {"logits": t}, labels, **extra)
+        if name == "rkl":
+            assert got.item() == math.inf and full.item() == math.inf
+            continue
+        cfg = METHODS[name].make_config({"alpha": 1.0, **extra})
+        p, q = (_temper(x, temp) for x in _bucketed(sv, tv, 2))
+        assert p[-1] == 0.0
+        expected = SCALE[name](temp) * BY_HAND[name](p, q, cfg)
+        assert got.item() == pytest.approx(expected, rel=1e-5)
+        (grad,) = torch.autograd.grad(got, s)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
 # --- dtypes and config ----------------------------------------------------------------------
 
 
