@@ -21,7 +21,9 @@ Schema
 Versioned by ``meta.schema_version`` (:data:`SCHEMA_VERSION`). Tables are created idempotently
 when a read-write connection opens, and an older file is upgraded in place then (version 2
 added cost columns: resume step, peak memory, teacher passes, FLOPs, device-hours, queueing
-time, inference speed; and the ``samples`` table of per-question results). A read-only
+time, inference speed; and the ``samples`` table of per-question results; version 3 added
+``runs.quant`` and ``runs.parent_run_id``, a quantised evaluation stored as its own run linked
+to its full-precision one, and ``costs.quantized_params``). A read-only
 connection refuses an older file with a message that says how to upgrade it. Opening a database written by a newer kdbench raises
 :class:`StoreError`. Timestamps are stored as naive UTC. JSON columns are stored as JSON text
 and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
@@ -46,7 +48,7 @@ import pandas as pd
 
 from kdbench.disk_cache import creation_problem
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB = Path("results/kdbench.duckdb")
 LOCK_TIMEOUT_S = 10.0
 """How long :func:`connect` keeps retrying while another process holds the database file."""
@@ -68,6 +70,10 @@ RUN_COLUMNS: tuple[str, ...] = (
     "versions",
     "git_commit",
     "hardware",
+    # schema 3: a quantised evaluation (kdbench.quantize) is its own run: its scheme ('int8',
+    # 'int4'; NULL for full precision) and the full-precision run it was quantised from
+    "quant",
+    "parent_run_id",
 )
 METRIC_COLUMNS: tuple[str, ...] = (
     "task",
@@ -96,6 +102,8 @@ COST_COLUMNS: tuple[str, ...] = (
     "queue_s",
     "infer_tokens_per_s",
     "infer_latency_ms",
+    # schema 3: parameters stored in the quantised format (NULL for full precision)
+    "quantized_params",
 )
 SAMPLE_COLUMNS: tuple[str, ...] = ("task", "doc_id", "correct", "confidence")
 ROLES = ("teacher", "student")
@@ -104,7 +112,7 @@ STATUSES = ("ok", "failed")
 _JSON_RUN_COLUMNS = frozenset({"method_config", "versions", "hardware"})
 _TS_RUN_COLUMNS = frozenset({"started_at", "finished_at"})
 _INT_COST_COLUMNS = frozenset(
-    {"params", "bytes", "tokens", "steps", "resumed_from", "teacher_forwards"}
+    {"params", "bytes", "tokens", "steps", "resumed_from", "teacher_forwards", "quantized_params"}
 )
 
 _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
@@ -116,7 +124,8 @@ _TABLES_DDL: tuple[str, ...] = (
         run_id VARCHAR PRIMARY KEY, suite_hash VARCHAR, role VARCHAR, method VARCHAR,
         family VARCHAR, method_config JSON, student VARCHAR, seed INTEGER, status VARCHAR,
         error VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, kdbench_version VARCHAR,
-        versions JSON, git_commit VARCHAR, hardware JSON)""",
+        versions JSON, git_commit VARCHAR, hardware JSON, quant VARCHAR,
+        parent_run_id VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE, stderr DOUBLE,
         higher_is_better BOOLEAN, is_primary BOOLEAN, aggregation VARCHAR,
@@ -126,7 +135,7 @@ _TABLES_DDL: tuple[str, ...] = (
         total_wall_s DOUBLE, params BIGINT, bytes BIGINT, tokens BIGINT, steps INTEGER,
         resumed_from INTEGER, peak_rss_mb DOUBLE, teacher_forwards BIGINT,
         train_flops DOUBLE, teacher_flops DOUBLE, device_hours DOUBLE, queue_s DOUBLE,
-        infer_tokens_per_s DOUBLE, infer_latency_ms DOUBLE)""",
+        infer_tokens_per_s DOUBLE, infer_latency_ms DOUBLE, quantized_params BIGINT)""",
     """CREATE TABLE IF NOT EXISTS samples (
         run_id VARCHAR, task VARCHAR, doc_id INTEGER, correct DOUBLE, confidence DOUBLE,
         PRIMARY KEY (run_id, task, doc_id))""",
@@ -150,6 +159,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
                 ("infer_latency_ms", "DOUBLE"),
             )
         ),
+    ),
+    2: (
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS quant VARCHAR",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent_run_id VARCHAR",
+        "ALTER TABLE costs ADD COLUMN IF NOT EXISTS quantized_params BIGINT",
     ),
 }
 
@@ -212,7 +226,7 @@ def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 _REQUIRED_COLUMNS: dict[str, frozenset[str]] = {
     "meta": frozenset({"key", "value"}),
     "suites": frozenset({"suite_hash", "name", "path", "config", "created_at"}),
-    "runs": frozenset(RUN_COLUMNS),
+    "runs": frozenset(RUN_COLUMNS) - {"quant", "parent_run_id"},
     "metrics": frozenset({"run_id", *METRIC_COLUMNS} - {"aggregation"}),
     "costs": frozenset({"run_id", *COST_COLUMNS[:7]}),
     "samples": frozenset({"run_id", *SAMPLE_COLUMNS}),
@@ -532,6 +546,12 @@ def _run_row(run: Mapping[str, Any]) -> list[Any]:
     if run.get("status") not in STATUSES:
         raise StoreError(
             f"run {run['run_id']}: status must be one of {STATUSES}, got {run.get('status')!r}"
+        )
+    quant = run.get("quant")
+    if quant is not None and not (isinstance(quant, str) and quant and run.get("parent_run_id")):
+        raise StoreError(
+            f"run {run['run_id']}: quant must be a scheme name with a parent_run_id (the "
+            f"full-precision run), got quant={quant!r}, parent_run_id={run.get('parent_run_id')!r}"
         )
     row: list[Any] = []
     for col in RUN_COLUMNS:

@@ -13,6 +13,7 @@ from kdbench.app.context import AppContext
 from kdbench.app.export import export_bytes, export_frame
 from kdbench.app.formatting import MISSING, RUN_HINT, finite_max, last_line
 from kdbench.app.open_track import show_open_track
+from kdbench.app.quantized import show_quantized_rows
 from kdbench.app.urls import QP, run_url
 from kdbench.leaderboard import excluded_tasks
 
@@ -96,6 +97,7 @@ def render(ctx: AppContext) -> None:
         "application/vnd.apache.parquet",
         key="parquet",
     )
+    show_quantized_rows(ctx)
     show_failed_runs(ctx)
     show_open_track(ctx)
 
