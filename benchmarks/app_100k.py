@@ -126,6 +126,8 @@ def frames(runs: int, n_suites: int, seed: int = 0) -> dict[str, pd.DataFrame]:
     runs_df["error"] = np.where(failed, "Traceback (most recent call last):\nSyntheticError", None)
     gpu = rng.random(n) < 0.5
     runs_df["hardware"] = np.where(gpu, GPU, CPU)
+    runs_df["quant"] = None  # full precision
+    runs_df["parent_run_id"] = None
     runs_df["method_config"] = "{}"
     runs_df["versions"] = '{"kdbench": "synthetic"}'
     runs_df["git_commit"] = "synthetic"
@@ -174,6 +176,7 @@ def frames(runs: int, n_suites: int, seed: int = 0) -> dict[str, pd.DataFrame]:
             "infer_latency_ms": params / 1e7,
             "sequences": 1000 * 64,
             "live_teacher_flops": 0.0,
+            "quantized_params": None,
         }
     )[ok]
 

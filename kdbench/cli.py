@@ -16,7 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from kdbench import __version__
 
@@ -229,6 +229,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         students=args.student,
         prices=prices,
     )
+    if args.quantized:
+        return _print_with_quantized(args, suite, table)
     if args.json:
         print(table.to_json(orient="records", indent=2))
     else:
@@ -238,6 +240,32 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             notes = format_notes(data.tasks, data.failed)
             if notes:
                 print("\n" + notes)
+    return 0
+
+
+def _print_with_quantized(args: argparse.Namespace, suite: str | None, table: Any) -> int:
+    """``kdbench leaderboard --quantized``: the board, then its quantised rows
+    (:func:`kdbench.quant_board.quantized_board`); with ``--json`` one object with both."""
+    from kdbench.leaderboard import format_notes, format_table, suite_data
+    from kdbench.quant_board import format_quantized, quantized_board
+
+    quant = quantized_board(
+        args.db, suite, methods=args.method, families=args.family, students=args.student
+    )
+    if args.json:
+        both = {
+            k: json.loads(df.to_json(orient="records"))
+            for k, df in (("leaderboard", table), ("quantized", quant))
+        }
+        print(json.dumps(both, indent=2))
+        return 0
+    print(format_table(table))
+    print("\n" + format_quantized(quant))
+    if suite is not None:
+        data = suite_data(args.db, [suite], boards=False)
+        notes = format_notes(data.tasks, data.failed)
+        if notes:
+            print("\n" + notes)
     return 0
 
 
@@ -355,6 +383,13 @@ def parser() -> argparse.ArgumentParser:
         help="hardware price table (default: leaderboards/prices/default.toml)",
     )
     lb.add_argument("--json", action="store_true")
+    lb.add_argument(
+        "--quantized",
+        action="store_true",
+        help="also print the quantised rows ([eval] quantize): retention against the "
+        "full-precision teacher, bytes on disk and size ratio (with --json: one object with "
+        "'leaderboard' and 'quantized')",
+    )
     lb.set_defaults(func=cmd_leaderboard)
 
     pl = sub.add_parser("plugin", help="write or check a method plugin")

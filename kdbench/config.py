@@ -205,6 +205,8 @@ class Budget:
 
 
 CONTAMINATION = ("warn", "error", "off")
+QUANTIZE_SCHEMES = ("int8", "int4")
+"""What ``[eval] quantize`` may list: weight-only schemes of :mod:`kdbench.quantize`."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,7 @@ class EvalSpec:
     chat_template: bool = False
     contamination: str = "warn"
     options: dict[str, TaskOptions] = field(default_factory=dict)
+    quantize: tuple[str, ...] = ()
     root: str = ""  # the suite file's folder (absolute): ``include`` is resolved against it
 
     @property
@@ -340,7 +343,13 @@ _MODEL_ADDED = {
     "lora": None,
 }
 _IDENTITY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "eval": {"include": [], "num_fewshot": None, "chat_template": False, "options": {}},
+    "eval": {
+        "include": [],
+        "num_fewshot": None,
+        "chat_template": False,
+        "options": {},
+        "quantize": [],
+    },
     "teacher": _MODEL_ADDED,
 }
 _NOT_IDENTITY: dict[str, tuple[str, ...]] = {"eval": ("root", "contamination")}
@@ -807,6 +816,7 @@ _EVAL_KEYS = {
     "chat_template",
     "contamination",
     "options",
+    "quantize",
 }
 _OPTION_KEYS = {"num_fewshot", "limit", "metric", "filter", "gen_kwargs", "chat_template"}
 
@@ -885,8 +895,31 @@ def _eval(path: Path, raw: dict[str, Any]) -> EvalSpec:
         chat_template=_take(path, e, "eval.", "chat_template", bool, False),
         contamination=_take(path, e, "eval.", "contamination", str, "warn", choices=CONTAMINATION),
         options=options,
+        quantize=_quantize(path, e),
         root=str(root),
     )
+
+
+def _quantize(path: Path, e: dict[str, Any]) -> tuple[str, ...]:
+    """``[eval] quantize``: a list of distinct schemes of :data:`QUANTIZE_SCHEMES` (may be
+    empty)."""
+    value = e.get("quantize", [])
+    allowed = ", ".join(f'"{s}"' for s in QUANTIZE_SCHEMES)
+    if not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+        raise SuiteError(
+            path, "eval.quantize", f"must be a list of schemes ({allowed}), got {value!r}"
+        )
+    for scheme in value:
+        if scheme not in QUANTIZE_SCHEMES:
+            raise SuiteError(
+                path,
+                "eval.quantize",
+                f"unknown scheme {scheme!r}; allowed: {allowed}"
+                + _did_you_mean(scheme, list(QUANTIZE_SCHEMES)),
+            )
+    if len(set(value)) != len(value):
+        raise SuiteError(path, "eval.quantize", f"must not repeat a scheme, got {value!r}")
+    return tuple(value)
 
 
 def _generation(path: Path, raw: dict[str, Any]) -> GenerationSpec:

@@ -19,6 +19,10 @@
 - size (``params``, ``bytes`` of the saved weights), tokens, steps, resume, memory, teacher
   forwards and inference speed, as the jobs measured them.
 
+A quantised variant (``[eval] quantize``) is charged its parent's training and teacher costs
+(it is the same trained model, quantised) plus its own quantisation and evaluation
+(:func:`quantized_costs`).
+
 Prices are not stored: the leaderboard multiplies ``device_hours`` by a price table at read time.
 """
 
@@ -31,7 +35,7 @@ from typing import Any
 from kdbench.config import Suite
 from kdbench.generations import load_generations
 from kdbench.methods import Method
-from kdbench.records import EvalResult, Job, TeacherArtifacts, TrainResult
+from kdbench.records import EvalResult, Job, QuantizedEval, TeacherArtifacts, TrainResult
 from kdbench.speed import forward_flops, train_flops
 
 
@@ -131,5 +135,28 @@ def run_costs(
         costs["train_flops"] = train_flops(result.params, tokens) if tokens else None
         costs["teacher_flops"] = costs["train_flops"]
     hours = ((model.train_wall_s or 0) + (result.eval_wall_s or 0)) / 3600
+    costs["device_hours"] = hours * devices_per_run(suite)
+    return costs
+
+
+def quantized_costs(parent: Mapping[str, Any], q: QuantizedEval, suite: Suite) -> dict[str, Any]:
+    """The cost columns of a quantised variant: its full-precision ``parent``'s (training,
+    tokens, FLOPs, memory), with its own size (``bytes`` of the quantised weights file,
+    ``quantized_params``), evaluation (``eval_wall_s``: quantise, save and score;
+    ``total_wall_s`` the same), inference speed and device-hours (the parent's training plus
+    this evaluation)."""
+    costs = dict(parent)
+    eval_s = q.quantize_s + q.eval_wall_s
+    costs.update(
+        bytes=q.bytes,
+        params=q.params if q.params is not None else parent.get("params"),
+        quantized_params=q.quantized_params,
+        eval_wall_s=eval_s,
+        total_wall_s=eval_s,
+        infer_tokens_per_s=q.infer_tokens_per_s,
+        infer_latency_ms=q.infer_latency_ms,
+        queue_s=None,
+    )
+    hours = ((parent.get("train_wall_s") or 0) + eval_s) / 3600
     costs["device_hours"] = hours * devices_per_run(suite)
     return costs

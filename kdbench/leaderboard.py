@@ -40,6 +40,9 @@ Definitions
   the number of ranked groups minus those entirely below it. Groups whose intervals overlap
   thus share ranks, shown as ``rank_label`` ``"2–4"`` (``"3"`` when best = worst). Ranks are
   computed among the rows left after the method / family / student filters.
+* Quantised evaluations (``runs.quant`` set, ``[eval] quantize``) are never ranked here: the
+  board, its costs, failures and a run's siblings are the full-precision runs;
+  :mod:`kdbench.quant_board` shows the quantised rows against the full-precision teacher.
 * Closed track: only runs of the same suite (same hash over the suite's identity,
   :data:`kdbench.config.IDENTITY`: teacher, students, data, budget, eval tasks, seeds, methods
   and their configs, DeepSpeed overrides, signal cache) are ranked together. :func:`open_track` shows other suites apart, each with
@@ -164,9 +167,10 @@ _RETENTION = """(CASE WHEN coalesce(t.hib, pm.higher_is_better)
 
 _CTES = f"""
 WITH
-r AS (  -- the runs of the suites in the list parameter
+r AS (  -- the full-precision runs of the suites in the list parameter (kdbench.quant_board
+        -- shows the quantised ones)
     SELECT run_id, suite_hash, {_identity("runs")}, family, seed, status
-    FROM runs WHERE list_contains(?, suite_hash)
+    FROM runs WHERE list_contains(?, suite_hash) AND quant IS NULL
 ),
 pm AS (  -- primary metric of every ok run and task (a non-finite value: missing)
     SELECT r.run_id, r.suite_hash, r.is_teacher, r.method, r.student, m.task,
@@ -241,7 +245,7 @@ SELECT r.suite_hash, {_identity("r")},
        -- the hardware of the representative run (JSON parsed in Python, for these rows only)
        arg_min(r.hardware, (coalesce(r.seed, 2147483647), r.run_id)) AS hardware
 FROM runs r LEFT JOIN {_KEPT_COSTS} c USING (run_id)
-WHERE list_contains(?, r.suite_hash) AND r.status = 'ok'
+WHERE list_contains(?, r.suite_hash) AND r.status = 'ok' AND r.quant IS NULL
 GROUP BY ALL
 """
 
@@ -266,6 +270,7 @@ SELECT r.suite_hash, {_identity("r")}, r.hardware,
        sum(c.device_hours) AS device_hours, count(*) AS n
 FROM runs r JOIN {_KEPT_COSTS} c USING (run_id)
 WHERE list_contains(?, r.suite_hash) AND r.status = 'ok' AND c.device_hours IS NOT NULL
+      AND r.quant IS NULL
 GROUP BY ALL
 """
 
@@ -359,7 +364,7 @@ FROM samples WHERE run_id = ? GROUP BY task ORDER BY task
 _SIBLINGS_SQL = """
 SELECT run_id, seed, status FROM runs
 WHERE suite_hash = ? AND role = ? AND method IS NOT DISTINCT FROM ?
-      AND student IS NOT DISTINCT FROM ?
+      AND student IS NOT DISTINCT FROM ? AND quant IS NOT DISTINCT FROM ?
 ORDER BY seed NULLS LAST, run_id
 """
 
@@ -1061,7 +1066,7 @@ def compare(scores: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.
 
 _FAILED_SQL = """
 SELECT suite_hash, run_id, method, student, seed, error FROM runs
-WHERE list_contains(?, suite_hash) AND status = 'failed'
+WHERE list_contains(?, suite_hash) AND status = 'failed' AND quant IS NULL
 ORDER BY suite_hash, method, student, seed NULLS LAST, run_id
 """
 
@@ -1084,7 +1089,8 @@ def run_detail(db_path: str | Path, run_id: str) -> dict[str, Any] | None:
         metrics = con.execute(_RUN_METRICS_SQL, [run_id]).df()
         samples = con.execute(_RUN_SAMPLES_SQL, [run_id]).df()
         siblings = con.execute(
-            _SIBLINGS_SQL, [row["suite_hash"], row["role"], row["method"], row["student"]]
+            _SIBLINGS_SQL,
+            [row["suite_hash"], row["role"], row["method"], row["student"], row["quant"]],
         ).df()
     return {"run": row, "metrics": metrics, "samples": samples, "siblings": siblings}
 

@@ -4,7 +4,9 @@
    teacher; generate its generations and fill the teacher-signal cache when methods need them;
 2. train stage, one Ray task per (method, student, seed) (:mod:`kdbench.train_job`);
 3. eval stage, one Ray task per trained student and one for the teacher (:mod:`kdbench.eval_job`),
-   chained to its training task and scheduled by :mod:`kdbench.schedule`.
+   chained to its training task and scheduled by :mod:`kdbench.schedule`; with ``[eval]
+   quantize`` the same task scores each quantised variant too, stored as its own run
+   (:func:`write_quantized`).
 
 Only this driver process writes DuckDB, one short transaction per finished run, so the
 leaderboard app can read while a suite runs. Costs come from :mod:`kdbench.costs`.
@@ -25,12 +27,12 @@ from ray.experimental.tqdm_ray import tqdm
 
 from kdbench import __version__, signal_cache, store
 from kdbench.config import Suite
-from kdbench.costs import run_costs, teacher_shares
+from kdbench.costs import quantized_costs, run_costs, teacher_shares
 from kdbench.methods import Method
-from kdbench.plan import plan, run_key
+from kdbench.plan import plan, quant_run_id, run_key
 from kdbench.preflight import check_resources, preflight
 from kdbench.provenance import provenance
-from kdbench.records import Job, TeacherArtifacts
+from kdbench.records import EvalResult, Job, TeacherArtifacts
 from kdbench.schedule import Scheduler
 from kdbench.teacher import cache_root, recipe_hash, teacher_stage
 from kdbench.transfer import transfer_examples
@@ -83,8 +85,8 @@ def run_suite(
 
     shares = teacher_shares(jobs, by_name, teacher)
     prompts = [ex["prompt"] for ex in transfer_examples(suite.data)[:16]]
-    scheduler = Scheduler(suite, teacher, str(db.parent / "runs"), prompts)
     teacher_id = run_key(suite, "teacher", {"recipe": recipe_hash(suite)}, suite.teacher.name, 0)
+    scheduler = Scheduler(suite, teacher, str(db.parent / "runs"), prompts, teacher_id)
     if teacher_id not in done:
         scheduler.submit_teacher_eval()
     failed = 0
@@ -114,10 +116,35 @@ def run_suite(
                 )
             row.update(status="ok", error=None)
             store.write_run(db, row, outcome.metrics, costs, outcome.samples)
+            write_quantized(db, row, costs, outcome, suite)
         bar.update(1)
     bar.close()
     echo(f"train + eval stages: {time.perf_counter() - clock:.0f}s since the teacher stage began")
     return SuiteSummary(suite.hash, len(jobs), len(todo), failed, teacher)
+
+
+def write_quantized(
+    db: Path, row: dict[str, Any], costs: dict[str, Any], outcome: EvalResult, suite: Suite
+) -> None:
+    """Store each quantised variant of a stored run (``[eval] quantize``) as its own run:
+    the parent's identity with ``quant`` and ``parent_run_id`` set, its own metrics, samples
+    and costs (:func:`kdbench.costs.quantized_costs`); failed, with its traceback, when the
+    library could not quantise the model."""
+    for q in outcome.quantized:
+        run = {
+            **row,
+            "run_id": quant_run_id(row["run_id"], q.scheme),
+            "quant": q.scheme,
+            "parent_run_id": row["run_id"],
+            "status": "failed" if q.error else "ok",
+            "error": q.error,
+        }
+        store.write_run(db, run, q.metrics, quantized_costs(costs, q, suite), q.samples)
+        if q.error:
+            print(
+                f"FAILED {q.scheme} quantisation of {row['method']} -> {row['student']}: "
+                f"{q.error.strip().splitlines()[-1]}"
+            )
 
 
 def run_teacher_stage(suite: Suite, methods: list[Method], cache: str | None) -> TeacherArtifacts:

@@ -31,6 +31,12 @@ def run_key(suite: Suite, method: str, config: dict, student: str, seed: int) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def quant_run_id(parent_run_id: str, scheme: str) -> str:
+    """The run id of a quantised evaluation (``[eval] quantize``): its full-precision run's id
+    and the scheme, e.g. ``3d2791c9decb0d7f-int8``."""
+    return f"{parent_run_id}-{scheme}"
+
+
 def plan(
     suite: Suite, echo: Callable[[str], Any] = print, *, fetch: bool = True
 ) -> tuple[list[Method], list[Job]]:

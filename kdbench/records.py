@@ -2,7 +2,8 @@
 
 ``plan`` -> :class:`Job` per (method, student, seed); the teacher stage ->
 :class:`TeacherArtifacts`; a training job -> :class:`TrainResult`; an evaluation job ->
-:class:`EvalResult`; :mod:`kdbench.costs` turns them into the stored cost columns.
+:class:`EvalResult` (with a :class:`QuantizedEval` per quantised variant);
+:mod:`kdbench.costs` turns them into the stored cost columns.
 """
 
 from __future__ import annotations
@@ -110,9 +111,33 @@ def train_result(stats: dict[str, Any], **fields: Any) -> TrainResult:
 
 
 @dataclass(frozen=True)
+class QuantizedEval:
+    """One weight-only quantised variant of a scored model (:mod:`kdbench.quantize`), scored
+    in the same evaluation job: where its weights were saved and their bytes, the parameters
+    stored quantised, lm-eval's metrics and per-question samples, the seconds it took
+    (quantise + save, then score) and its inference speed; or the ``error`` (a traceback) when
+    the library could not quantise this model on this device."""
+
+    scheme: str
+    path: str
+    library: str
+    bytes: int | None = None
+    params: int | None = None
+    quantized_params: int | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    quantize_s: float = 0.0
+    eval_wall_s: float = 0.0
+    infer_tokens_per_s: float | None = None
+    infer_latency_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class EvalResult:
     """A scored model (a trained student, or the teacher): lm-eval metrics with stderr, the
-    per-question samples and the inference speed."""
+    per-question samples and the inference speed; and its quantised variants, if the suite
+    asks for them."""
 
     model: TrainResult | TeacherArtifacts
     metrics: list[dict[str, Any]]
@@ -123,3 +148,4 @@ class EvalResult:
     infer_latency_ms: float | None = None
     eval_started: float = 0.0
     eval_ended: float = 0.0
+    quantized: tuple[QuantizedEval, ...] = ()  # the suite's [eval] quantize, in its order

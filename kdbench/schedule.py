@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -21,6 +22,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from kdbench.config import Suite
 from kdbench.eval_job import eval_job
+from kdbench.plan import quant_run_id
 from kdbench.records import EvalResult, Job, TeacherArtifacts, TrainTask
 from kdbench.train_job import train_job
 
@@ -39,22 +41,37 @@ class Scheduler:
     """Submits runs to Ray and yields them as they finish (:meth:`finished`)."""
 
     def __init__(
-        self, suite: Suite, teacher: TeacherArtifacts, out_dir: str, prompts: list[str]
+        self,
+        suite: Suite,
+        teacher: TeacherArtifacts,
+        out_dir: str,
+        prompts: list[str],
+        teacher_id: str = "teacher",
     ) -> None:
         self.suite, self.teacher, self.out_dir, self.prompts = suite, teacher, out_dir, prompts
+        self.teacher_id = teacher_id
         res = suite.resources
         self.cpus, self.gpus, self.workers = res.cpus_per_job, res.gpus_per_job, res.workers_per_job
         self.pending: dict[ray.ObjectRef, Submitted] = {}
         self.queue: list[Job] = []
 
     def _eval_args(self, job: Job | None) -> tuple[Any, ...]:
-        """The evaluation job's arguments after the model: the suite's [eval], CPUs, prompts
-        and the dtype of the model scored (the teacher's for ``job`` None)."""
+        """The evaluation job's arguments after the model: the suite's [eval], CPUs, prompts,
+        the dtype of the model scored (the teacher's for ``job`` None) and where each
+        quantised variant is saved (``<out_dir>/<its run id>``)."""
         if job is None:
             dtype = self.suite.teacher.dtype
         else:
             dtype = next(s.dtype for s in self.suite.students if s.name == job.student)
-        return (self.suite.eval, self.cpus, self.prompts, dtype)
+        return (self.suite.eval, self.cpus, self.prompts, dtype, self.quant_dirs(job))
+
+    def quant_dirs(self, job: Job | None) -> dict[str, str]:
+        """Per scheme of ``[eval] quantize``, the folder of the quantised weights of ``job``'s
+        model (the teacher's for None): ``<out_dir>/<quantised run id>``."""
+        parent = self.teacher_id if job is None else job.run_id
+        return {
+            s: str(Path(self.out_dir) / quant_run_id(parent, s)) for s in self.suite.eval.quantize
+        }
 
     def submit_teacher_eval(self) -> None:
         ref = (

@@ -22,7 +22,9 @@ Versioned by ``meta.schema_version`` (:data:`SCHEMA_VERSION`). Tables are create
 when a read-write connection opens, and an older file is upgraded in place then (version 2
 added cost columns: resume step, peak memory, teacher passes, FLOPs, device-hours, queueing
 time, inference speed; and the ``samples`` table of per-question results; version 3 the
-budget audit's ``sequences`` and ``live_teacher_flops``). A read-only
+budget audit's ``sequences`` and ``live_teacher_flops``, and ``runs.quant`` and
+``runs.parent_run_id``, a quantised evaluation stored as its own run linked to its
+full-precision one, and ``costs.quantized_params``). A read-only
 connection refuses an older file with a message that says how to upgrade it. Opening a database written by a newer kdbench raises
 :class:`StoreError`. Timestamps are stored as naive UTC. JSON columns are stored as JSON text
 and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
@@ -69,6 +71,10 @@ RUN_COLUMNS: tuple[str, ...] = (
     "versions",
     "git_commit",
     "hardware",
+    # schema 3: a quantised evaluation (kdbench.quantize) is its own run: its scheme ('int8',
+    # 'int4'; NULL for full precision) and the full-precision run it was quantised from
+    "quant",
+    "parent_run_id",
 )
 METRIC_COLUMNS: tuple[str, ...] = (
     "task",
@@ -100,6 +106,8 @@ COST_COLUMNS: tuple[str, ...] = (
     # schema 3: the budget audit
     "sequences",
     "live_teacher_flops",
+    # schema 3: parameters stored in the quantised format (NULL for full precision)
+    "quantized_params",
 )
 SAMPLE_COLUMNS: tuple[str, ...] = ("task", "doc_id", "correct", "confidence")
 ROLES = ("teacher", "student")
@@ -108,7 +116,16 @@ STATUSES = ("ok", "failed")
 _JSON_RUN_COLUMNS = frozenset({"method_config", "versions", "hardware"})
 _TS_RUN_COLUMNS = frozenset({"started_at", "finished_at"})
 _INT_COST_COLUMNS = frozenset(
-    {"params", "bytes", "tokens", "steps", "resumed_from", "teacher_forwards", "sequences"}
+    {
+        "params",
+        "bytes",
+        "tokens",
+        "steps",
+        "resumed_from",
+        "teacher_forwards",
+        "sequences",
+        "quantized_params",
+    }
 )
 
 _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
@@ -120,7 +137,8 @@ _TABLES_DDL: tuple[str, ...] = (
         run_id VARCHAR PRIMARY KEY, suite_hash VARCHAR, role VARCHAR, method VARCHAR,
         family VARCHAR, method_config JSON, student VARCHAR, seed INTEGER, status VARCHAR,
         error VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, kdbench_version VARCHAR,
-        versions JSON, git_commit VARCHAR, hardware JSON)""",
+        versions JSON, git_commit VARCHAR, hardware JSON, quant VARCHAR,
+        parent_run_id VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE, stderr DOUBLE,
         higher_is_better BOOLEAN, is_primary BOOLEAN, aggregation VARCHAR,
@@ -131,7 +149,7 @@ _TABLES_DDL: tuple[str, ...] = (
         resumed_from INTEGER, peak_rss_mb DOUBLE, teacher_forwards BIGINT,
         train_flops DOUBLE, teacher_flops DOUBLE, device_hours DOUBLE, queue_s DOUBLE,
         infer_tokens_per_s DOUBLE, infer_latency_ms DOUBLE, sequences BIGINT,
-        live_teacher_flops DOUBLE)""",
+        live_teacher_flops DOUBLE, quantized_params BIGINT)""",
     """CREATE TABLE IF NOT EXISTS samples (
         run_id VARCHAR, task VARCHAR, doc_id INTEGER, correct DOUBLE, confidence DOUBLE,
         PRIMARY KEY (run_id, task, doc_id))""",
@@ -156,9 +174,12 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             )
         ),
     ),
-    2: (  # the budget audit: sequences trained on, the teacher's live forward FLOPs
+    2: (  # the budget audit (sequences, the teacher's live forward FLOPs) and quantised runs
         "ALTER TABLE costs ADD COLUMN IF NOT EXISTS sequences BIGINT",
         "ALTER TABLE costs ADD COLUMN IF NOT EXISTS live_teacher_flops DOUBLE",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS quant VARCHAR",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent_run_id VARCHAR",
+        "ALTER TABLE costs ADD COLUMN IF NOT EXISTS quantized_params BIGINT",
     ),
 }
 
@@ -221,7 +242,7 @@ def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 _REQUIRED_COLUMNS: dict[str, frozenset[str]] = {
     "meta": frozenset({"key", "value"}),
     "suites": frozenset({"suite_hash", "name", "path", "config", "created_at"}),
-    "runs": frozenset(RUN_COLUMNS),
+    "runs": frozenset(RUN_COLUMNS) - {"quant", "parent_run_id"},
     "metrics": frozenset({"run_id", *METRIC_COLUMNS} - {"aggregation"}),
     "costs": frozenset({"run_id", *COST_COLUMNS[:7]}),
     "samples": frozenset({"run_id", *SAMPLE_COLUMNS}),
@@ -541,6 +562,12 @@ def _run_row(run: Mapping[str, Any]) -> list[Any]:
     if run.get("status") not in STATUSES:
         raise StoreError(
             f"run {run['run_id']}: status must be one of {STATUSES}, got {run.get('status')!r}"
+        )
+    quant = run.get("quant")
+    if quant is not None and not (isinstance(quant, str) and quant and run.get("parent_run_id")):
+        raise StoreError(
+            f"run {run['run_id']}: quant must be a scheme name with a parent_run_id (the "
+            f"full-precision run), got quant={quant!r}, parent_run_id={run.get('parent_run_id')!r}"
         )
     row: list[Any] = []
     for col in RUN_COLUMNS:

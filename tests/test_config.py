@@ -150,13 +150,23 @@ def test_eval_defaults_keep_the_hash_and_new_fields_enter_it(write_suite, tmp_pa
     (tmp_path / "tasks").mkdir()
     same = load_suite(write_suite({"eval.contamination": "off"}))
     assert same.hash == tiny.hash  # the check changes no result
+    # no quantisation, written out, is the default: the same suite
+    assert load_suite(write_suite({"eval.quantize": []}, name="q.toml")).hash == tiny.hash
     for edit in (
+        {"eval.quantize": ["int8"]},
         {"eval.num_fewshot": 1},
         {"eval.chat_template": True},
         {"eval.include": ["tasks"]},
         {"eval.options": {"kd_compare": {"limit": 3}}},
     ):
         assert load_suite(write_suite(edit, name="other.toml")).hash != tiny.hash, edit
+
+
+def test_eval_quantize_lists_schemes_in_order(write_suite) -> None:
+    assert load_suite(write_suite()).eval.quantize == ()
+    suite = load_suite(write_suite({"eval.quantize": ["int4", "int8"]}))
+    assert suite.eval.quantize == ("int4", "int8")
+    assert suite.identity()["eval"]["quantize"] == ("int4", "int8")
 
 
 @pytest.mark.parametrize(

@@ -356,6 +356,40 @@ def test_a_version_2_database_gains_the_budget_columns(tmp_path):
     assert runs.loc["new", "live_teacher_flops"] == 1.5e9
 
 
+def test_a_version_2_database_gains_the_quantisation_columns(tmp_path):
+    """A file written by schema 2 (no quantised runs) is refused read-only with how to upgrade,
+    upgraded in place by a write: its runs read as full precision (``quant`` NULL), and a
+    quantised run linked to one of them can be stored."""
+    path = tmp_path / "v2.duckdb"
+    store.connect(path).close()
+    con = duckdb.connect(str(path))
+    for table, column in (
+        ("runs", "quant"),
+        ("runs", "parent_run_id"),
+        ("costs", "quantized_params"),
+    ):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.execute("INSERT INTO runs (run_id, role, status) VALUES ('old', 'student', 'ok')")
+    con.execute("INSERT INTO costs (run_id, params, bytes) VALUES ('old', 7, 28)")
+    con.close()
+    with pytest.raises(store.StoreError, match="old schema version 2.*kdbench run"):
+        store.connect(path, read_only=True).close()
+    quantised = {"run_id": "old-int8", "role": "student", "status": "ok", "quant": "int8"}
+    store.write_run(
+        path, {**quantised, "parent_run_id": "old"}, [], {"bytes": 9, "quantized_params": 6}
+    )
+    runs = store.read_runs(path).set_index("run_id")
+    assert pd.isna(runs.loc["old", "quant"]) and pd.isna(runs.loc["old", "parent_run_id"])
+    assert runs.loc["old", "bytes"] == 28 and pd.isna(runs.loc["old", "quantized_params"])
+    assert runs.loc["old-int8", ["quant", "parent_run_id"]].tolist() == ["int8", "old"]
+    assert runs.loc["old-int8", "quantized_params"] == 6
+    # a quantised run names its full-precision run
+    with pytest.raises(store.StoreError, match="quant must be a scheme name with a parent_run_id"):
+        store.write_run(path, {**quantised, "run_id": "orphan"}, [], {})
+    assert "orphan" not in set(store.read_runs(path).run_id)
+
+
 SAMPLE = {"task": "arith", "doc_id": 0, "correct": 1.0, "confidence": 0.9}
 
 

@@ -13,6 +13,7 @@ from kdbench.app.context import AppContext
 from kdbench.app.export import export_bytes, export_frame
 from kdbench.app.formatting import MISSING, RUN_HINT, finite_max, group_label, last_line
 from kdbench.app.open_track import show_open_track
+from kdbench.app.quantized import show_quantized_rows
 from kdbench.app.urls import QP, run_url
 from kdbench.leaderboard import excluded_tasks
 from kdbench.stats import ALPHA, BETTER
@@ -99,6 +100,7 @@ def render(ctx: AppContext) -> None:
         "application/vnd.apache.parquet",
         key="parquet",
     )
+    show_quantized_rows(ctx)
     show_failed_runs(ctx)
     show_open_track(ctx)
 

@@ -10,6 +10,7 @@ import streamlit as st
 from kdbench import economics
 from kdbench.app.context import AppContext
 from kdbench.app.formatting import group_label
+from kdbench.app.quantized import show_size_chart
 from kdbench.app.urls import run_url
 
 if TYPE_CHECKING:  # altair is imported where a chart is drawn: it costs ~0.7 s to import
@@ -113,3 +114,4 @@ def render(ctx: AppContext) -> None:
         st.altair_chart(pareto_chart(data_x, x, title, minimize, scale), key=f"pareto_{x}")
         if missing:
             st.caption(f"{missing} rows without {title} are not shown.")
+    show_size_chart(ctx)

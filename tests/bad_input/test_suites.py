@@ -222,6 +222,10 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("eval-include-too-long", {"eval.include": ["x" * 5000]}, "eval.include", "not a folder"),
     ("eval-include-nul", {"eval.include": ["tasks\x00"]}, "eval.include[0]", "NUL"),
+    # quantisation after evaluation: a list of known schemes, none repeated
+    ("eval-quantize-unknown", {"eval.quantize": ["int3"]}, "eval.quantize", '"int8", "int4"'),
+    ("eval-quantize-string", {"eval.quantize": "int8"}, "eval.quantize", "list of schemes"),
+    ("eval-quantize-repeated", {"eval.quantize": ["int8", "int8"]}, "eval.quantize", "repeat"),
     (
         "student-source-too-long",
         {"students[0].arch": DELETE, "students[0].source": "/" + "a" * 5000},
