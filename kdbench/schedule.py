@@ -48,13 +48,14 @@ class Scheduler:
         self.queue: list[Job] = []
 
     def _eval_args(self, job: Job | None) -> tuple[Any, ...]:
-        """The evaluation job's arguments after the model: the suite's [eval], CPUs, prompts
-        and the dtype of the model scored (the teacher's for ``job`` None)."""
+        """The evaluation job's arguments after the model: the suite's [eval], CPUs, prompts,
+        the dtype of the model scored (the teacher's for ``job`` None) and the teacher's
+        fidelity reference file, which the teacher stage wrote before any job starts."""
         if job is None:
             dtype = self.suite.teacher.dtype
         else:
             dtype = next(s.dtype for s in self.suite.students if s.name == job.student)
-        return (self.suite.eval, self.cpus, self.prompts, dtype)
+        return (self.suite.eval, self.cpus, self.prompts, dtype, self.teacher.fidelity)
 
     def submit_teacher_eval(self) -> None:
         ref = (

@@ -18,6 +18,7 @@ from kdbench.leaderboard import (
     TAIL_COLUMNS,
     ci_half_width,
     compare,
+    fidelity_columns,
     format_table,
     leaderboard,
     mean_ci,
@@ -167,7 +168,7 @@ def test_columns_and_order(small: Path) -> None:
     tasks = ["lm", "qa"]
     per_task = [f"{p}{t}" for p in ("retention_", "retention_ci_", "score_", "score_ci_")
                 for t in tasks]  # fmt: skip
-    assert list(df.columns) == [*BASE_COLUMNS, *per_task, *TAIL_COLUMNS]
+    assert list(df.columns) == [*BASE_COLUMNS, *per_task, *TAIL_COLUMNS, *fidelity_columns(tasks)]
     assert list(zip(df["method"], df["student"], strict=True)) == [
         ("teacher", "big"),
         ("kd", "tiny"),
