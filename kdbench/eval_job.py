@@ -1,6 +1,7 @@
 """The evaluation stage: one Ray task per trained student (and one for the teacher), returning
 a :class:`kdbench.records.EvalResult`: lm-eval's metrics and per-question samples on the suite's
-tasks, and the model's inference speed. It runs on the job's GPU when it has one.
+tasks, fidelity to the teacher and calibration (:mod:`kdbench.fidelity`), and the model's
+inference speed. It runs on the job's GPU when it has one.
 
 With ``[eval] quantize``, the same task then quantises the loaded model to each scheme
 (:mod:`kdbench.quantize`), saves it, and scores it again: one :class:`QuantizedEval` each."""
@@ -16,6 +17,7 @@ import torch
 
 from kdbench.config import EvalSpec
 from kdbench.evaluate import evaluate_suite
+from kdbench.fidelity import evaluation_rows
 from kdbench.models import load_pretrained, n_params
 from kdbench.records import EvalResult, QuantizedEval, TeacherArtifacts, TrainResult
 from kdbench.speed import inference_speed
@@ -34,6 +36,7 @@ def eval_job(
     prompts: list[str] | None = None,
     dtype: str = "auto",
     quant_dirs: Mapping[str, str] | None = None,
+    reference: str | None = None,
 ) -> EvalResult:
     """Ray task: score a saved model with lm-eval on the suite's ``[eval]`` (loaded the way a
     Hub model is loaded, on :func:`eval_device`), keep its per-question results, and time its
@@ -42,7 +45,10 @@ def eval_job(
 
     ``dtype`` is the model's ``[teacher]`` / ``[[students]]`` dtype
     (:func:`kdbench.models.resolve_dtype`; ``auto``: bf16 on a CUDA device that supports it,
-    float32 on a CPU).
+    float32 on a CPU). ``reference`` is the teacher's fidelity reference file
+    (:attr:`kdbench.records.TeacherArtifacts.fidelity`): the model's agreement with the
+    teacher and KL from it are measured against it (not without one); the expected
+    calibration error is measured either way.
     """
     started = time.time()
     worker_setup(cpus)
@@ -51,6 +57,7 @@ def eval_job(
     hf_model.to(device)
     start = time.perf_counter()
     metrics, samples = evaluate_suite(hf_model, tokenizer, spec, device=device, samples=True)
+    extra, notes = evaluation_rows(hf_model, tokenizer, spec, samples, reference, device)
     wall = time.perf_counter() - start
     speed = inference_speed(hf_model, tokenizer, prompts) if prompts else {}
     ended = time.time()
@@ -60,7 +67,7 @@ def eval_job(
     )
     return EvalResult(
         model=model,
-        metrics=metrics,
+        metrics=metrics + extra,
         samples=samples,
         eval_wall_s=wall,
         params=params,
@@ -69,6 +76,7 @@ def eval_job(
         eval_started=started,
         eval_ended=ended,
         quantized=quantized,
+        notes=tuple(notes),
     )
 
 

@@ -653,7 +653,7 @@ def _chance_rows(loaded: dict[str, TaskOrGroup]) -> list[dict[str, Any]]:
 _MERGED = ("results", "groups", "group_subtasks", "configs", "higher_is_better", "samples")
 
 
-def evaluate(
+def lm_eval_results(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     tasks: list[str],
@@ -667,24 +667,13 @@ def evaluate(
     samples: bool = False,
     options: Mapping[str, TaskOptions] | None = None,
     suite_dir: str | None = None,
-) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Score ``model`` on ``tasks`` with lm-eval and return one row per (task, metric).
-
-    Each row is ``{"task", "metric", "value", "stderr", "higher_is_better", "is_primary",
-    "aggregation"}``: ``stderr`` is a float or None, ``higher_is_better`` is what the task YAML
-    declares and ``is_primary`` marks the metric that ranks (:func:`parse_results`); a
-    multiple-choice task also gets a :data:`CHANCE` row. ``tasks`` are local tasks (the bundled
-    folder, ``KDBENCH_TASKS_DIR``, ``include_path``: one folder or a list) or lm-eval
-    built-ins and groups. ``options`` per task: ``num_fewshot``, ``limit`` (else ``limit``),
-    ``gen_kwargs``, ``chat_template`` and the ranking ``metric``/``filter``; tasks with the same
-    limit and chat template are scored by one ``simple_evaluate`` call (lm-eval applies both to
-    every task of a call). ``device`` is where the model runs (None: where it already is);
-    ``max_length`` overrides the context length lm-eval reads from
-    ``config.max_position_embeddings``. With ``samples``, returns ``(rows, questions)``, the
-    second from :func:`question_samples`. Raises :class:`TaskError` (a ValueError) for an
-    unknown task, an unloadable dataset or an unknown ranking metric or filter. ``suite_dir``:
-    see :func:`_task_manager`.
-    """
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """lm-eval's own output for ``tasks`` (the arguments of :func:`evaluate`): the
+    ``simple_evaluate`` results of every call merged (``results``, ``groups``,
+    ``group_subtasks``, ``configs``, ``higher_is_better`` and, with ``samples``, lm-eval's
+    logged ``samples`` per task: arguments, responses, targets), and the :data:`CHANCE` rows.
+    None on the non-zero ranks of a distributed run. Leaves the model and the random state as
+    it found them."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -719,10 +708,64 @@ def evaluate(
                     fewshot_as_multiturn=chat,
                 )
                 if results is None:  # only on non-zero ranks of a distributed run
-                    return ([], []) if samples else []
+                    return None
                 for k in _MERGED:
                     merged[k].update(results.get(k) or {})
                 chance += _chance_rows({n: loaded[n] for n in names})
+    return merged, chance
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: list[str],
+    include_path: str | Path | list[str | Path] | None = None,
+    limit: int | None = None,
+    batch_size: int = 64,
+    device: str | None = "cpu",
+    max_length: int | None = None,
+    *,
+    quiet: bool = True,
+    samples: bool = False,
+    options: Mapping[str, TaskOptions] | None = None,
+    suite_dir: str | None = None,
+) -> list[dict[str, Any]] | tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score ``model`` on ``tasks`` with lm-eval and return one row per (task, metric).
+
+    Each row is ``{"task", "metric", "value", "stderr", "higher_is_better", "is_primary",
+    "aggregation"}``: ``stderr`` is a float or None, ``higher_is_better`` is what the task YAML
+    declares and ``is_primary`` marks the metric that ranks (:func:`parse_results`); a
+    multiple-choice task also gets a :data:`CHANCE` row. ``tasks`` are local tasks (the bundled
+    folder, ``KDBENCH_TASKS_DIR``, ``include_path``: one folder or a list) or lm-eval
+    built-ins and groups. ``options`` per task: ``num_fewshot``, ``limit`` (else ``limit``),
+    ``gen_kwargs``, ``chat_template`` and the ranking ``metric``/``filter``; tasks with the same
+    limit and chat template are scored by one ``simple_evaluate`` call (lm-eval applies both to
+    every task of a call). ``device`` is where the model runs (None: where it already is);
+    ``max_length`` overrides the context length lm-eval reads from
+    ``config.max_position_embeddings``. With ``samples``, returns ``(rows, questions)``, the
+    second from :func:`question_samples`. Raises :class:`TaskError` (a ValueError) for an
+    unknown task, an unloadable dataset or an unknown ranking metric or filter. ``suite_dir``:
+    see :func:`_task_manager`.
+    """
+    tasks = list(tasks)
+    options = dict(options or {})
+    out = lm_eval_results(
+        model,
+        tokenizer,
+        tasks,
+        include_path,
+        limit,
+        batch_size,
+        device,
+        max_length,
+        quiet=quiet,
+        samples=samples,
+        options=options,
+        suite_dir=suite_dir,
+    )
+    if out is None:  # only on non-zero ranks of a distributed run
+        return ([], []) if samples else []
+    merged, chance = out
     ranking = {n: (o.metric, o.filter) for n, o in options.items()}
     order = {name: i for i, name in enumerate(tasks)}
     rows = sorted(
@@ -738,6 +781,20 @@ def evaluate(
         return rows, question_samples(merged, primary, model.eval(), tokenizer, filters)
 
 
+def suite_arguments(spec: EvalSpec, limit: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of :func:`evaluate` (and :func:`lm_eval_results`) for a suite's
+    ``[eval]``: its tasks, include folders, limit (``limit``, when given, replaces the suite's
+    default), batch size, per-task options and suite folder."""
+    return {
+        "tasks": list(spec.tasks),
+        "include_path": spec.include_dirs,
+        "limit": spec.limit if limit is None else limit,
+        "batch_size": spec.batch_size,
+        "options": {t: spec.task_options(t) for t in spec.tasks},
+        "suite_dir": spec.root or None,
+    }
+
+
 def evaluate_suite(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -750,14 +807,5 @@ def evaluate_suite(
     """:func:`evaluate` on a suite's ``[eval]``: its tasks, include folders, defaults and
     per-task options (``limit``, when given, replaces the suite's default limit)."""
     return evaluate(
-        model,
-        tokenizer,
-        list(spec.tasks),
-        include_path=spec.include_dirs,
-        limit=spec.limit if limit is None else limit,
-        batch_size=spec.batch_size,
-        device=device,
-        samples=samples,
-        options={t: spec.task_options(t) for t in spec.tasks},
-        suite_dir=spec.root or None,
+        model, tokenizer, device=device, samples=samples, **suite_arguments(spec, limit)
     )

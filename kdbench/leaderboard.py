@@ -43,6 +43,12 @@ Definitions
 * Quantised evaluations (``runs.quant`` set, ``[eval] quantize``) are never ranked here: the
   board, its costs, failures and a run's siblings are the full-precision runs;
   :mod:`kdbench.quant_board` shows the quantised rows against the full-precision teacher.
+* Fidelity columns (:data:`FIDELITY_COLUMNS`, from the non-primary rows of
+  :mod:`kdbench.fidelity`; never used in ranking): ``fidelity_top1`` (top-1 agreement with the
+  teacher on the evaluation tokens), ``fidelity_kl`` (KL(teacher || student), nats per token)
+  and ``ece`` (expected calibration error), each the mean over seeds per task
+  (``<metric>_<task>`` columns), then the mean over the board's tasks that have it;
+  ``teacher_ece`` is the teacher row's ``ece``, repeated on every row to read against.
 * Closed track: only runs of the same suite (same hash over the suite's identity,
   :data:`kdbench.config.IDENTITY`: teacher, students, data, budget, eval tasks, seeds, methods
   and their configs, DeepSpeed overrides, signal cache) are ranked together. :func:`open_track` shows other suites apart, each with
@@ -72,6 +78,7 @@ import pandas as pd
 from kdbench import stats, store
 from kdbench.config import identity_differences
 from kdbench.economics import PriceTable, cost_per_million_tokens
+from kdbench.fidelity import ECE, FIDELITY_METRICS, KL, TOP1
 
 SYNTHETIC_PREFIX = "SYNTHETIC"
 """Suites whose name starts with this hold synthetic runs (benchmarks/app_100k.py)."""
@@ -121,6 +128,10 @@ TAIL_COLUMNS: tuple[str, ...] = (
     "run_id",
     "gpu",
 )
+FIDELITY_COLUMNS: tuple[str, ...] = (TOP1, KL, ECE, "teacher_ece")
+"""A group's fidelity to the teacher and calibration, means over tasks (after the tail)."""
+FIDELITY_TASK_PREFIXES: tuple[str, ...] = (f"{TOP1}_", f"{KL}_", f"{ECE}_")
+"""Per-task fidelity columns are ``<prefix><task>`` for each prefix."""
 _KEYS = ["is_teacher", "method", "student"]
 # Cost columns averaged over a group's ok seeds (a literal list: never from input).
 _AVG_COSTS = (
@@ -246,6 +257,15 @@ SELECT r.suite_hash, {_identity("r")},
        arg_min(r.hardware, (coalesce(r.seed, 2147483647), r.run_id)) AS hardware
 FROM runs r LEFT JOIN {_KEPT_COSTS} c USING (run_id)
 WHERE list_contains(?, r.suite_hash) AND r.status = 'ok' AND r.quant IS NULL
+GROUP BY ALL
+"""
+
+# the fidelity rows (kdbench.fidelity) per group, task and metric, mean over its ok seeds
+_FIDELITY_SQL = f"""
+SELECT r.suite_hash, {_identity("r")}, m.task, m.metric, avg({_finite("m.value")}) AS value
+FROM runs r JOIN metrics m USING (run_id)
+WHERE list_contains(?, r.suite_hash) AND r.status = 'ok' AND NOT m.is_primary
+      AND list_contains(?, m.metric)
 GROUP BY ALL
 """
 
@@ -566,12 +586,14 @@ def _empty(tasks: Sequence[str] = ()) -> pd.DataFrame:
 
 def board_columns(tasks: Sequence[str]) -> list[str]:
     """The columns of a ranked board, in order: :data:`BASE_COLUMNS`, :data:`PAIRED_COLUMNS`,
-    the per-task columns, :data:`TAIL_COLUMNS`, :data:`BUDGET_COLUMNS`."""
+    the per-task columns, :data:`TAIL_COLUMNS`, the fidelity columns,
+    :data:`BUDGET_COLUMNS`."""
     return [
         *BASE_COLUMNS,
         *PAIRED_COLUMNS,
         *task_columns(tasks),
         *TAIL_COLUMNS,
+        *fidelity_columns(tasks),
         *BUDGET_COLUMNS,
     ]
 
@@ -579,6 +601,41 @@ def board_columns(tasks: Sequence[str]) -> list[str]:
 def task_columns(tasks: Sequence[str]) -> list[str]:
     """The per-task columns of a board, in order."""
     return [f"{prefix}{t}" for prefix in TASK_PREFIXES for t in tasks]
+
+
+def fidelity_columns(tasks: Sequence[str]) -> list[str]:
+    """The fidelity columns of a board, in order: :data:`FIDELITY_COLUMNS`, then per task
+    :data:`FIDELITY_TASK_PREFIXES` + task."""
+    return [*FIDELITY_COLUMNS, *(f"{p}{t}" for p in FIDELITY_TASK_PREFIXES for t in tasks)]
+
+
+def add_fidelity(
+    groups: pd.DataFrame, fidelity: pd.DataFrame | None, tasks: Sequence[str]
+) -> pd.DataFrame:
+    """``groups`` with the :func:`fidelity_columns` of ``tasks`` from the fidelity rows
+    (:data:`_FIDELITY_SQL`: per group, task and metric, the mean over seeds): per task
+    ``<metric>_<task>``, the mean over the tasks that have one as ``<metric>``, and the
+    teacher row's ``ece`` as ``teacher_ece``; NaN where a run has none (older runs)."""
+    groups = groups.copy()
+    rows = fidelity if fidelity is not None else pd.DataFrame()
+    if not rows.empty:
+        rows = rows[rows["task"].isin(list(tasks)) & rows["metric"].isin(FIDELITY_METRICS)]
+    if not rows.empty:
+        wide = rows.pivot_table(
+            index=_KEYS, columns=["metric", "task"], values="value", aggfunc="mean"
+        )
+        per_task = wide.copy()
+        per_task.columns = [f"{metric}_{task}" for metric, task in per_task.columns]
+        means = wide.T.groupby(level="metric").mean().T  # mean over the tasks that have it
+        groups = groups.merge(
+            pd.concat([per_task, means], axis=1).reset_index(), on=_KEYS, how="left"
+        )
+    for col in fidelity_columns(tasks):
+        if col not in groups:
+            groups[col] = np.nan
+    teacher = groups.loc[groups["is_teacher"], ECE].astype(float)
+    groups["teacher_ece"] = float(teacher.mean()) if teacher.notna().any() else np.nan
+    return groups
 
 
 def board_tasks(df: pd.DataFrame) -> list[str]:
@@ -626,6 +683,7 @@ def suite_data(
             odd = con.execute(_ODD_SQL, [hashes, hashes]).df()
             samples = con.execute(_PAIRED_SAMPLES_SQL, [hashes]).df()
             budget = con.execute(_BUDGET_SQL, [hashes, hashes]).df()
+            fidelity = con.execute(_FIDELITY_SQL, [hashes, list(FIDELITY_METRICS)]).df()
     tasks = (
         per_task.groupby(["suite_hash", "task"], as_index=False)
         .agg(
@@ -656,6 +714,7 @@ def suite_data(
             per_task[per_task["suite_hash"] == h].drop(columns="suite_hash"),
             hours[hours["suite_hash"] == h].drop(columns="suite_hash"),
             prices,
+            fidelity[fidelity["suite_hash"] == h].drop(columns="suite_hash"),
         )
         paired[h] = stats.paired_samples(
             samples[samples["suite_hash"] == h], tasks[tasks["suite_hash"] == h]
@@ -821,10 +880,14 @@ def suite_board(
 
 
 def _board(
-    groups: pd.DataFrame, per_task: pd.DataFrame, hours: pd.DataFrame, prices: PriceTable | None
+    groups: pd.DataFrame,
+    per_task: pd.DataFrame,
+    hours: pd.DataFrame,
+    prices: PriceTable | None,
+    fidelity: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One suite's board from its SQL aggregates (CIs, per-task columns, ratios, prices,
-    gains)."""
+    gains, fidelity)."""
     if groups.empty:
         return pd.DataFrame()
     tasks = sorted(per_task["task"].unique())
@@ -841,6 +904,7 @@ def _board(
     for col in task_columns(tasks):
         if col not in groups:
             groups[col] = np.nan
+    groups = add_fidelity(groups, fidelity, tasks)
 
     teacher = groups[groups["is_teacher"]]
     teacher_params = _positive_mean(teacher["params"])
@@ -908,7 +972,9 @@ def rank_board(
         na_position="last",
         kind="stable",
     )
-    return groups[board_columns(board_tasks(board))].reset_index(drop=True)
+    tasks = board_tasks(board)
+    columns = [c for c in board_columns(tasks) if c in groups or c not in fidelity_columns(tasks)]
+    return groups[columns].reset_index(drop=True)
 
 
 def leaderboard(
@@ -1095,6 +1161,33 @@ def run_detail(db_path: str | Path, run_id: str) -> dict[str, Any] | None:
     return {"run": row, "metrics": metrics, "samples": samples, "siblings": siblings}
 
 
+_RUN_FIDELITY_SQL = """
+SELECT m.task, m.metric, m.value FROM metrics m
+WHERE m.run_id = ? AND list_contains(?, m.metric)
+UNION ALL
+SELECT m.task, 'teacher_ece' AS metric, avg(m.value) AS value
+FROM runs r JOIN metrics m USING (run_id)
+WHERE r.suite_hash = (SELECT suite_hash FROM runs WHERE run_id = ?) AND r.role = 'teacher'
+      AND r.status = 'ok' AND m.metric = ?
+GROUP BY m.task
+"""
+
+
+def run_fidelity(db_path: str | Path, run_id: str) -> pd.DataFrame:
+    """One run's fidelity to the teacher per task (:mod:`kdbench.fidelity`): columns task,
+    ``fidelity_top1``, ``fidelity_kl``, ``ece`` and ``teacher_ece`` (the teacher's of the same
+    suite); only the tasks the run has a fidelity row for. Empty when it has none."""
+    with store.reader(db_path) as con:
+        rows = con.execute(_RUN_FIDELITY_SQL, [run_id, list(FIDELITY_METRICS), run_id, ECE]).df()
+    columns = ["task", *FIDELITY_COLUMNS]
+    mine = rows[rows["metric"] != "teacher_ece"]
+    if mine.empty:
+        return pd.DataFrame(columns=columns)
+    wide = rows.pivot_table(index="task", columns="metric", values="value", aggfunc="mean")
+    wide = wide.reindex(columns=list(FIDELITY_COLUMNS)).reset_index()
+    return wide[wide["task"].isin(set(mine["task"]))][columns].reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- terminal
 
 
@@ -1143,15 +1236,39 @@ def format_notes(tasks: pd.DataFrame | None = None, failed: pd.DataFrame | None 
     return "\n".join(lines)
 
 
+FIDELITY_HEADER = "agree  KL  ECE/teacher"
+FIDELITY_NOTE = (
+    "fidelity: top-1 agreement with the teacher on the evaluation tokens, KL(teacher || "
+    "student) in nats per token, expected calibration error (10 bins) / the teacher's; means "
+    "over tasks and seeds, not used in ranking"
+)
+
+
+def format_fidelity(rec: dict[str, Any]) -> str:
+    """One board row's fidelity for the terminal: ``92.1%  0.031  0.052/0.031`` (agreement,
+    KL, ECE / the teacher's ECE; ``-`` where missing)."""
+    if all(is_missing(rec.get(c)) for c in (TOP1, KL, ECE)):
+        return "-"
+
+    def num(value: object, spec: str) -> str:
+        return "-" if is_missing(value) else format(float(value), spec)  # type: ignore[arg-type]
+
+    agree = num(rec.get(TOP1), ".1%")
+    return f"{agree}  {num(rec.get(KL), '.3f')}  {num(rec.get(ECE), '.3f')}/" + num(
+        rec.get("teacher_ece"), ".3f"
+    )
+
+
 def format_table(df: pd.DataFrame) -> str:
     """An aligned plain-text table of a :func:`leaderboard` frame for the terminal.
 
     Columns: rank (shared ranks as ``2–4``), method, family, student, retention in percent
     with its 95% CI half-width in points (none with one seed), gain over sft in points, the
     paired test against sft (``p vs sft``, Holm-adjusted, and ``sig``: better / worse /
-    n.s.), the per-task retentions and scores, params (``0.25M``), train seconds, seeds,
-    failed runs and ``budget`` (``differs`` when a run is off the suite's ``[budget]``, with a
-    note under the table). Missing values are ``-``. Text left-aligned, numbers right-aligned.
+    n.s.), the per-task retentions and scores, fidelity (:func:`format_fidelity`, when a row
+    has it), params (``0.25M``), train seconds, seeds, failed runs and ``budget``
+    (``differs`` when a run is off the suite's ``[budget]``, with a note under the table).
+    Missing values are ``-``. Text left-aligned, numbers right-aligned.
     """
     if df.empty:
         return "(no results)"
@@ -1159,6 +1276,10 @@ def format_table(df: pd.DataFrame) -> str:
     header = ["rank", "method", "family", "student", "retention", "vs sft"]
     header += ["p vs sft", "sig"]  # the paired test (PAIRED_COLUMNS)
     header += [f"ret.{t}" for t in tasks] + [t for t in tasks]
+    fidelity = all(c in df for c in FIDELITY_COLUMNS) and bool(
+        df[[TOP1, KL, ECE]].notna().to_numpy().any()
+    )  # shown when a row has a value (runs stored before fidelity have none)
+    header += [FIDELITY_HEADER] if fidelity else []
     header += ["params", "train", "seeds", "failed"]
     header += ["budget"]  # the budget audit (BUDGET_COLUMNS)
     rows = []
@@ -1176,6 +1297,7 @@ def format_table(df: pd.DataFrame) -> str:
         cells += [
             "-" if is_missing(rec[f"score_{t}"]) else f"{rec[f'score_{t}']:.4f}" for t in tasks
         ]
+        cells += [format_fidelity(rec)] if fidelity else []
         cells += [
             fmt_params(rec["params"]),
             "-" if is_missing(rec["train_wall_s"]) else f"{rec['train_wall_s']:.1f}s",
@@ -1198,6 +1320,8 @@ def format_table(df: pd.DataFrame) -> str:
     note = "retention: arithmetic mean over tasks of student/teacher score, mean over seeds" + (
         " (one seed: no confidence interval)" if single else " ± 95% CI half-width (t)"
     )
+    if fidelity:
+        note = FIDELITY_NOTE + "\n" + note
     return "\n".join([line(header), rule, *(line(r) for r in rows), "", note, *_paired_notes(df)])
 
 

@@ -114,6 +114,8 @@ def run_suite(
                     f"{describe_run(suite, run.job)}: resumed from its checkpoint at step "
                     f"{outcome.model.resumed_from}"
                 )
+            for note in outcome.notes:
+                print(f"{describe_run(suite, run.job)}: {note}")
             row.update(status="ok", error=None)
             store.write_run(db, row, outcome.metrics, costs, outcome.samples)
             write_quantized(db, row, costs, outcome, suite)
@@ -175,6 +177,10 @@ def describe_teacher(suite: Suite, teacher: TeacherArtifacts, seconds: float) ->
             + f": {'built' if entry.built else 'verified'}, {entry.bytes / 2**20:.0f} MiB, "
             f"{entry.bytes_per_token:.0f} bytes/token ({entry.path})"
         )
+    if teacher.fidelity:
+        text += f"\nteacher reference for fidelity: {teacher.fidelity}"
+    elif teacher.fidelity_note:
+        text += f"\nfidelity to the teacher not measured: {teacher.fidelity_note}"
     return text
 
 

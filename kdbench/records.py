@@ -54,7 +54,8 @@ class SignalCacheInfo:
 @dataclass(frozen=True)
 class TeacherArtifacts:
     """What the teacher stage made, once per suite: the teacher's folder (loaded, trained or
-    found in the cache), its generations on the transfer set and the signal-cache entry."""
+    found in the cache), its generations on the transfer set, the signal-cache entry and its
+    reference distributions on the evaluation tokens (:mod:`kdbench.fidelity`)."""
 
     path: str
     cached: bool  # a built teacher found in the cache
@@ -67,6 +68,8 @@ class TeacherArtifacts:
     recipe: dict[str, Any] = field(default_factory=dict)
     generations: str | None = None  # the generations JSONL file
     signal_cache: SignalCacheInfo | None = None
+    fidelity: str | None = None  # the teacher's reference file (kdbench.fidelity)
+    fidelity_note: str | None = None  # why there is none, when building it failed
 
     @property
     def how(self) -> str:
@@ -135,9 +138,10 @@ class QuantizedEval:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """A scored model (a trained student, or the teacher): lm-eval metrics with stderr, the
-    per-question samples and the inference speed; and its quantised variants, if the suite
-    asks for them."""
+    """A scored model (a trained student, or the teacher): lm-eval metrics with stderr (and
+    the fidelity and calibration rows of :mod:`kdbench.fidelity`), the per-question samples,
+    the inference speed and ``notes`` on what was not measured; and its quantised variants, if
+    the suite asks for them."""
 
     model: TrainResult | TeacherArtifacts
     metrics: list[dict[str, Any]]
@@ -149,3 +153,4 @@ class EvalResult:
     eval_started: float = 0.0
     eval_ended: float = 0.0
     quantized: tuple[QuantizedEval, ...] = ()  # the suite's [eval] quantize, in its order
+    notes: tuple[str, ...] = ()

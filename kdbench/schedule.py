@@ -57,13 +57,21 @@ class Scheduler:
 
     def _eval_args(self, job: Job | None) -> tuple[Any, ...]:
         """The evaluation job's arguments after the model: the suite's [eval], CPUs, prompts,
-        the dtype of the model scored (the teacher's for ``job`` None) and where each
-        quantised variant is saved (``<out_dir>/<its run id>``)."""
+        the dtype of the model scored (the teacher's for ``job`` None), where each quantised
+        variant is saved (``<out_dir>/<its run id>``) and the teacher's fidelity reference
+        file, which the teacher stage wrote before any job starts."""
         if job is None:
             dtype = self.suite.teacher.dtype
         else:
             dtype = next(s.dtype for s in self.suite.students if s.name == job.student)
-        return (self.suite.eval, self.cpus, self.prompts, dtype, self.quant_dirs(job))
+        return (
+            self.suite.eval,
+            self.cpus,
+            self.prompts,
+            dtype,
+            self.quant_dirs(job),
+            self.teacher.fidelity,
+        )
 
     def quant_dirs(self, job: Job | None) -> dict[str, str]:
         """Per scheme of ``[eval] quantize``, the folder of the quantised weights of ``job``'s

@@ -15,7 +15,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from kdbench import __version__, signal_cache
+from kdbench import __version__, fidelity, signal_cache
 from kdbench.config import Budget, Suite, data_identity
 from kdbench.data_sources import fingerprint
 from kdbench.disk_cache import atomic_entry
@@ -227,7 +227,9 @@ def teacher_stage(
 ) -> TeacherArtifacts:
     """Ray task: load or build the teacher (cached by recipe hash); with ``generations``, also
     its greedy generations on the transfer set; with ``signals``, the teacher-signal cache entry
-    (:mod:`kdbench.signal_cache`), verified or (re)built. Both are cached by content."""
+    (:mod:`kdbench.signal_cache`), verified or (re)built; and its reference distributions on
+    the evaluation tokens, which every evaluation job compares its model with
+    (:func:`kdbench.fidelity.cached_reference`). All are cached by content."""
     from ray.experimental.tqdm_ray import tqdm
 
     worker_setup(cpus)
@@ -250,7 +252,20 @@ def teacher_stage(
             hidden_layers=layers,
         )
         teacher = dataclasses.replace(teacher, signal_cache=entry)
-    return teacher
+    return with_fidelity_reference(teacher, suite, cache)
+
+
+def with_fidelity_reference(
+    teacher: TeacherArtifacts, suite: Suite, cache: str
+) -> TeacherArtifacts:
+    """``teacher`` with its fidelity reference file (:mod:`kdbench.fidelity`); when it cannot
+    be built, with the reason instead: fidelity is then not measured, the suite goes on."""
+    try:
+        path = fidelity.cached_reference(teacher.path, suite.eval, cache, suite.teacher.dtype)
+    except Exception as e:  # noqa: BLE001 - fidelity is a side measurement: never fatal
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        return dataclasses.replace(teacher, fidelity_note=f"{type(e).__name__}: {reason}")
+    return dataclasses.replace(teacher, fidelity=str(path))
 
 
 def _depth(spec: Any) -> int | None:

@@ -97,6 +97,32 @@ def _metrics(scores: dict[str, float]) -> list[dict]:
     return out
 
 
+def fidelity(method: str, student: str, seed: int, task: str) -> dict[str, float]:
+    """The stored fidelity rows of one run on one task (kdbench.fidelity): agreement with the
+    teacher grows with the score, KL shrinks; the teacher's own are 1 and 0."""
+    if method == "teacher":
+        return {"fidelity_top1": 1.0, "fidelity_kl": 0.0, "ece": 0.03}
+    s = score(method, student, seed, task)
+    return {"fidelity_top1": round(0.5 + 0.5 * s, 6), "fidelity_kl": round(1.0 - s, 6),
+            "ece": round(0.05 + 0.1 * (1 - s), 6)}  # fmt: skip
+
+
+def _fidelity_metrics(method: str, student: str, seed: int) -> list[dict]:
+    return [
+        {
+            "task": task,
+            "metric": metric,
+            "value": value,
+            "stderr": None,
+            "higher_is_better": metric == "fidelity_top1",
+            "is_primary": False,
+            "aggregation": "mean",
+        }  # fmt: skip
+        for task in TASKS
+        for metric, value in fidelity(method, student, seed, task).items()
+    ]
+
+
 def _costs(params: int, seed: int, tokens_per_s: float) -> dict:
     return {
         "train_wall_s": 40.0 + seed,
@@ -175,9 +201,8 @@ def build(path: Path, *, other_suite: bool = True) -> Path:
     }
     tcost = _costs(TEACHER[1], 0, 2_000.0)
     tcost["teacher_flops"] = tcost["train_flops"]  # the teacher row: its training FLOPs
-    store.write_run(
-        path, teacher_run, _metrics(TEACHER_SCORE), tcost, _samples(rng, TEACHER_SCORE, True)
-    )
+    teacher_metrics = _metrics(TEACHER_SCORE) + _fidelity_metrics("teacher", TEACHER[0], 0)
+    store.write_run(path, teacher_run, teacher_metrics, tcost, _samples(rng, TEACHER_SCORE, True))
     for method in METHODS:
         for student, params in STUDENTS.items():
             for seed in SEEDS:
@@ -203,7 +228,7 @@ def build(path: Path, *, other_suite: bool = True) -> Path:
                 store.write_run(
                     path,
                     run,
-                    _metrics(scores),
+                    _metrics(scores) + _fidelity_metrics(method, student, seed),
                     _costs(params, seed, tps),
                     _samples(rng, scores, True),
                 )

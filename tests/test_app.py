@@ -322,9 +322,9 @@ def test_pareto_page(db: Path) -> None:
         "Retention vs parameters (log scale)",
         "Retention vs training price (USD)",
         "Retention vs inference tokens/s",
+        "Retention vs fidelity to the teacher",  # test_fidelity_in_the_app
     ]
-    found = charts(at)
-    assert len(found) == 3
+    found = charts(at)[:3]
     view = leaderboard(db, SUITE, prices=economics.load_prices())
     students = view[view["role"] != "teacher"]
     for chart, x, minimize in zip(
@@ -338,6 +338,45 @@ def test_pareto_page(db: Path) -> None:
         mask = economics.pareto_front(students[x], students["retention_avg"], minimize_x=minimize)
         assert on_front == set(students.loc[mask, "run_id"]) and on_front
         assert set(points["url"]) == {f"?page=Run&run={r}" for r in view["run_id"]}
+
+
+def test_fidelity_in_the_app(db: Path) -> None:
+    """Agreement, KL and ECE (kdbench.fidelity rows) on the Leaderboard (a toggle), Tasks,
+    Run and Pareto pages, next to the teacher's ECE."""
+    at = run_app()
+    assert "fidelity_top1" not in board(at).columns  # off by default
+    at.toggle(key="fidelity").set_value(True).run()
+    assert not at.exception
+    shown = board(at).set_index(["method", "student"])
+    fid = [appdata.fidelity("kd", "student-0.1M", s, t) for s in appdata.SEEDS for t in TASKS]
+    row = shown.loc[("kd", "student-0.1M")]
+    for metric in ("fidelity_top1", "fidelity_kl", "ece"):
+        assert row[metric] == pytest.approx(sum(f[metric] for f in fid) / len(fid))
+    teacher_ece = appdata.fidelity("teacher", "", 0, "kd_compare")["ece"]
+    assert list(shown["teacher_ece"]) == pytest.approx([teacher_ece] * len(shown))
+    assert shown.loc[("teacher", appdata.TEACHER[0]), "fidelity_kl"] == 0.0
+
+    at = run_app(page="Tasks", task="kd_compare")
+    tasks = table(at, "agreement").value.set_index(["method", "student"])
+    one = [appdata.fidelity("fkl", "student-0.25M", s, "kd_compare") for s in appdata.SEEDS]
+    assert tasks.loc[("fkl", "student-0.25M"), "KL"] == pytest.approx(
+        sum(f["fidelity_kl"] for f in one) / 3
+    )
+    assert any(f"teacher's ECE on kd_compare: {teacher_ece:.3f}" in c.value for c in at.caption)
+
+    at = run_app(page="Run", run="kd-0.1M-s1")
+    per_task = table(at, "teacher_ece").value.set_index("task")
+    assert set(per_task.index) == set(TASKS)
+    expected = appdata.fidelity("kd", "student-0.1M", 1, "kd_addition")
+    assert per_task.loc["kd_addition", "fidelity_top1"] == pytest.approx(expected["fidelity_top1"])
+    assert per_task.loc["kd_addition", "teacher_ece"] == pytest.approx(teacher_ece)
+
+    at = run_app(page="Pareto", fidelity_axis="KL(teacher || student)")
+    chart = charts(at)[-1]
+    assert json.loads(chart.proto.spec)["encoding"]["x"]["field"] == "fidelity_kl"
+    points = max(chart_data(chart), key=len)
+    assert len(points) == len(appdata.METHODS) * len(appdata.STUDENTS)  # students only
+    assert any("Spearman" in c.value for c in at.caption)
 
 
 def old_style_db(path: Path) -> Path:

@@ -106,6 +106,13 @@ def test_own_models_data_and_task_end_to_end(hf_world, tmp_path: Path) -> None:
     assert (kd.teacher_forwards == 0).all()  # read from the signal cache
     metrics = store.read_metrics(db, suite.hash)
     assert set(metrics.task) >= {"word_math"}
+    # fidelity on a chat-templated generation task of Hub-format models (kdbench.fidelity)
+    top1 = metrics[(metrics.metric == "fidelity_top1") & (metrics.task == "word_math")]
+    assert set(top1.run_id) == set(runs.run_id) and top1.value.between(0, 1).all()
+    own = metrics[
+        (metrics.role == "teacher") & metrics.metric.isin(["fidelity_top1", "fidelity_kl"])
+    ]
+    assert sorted(own.value) == [0.0, 1.0]  # the teacher against its own reference
     # the teacher scores above zero, so every student has a retention and a rank
     table = leaderboard(db, suite.hash)
     assert set(table.method) == set(METHODS) | {"teacher"}

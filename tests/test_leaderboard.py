@@ -20,6 +20,7 @@ from kdbench.leaderboard import (
     TAIL_COLUMNS,
     ci_half_width,
     compare,
+    fidelity_columns,
     format_table,
     leaderboard,
     mean_ci,
@@ -174,6 +175,7 @@ def test_columns_and_order(small: Path) -> None:
         *PAIRED_COLUMNS,
         *per_task,
         *TAIL_COLUMNS,
+        *fidelity_columns(tasks),
         *BUDGET_COLUMNS,
     ]
     assert list(zip(df["method"], df["student"], strict=True)) == [

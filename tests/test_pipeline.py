@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kdbench.config import SuiteError, load_suite
+from kdbench.fidelity import ECE, FIDELITY_METRICS, KL, TOP1
 from kdbench.pipeline import plan
 
 from .conftest import ROOT, SHRINK
@@ -159,8 +160,22 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
         assert len(samples) == len(runs) * 2 * 6  # two tasks, limit 6
         metrics = store.read_metrics(db, suite.hash)
         assert set(metrics.task) == {"kd_addition", "kd_compare"}
-        assert metrics.stderr.notna().all() and metrics.value.between(0, 1).all()
+        scored = metrics[~metrics.metric.isin(FIDELITY_METRICS)]  # lm-eval's own rows
+        assert scored.stderr.notna().all() and scored.value.between(0, 1).all()
         assert metrics.groupby("run_id").size().min() >= 2
+        # fidelity to the teacher and calibration, on every scored model (kdbench.fidelity)
+        assert summary.teacher.fidelity and Path(summary.teacher.fidelity).is_file()
+        fid = metrics[metrics.metric.isin(FIDELITY_METRICS)]
+        assert not fid.is_primary.any()
+        kinds = fid.groupby("run_id").apply(lambda g: frozenset(zip(g.task, g.metric, strict=True)))
+        assert set(kinds.index) == set(runs.run_id) and len(set(kinds)) == 1  # the same rows
+        assert {("kd_compare", TOP1), ("kd_compare", KL)} <= next(iter(kinds))
+        assert fid[fid.metric == TOP1].value.between(0, 1).all()
+        assert (fid[fid.metric == KL].value >= 0).all()
+        assert fid[fid.metric == ECE].value.between(0, 1).all()
+        own = fid[(fid.role == "teacher") & fid.metric.isin([TOP1, KL])]
+        assert set(own.loc[own.metric == TOP1, "value"]) == {1.0}  # the teacher matches itself
+        assert set(own.loc[own.metric == KL, "value"]) == {0.0}
 
         # a second run reuses the cached teacher and runs nothing already stored
         again = run_suite(suite, db, cache=str(cache))
@@ -169,11 +184,13 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
             again.teacher.signal_cache.path == entry.path and not again.teacher.signal_cache.built
         )
         assert len(store.read_runs(db, suite.hash)) == 9
+        assert again.teacher.fidelity == summary.teacher.fidelity  # the cached reference
     finally:
         ray.shutdown()
 
     table = leaderboard(db, suite.hash)
     assert set(table.method) == {"teacher", "sft", "kd", "seqkd"}
+    assert table[TOP1].notna().all() and table["teacher_ece"].nunique() <= 1
     monkeypatch.setenv("KDBENCH_DB", str(db))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception

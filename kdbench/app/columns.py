@@ -99,6 +99,7 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
         "run": cc.LinkColumn(
             "run", help="The run page (lowest seed) with full provenance.", display_text="open"
         ),
+        **fidelity_config(tasks),
     }
     config.update(paired_column_config())
     config.update(budget_column_config())
@@ -159,6 +160,55 @@ def budget_column_config() -> dict[str, object]:
     }
 
 
+AGREEMENT_HELP = (
+    "Top-1 agreement with the teacher: the fraction of evaluation tokens (the gold answer of a "
+    "multiple-choice task, the teacher's own answer of a generation task) where the model's "
+    "most likely next token is the teacher's. Mean over tasks and seeds; not used in ranking."
+)
+KL_HELP = (
+    "KL(teacher || model) in nats per evaluation token (top-k plus a rest bucket for large "
+    "vocabularies, a lower bound then). 0 = the teacher's distribution. Mean over tasks and "
+    "seeds; not used in ranking."
+)
+ECE_HELP = (
+    "Expected calibration error (Guo et al. 2017, 10 equal-width confidence bins) of the "
+    "model's answers: 0 = its confidence matches its accuracy. Mean over tasks and seeds."
+)
+
+
+def fidelity_config(tasks: Sequence[str]) -> dict[str, object]:
+    """Column configuration of the board's fidelity columns (:data:`lb.FIDELITY_COLUMNS` and
+    their per-task versions)."""
+    cc = st.column_config
+    config: dict[str, object] = {
+        "fidelity_top1": cc.NumberColumn("agreement", help=AGREEMENT_HELP, format="percent"),
+        "fidelity_kl": cc.NumberColumn("KL", help=KL_HELP, format="%.4f"),
+        "ece": cc.NumberColumn("ECE", help=ECE_HELP, format="%.3f"),
+        "teacher_ece": cc.NumberColumn(
+            "teacher ECE", help="The teacher's ECE, to read the model's against.", format="%.3f"
+        ),
+    }
+    for task in tasks:
+        config[f"fidelity_top1_{task}"] = cc.NumberColumn(
+            f"agree. {task}", help=f"Top-1 agreement with the teacher on {task}.", format="percent"
+        )
+        config[f"fidelity_kl_{task}"] = cc.NumberColumn(
+            f"KL {task}", help=f"KL(teacher || model) per token on {task}.", format="%.4f"
+        )
+        config[f"ece_{task}"] = cc.NumberColumn(
+            f"ECE {task}", help=f"Expected calibration error on {task}.", format="%.3f"
+        )
+    return config
+
+
+def fidelity_display(tasks: Sequence[str], per_task: bool) -> list[str]:
+    """The fidelity columns shown: the means, and each task's when per-task columns are on."""
+    cols = list(lb.FIDELITY_COLUMNS)
+    if per_task:
+        cols += [f"{p}{t}" for t in tasks for p in lb.FIDELITY_TASK_PREFIXES]
+    return cols
+
+
 # the board's identifying and ranking columns, the rank shown as its label ("2–4")
 DISPLAY_COLUMNS = tuple(c for c in lb.BASE_COLUMNS if c not in ("rank", "rank_worst"))
 # the board's size and cost columns, without the FLOP parts and the identifiers
@@ -170,14 +220,18 @@ PAIRED_DISPLAY = ("p_vs_sft", "sig_vs_sft")  # after the gain: the paired test a
 BUDGET_DISPLAY = ("budget_note",)  # last: the budget audit
 
 
-def display_frame(view: pd.DataFrame, tasks: Sequence[str], per_task: bool) -> pd.DataFrame:
-    """The on-screen table: chosen columns, interval columns in percentage points, a link."""
+def display_frame(
+    view: pd.DataFrame, tasks: Sequence[str], per_task: bool, fidelity: bool = False
+) -> pd.DataFrame:
+    """The on-screen table: chosen columns (with ``fidelity``, the fidelity columns after the
+    scores), interval columns in percentage points, a link."""
     task_cols = []
     if per_task:
         for t in tasks:
             task_cols += [f"retention_{t}", f"retention_ci_{t}", f"score_{t}"]
+    fid_cols = [c for c in fidelity_display(tasks, per_task) if c in view] if fidelity else []
     shown = view[
-        [*DISPLAY_COLUMNS, *PAIRED_DISPLAY, *task_cols, *COST_DISPLAY, *BUDGET_DISPLAY]
+        [*DISPLAY_COLUMNS, *PAIRED_DISPLAY, *task_cols, *fid_cols, *COST_DISPLAY, *BUDGET_DISPLAY]
     ].copy()
     shown["budget_note"] = [
         f"⚠️ {n.removeprefix('budget differs: ')}" if isinstance(n, str) else None

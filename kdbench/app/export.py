@@ -8,13 +8,30 @@ from collections.abc import Sequence
 import pandas as pd
 
 from kdbench import leaderboard as lb
-from kdbench.app.columns import BUDGET_DISPLAY, COST_DISPLAY, DISPLAY_COLUMNS, PAIRED_DISPLAY
+from kdbench.app.columns import (
+    BUDGET_DISPLAY,
+    COST_DISPLAY,
+    DISPLAY_COLUMNS,
+    PAIRED_DISPLAY,
+    fidelity_display,
+)
 
 
-def export_frame(view: pd.DataFrame, tasks: Sequence[str], per_task: bool) -> pd.DataFrame:
-    """The view's rows and columns (per-task ones when shown), raw values, ``run_id`` last."""
+def export_frame(
+    view: pd.DataFrame, tasks: Sequence[str], per_task: bool, fidelity: bool = False
+) -> pd.DataFrame:
+    """The view's rows and columns (per-task and fidelity ones when shown), raw values,
+    ``run_id`` last."""
     task_cols = lb.task_columns(tasks) if per_task else []
-    cols = ["rank_label", *DISPLAY_COLUMNS[1:], *PAIRED_DISPLAY, *task_cols, *COST_DISPLAY]
+    fid_cols = [c for c in fidelity_display(tasks, per_task) if c in view] if fidelity else []
+    cols = [
+        "rank_label",
+        *DISPLAY_COLUMNS[1:],
+        *PAIRED_DISPLAY,
+        *task_cols,
+        *fid_cols,
+        *COST_DISPLAY,
+    ]
     cols += [*BUDGET_DISPLAY, "run_id"]
     return view[cols].rename(columns={"rank_label": "rank"}).reset_index(drop=True)
 

@@ -74,20 +74,27 @@ def render(ctx: AppContext) -> None:
         )
     show_paired_caption(students)
     show_budget_warning(students)
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     per_task = c1.toggle(
         "per-task columns", key="per_task", bind=QP, help="Retention and score of each task."
     )
-    how = c2.selectbox("sort by", SORTS, key="sort", bind=QP)
+    fidelity = c2.toggle(
+        "fidelity columns",
+        key="fidelity",
+        bind=QP,
+        help="Agreement with the teacher, KL from it and calibration (ECE) next to the "
+        "teacher's: how closely each student matches the teacher, apart from its accuracy.",
+    )
+    how = c3.selectbox("sort by", SORTS, key="sort", bind=QP)
     view = sort_view(view, how)
-    shown = display_frame(view, tasks, per_task)
+    shown = display_frame(view, tasks, per_task, fidelity)
     config = column_config(tasks, ctx.task_meta)
     top = finite_max(view["retention_avg"])
     config["retention_avg"] = st.column_config.ProgressColumn(
         "retention", help=RETENTION_HELP, min_value=0.0, max_value=top, format="percent"
     )
     st.dataframe(shown, column_config=config, hide_index=True, placeholder=MISSING, key="board")
-    export = export_frame(view, tasks, per_task)
+    export = export_frame(view, tasks, per_task, fidelity)
     name = f"kdbench-{ctx.suite_hash[:8]}"
     d1, d2, _ = st.columns([1, 1, 4])
     d1.download_button(

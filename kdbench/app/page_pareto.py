@@ -1,5 +1,7 @@
 """The Pareto page: retention against size, training cost and inference speed, the Pareto
-front of the students highlighted; every point links to its run."""
+front of the students highlighted; and retention against fidelity to the teacher (agreement,
+KL, calibration), so a user sees whether matching the teacher goes with generalising. Every
+point links to its run."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from kdbench import economics
 from kdbench.app.context import AppContext
 from kdbench.app.formatting import group_label
 from kdbench.app.quantized import show_size_chart
-from kdbench.app.urls import run_url
+from kdbench.app.urls import QP, run_url
 
 if TYPE_CHECKING:  # altair is imported where a chart is drawn: it costs ~0.7 s to import
     import altair as alt
@@ -115,3 +117,78 @@ def render(ctx: AppContext) -> None:
         if missing:
             st.caption(f"{missing} rows without {title} are not shown.")
     show_size_chart(ctx)
+    show_fidelity_chart(data)
+
+
+FIDELITY_AXES = {
+    "agreement with the teacher": ("fidelity_top1", "top-1 agreement with the teacher", "%"),
+    "KL(teacher || student)": ("fidelity_kl", "KL(teacher || student), nats per token", ".3f"),
+    "calibration error (ECE)": ("ece", "expected calibration error", ".3f"),
+}
+
+
+def spearman(x: pd.Series, y: pd.Series) -> float:
+    """Spearman's rank correlation of two series (Pearson's on their average ranks); NaN
+    with fewer than three pairs or no spread."""
+    import math
+
+    pairs = x.astype(float).to_frame("x").assign(y=y.astype(float).to_numpy()).dropna()
+    if len(pairs) < 3:
+        return math.nan
+    ranks = pairs.rank()
+    value = ranks["x"].corr(ranks["y"])
+    return float(value) if value is not None else math.nan
+
+
+def fidelity_chart(data: pd.DataFrame, x: str, title: str, fmt: str) -> alt.Chart:
+    """Retention vs a fidelity column: one point per student group, linking to its run."""
+    import altair as alt
+
+    pts = data[[x, "retention_avg", "role", "rank_label", "seeds", "run_id"]].assign(
+        url=[run_url(r) for r in data["run_id"]],
+        group=[group_label(r) for _, r in data.iterrows()],
+    )
+    return (
+        alt.Chart(pts)
+        .mark_point(filled=True, size=90)
+        .encode(
+            x=alt.X(f"{x}:Q", title=title, scale=alt.Scale(zero=False), axis=alt.Axis(format=fmt)),
+            y=alt.Y("retention_avg:Q", title="retention", axis=alt.Axis(format="%")),
+            color=alt.Color("role:N", title="role"),
+            href="url:N",
+            tooltip=[
+                "group:N",
+                "rank_label:N",
+                alt.Tooltip("retention_avg:Q", format=".1%"),
+                alt.Tooltip(f"{x}:Q", format=".4g"),
+                "seeds:Q",
+                "run_id:N",
+            ],
+        )
+        .properties(height=320)
+    )
+
+
+def show_fidelity_chart(data: pd.DataFrame) -> None:
+    """Retention against the chosen fidelity measure among the students, with Spearman's
+    rank correlation; nothing when no run has fidelity rows (stored before they existed)."""
+    students = data[data["role"] != "teacher"]
+    have = [c for c, _, _ in FIDELITY_AXES.values() if c in students]
+    if not have or students[have].isna().all().all():
+        return
+    st.subheader("Retention vs fidelity to the teacher")
+    choice = st.selectbox("fidelity measure", list(FIDELITY_AXES), key="fidelity_axis", bind=QP)
+    x, title, fmt = FIDELITY_AXES[choice]
+    points = students[students[x].notna()].astype({x: float})
+    if points.empty:
+        st.info(f"No stored {choice} for these runs: nothing to plot.")
+        return
+    st.altair_chart(fidelity_chart(points, x, title, fmt), key="fidelity_chart")
+    rho = spearman(points[x], points["retention_avg"])
+    rho_text = f"{rho:+.2f}" if rho == rho else "— (fewer than three students)"
+    st.caption(
+        f"Each point is a student group (mean over seeds). Spearman's rank correlation of "
+        f"{choice} with retention over {len(points)} groups: {rho_text}. Distillation papers "
+        "disagree on whether students that match the teacher better also generalise better: "
+        "this is what this suite says."
+    )

@@ -10,6 +10,7 @@ import streamlit as st
 
 from kdbench import leaderboard as lb
 from kdbench import store
+from kdbench.app.columns import AGREEMENT_HELP, ECE_HELP, KL_HELP
 from kdbench.app.context import AppContext
 from kdbench.app.formatting import MISSING, fmt
 from kdbench.app.urls import QP, run_url
@@ -60,6 +61,7 @@ def render(ctx: AppContext) -> None:
         show_json(col, run[name], expanded=True)
     st.markdown("**Metrics** (from lm-eval)")
     st.dataframe(detail["metrics"], hide_index=True, placeholder=MISSING, key="run_metrics")
+    show_fidelity(ctx, run_id)
     if not detail["samples"].empty:
         st.markdown("**Per-question samples**")
         st.dataframe(detail["samples"], hide_index=True, placeholder=MISSING, key="run_samples")
@@ -74,6 +76,32 @@ def render(ctx: AppContext) -> None:
     )
     with st.expander("suite config"):
         show_json(st, run["suite_config"])
+
+
+def show_fidelity(ctx: AppContext, run_id: str) -> None:
+    """The run's fidelity to the teacher and calibration per task, next to the teacher's ECE
+    (nothing for a run stored without them)."""
+    table = lb.run_fidelity(ctx.db, run_id)
+    if table.empty:
+        return
+    st.markdown(
+        "**Fidelity to the teacher** (agreement and KL on the evaluation tokens; expected "
+        "calibration error, 10 bins; not used in ranking)"
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        placeholder=MISSING,
+        key="run_fidelity",
+        column_config={
+            "fidelity_top1": st.column_config.NumberColumn(
+                "agreement", help=AGREEMENT_HELP, format="percent"
+            ),
+            "fidelity_kl": st.column_config.NumberColumn("KL", help=KL_HELP, format="%.4f"),
+            "ece": st.column_config.NumberColumn("ECE", help=ECE_HELP, format="%.3f"),
+            "teacher_ece": st.column_config.NumberColumn("teacher ECE", format="%.3f"),
+        },
+    )
 
 
 def show_json(where: Any, text: object, *, expanded: bool = False) -> None:
