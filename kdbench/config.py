@@ -79,7 +79,11 @@ class ModelSpec:
 class TeacherSpec(ModelSpec):
     """The teacher. Built from ``arch``, it is trained on the transfer set until ``gate_metric``
     of ``gate_task`` reaches ``gate_value`` (checked every ``train_steps``, up to ``max_steps``)
-    and cached on disk by the hash of this recipe."""
+    and cached on disk by the hash of this recipe. ``examples_per_task`` (synthetic data only)
+    gives the built teacher its own, larger training set (:func:`kdbench.synthetic.teacher_set`:
+    that many examples per task, disjoint from the transfer set and the evaluation split), as a
+    real teacher is trained on far more data than the transfer set it is distilled on; None:
+    the teacher trains on the transfer set."""
 
     train_steps: int = 600
     max_steps: int = 1800
@@ -88,6 +92,7 @@ class TeacherSpec(ModelSpec):
     gate_task: str | None = None
     gate_metric: str = "exact_match"
     gate_value: float = 0.0
+    examples_per_task: int | None = None
 
 
 DATA_KINDS = ("synthetic", "jsonl", "parquet", "csv", "hf")
@@ -115,7 +120,7 @@ class DataSpec:
     """
 
     kind: str = "synthetic"
-    tasks: tuple[str, ...] = synthetic.TASKS
+    tasks: tuple[str, ...] = synthetic.DEFAULT_TASKS
     n_per_task: int = 8000
     max_length: int = 64
     rationales: bool = True
@@ -350,7 +355,7 @@ _IDENTITY_DEFAULTS: dict[str, dict[str, Any]] = {
         "options": {},
         "quantize": [],
     },
-    "teacher": _MODEL_ADDED,
+    "teacher": {**_MODEL_ADDED, "examples_per_task": None},
 }
 _NOT_IDENTITY: dict[str, tuple[str, ...]] = {"eval": ("root", "contamination")}
 
@@ -713,7 +718,7 @@ def _seed(path: Path, value: int) -> int:
 def _data(path: Path, raw: dict[str, Any]) -> DataSpec:
     d = _table(path, raw, "data", _DATA_KEYS)
     kind = _take(path, d, "data.", "kind", str, "synthetic", choices=DATA_KINDS)
-    data_tasks = d.get("tasks", list(synthetic.TASKS))
+    data_tasks = d.get("tasks", list(synthetic.DEFAULT_TASKS))
     if not (isinstance(data_tasks, list) and data_tasks):
         raise SuiteError(path, "data.tasks", f"must be a non-empty list, got {data_tasks!r}")
     for task in data_tasks:
@@ -1030,6 +1035,7 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         "lr",
         "batch_size",
         "gate",
+        "examples_per_task",
     }
     if isinstance(t, dict):
         _no_unknown(path, t, "teacher.", t_known)
@@ -1047,6 +1053,7 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         gate_task=_take(path, gate, "teacher.gate.", "task", str, None),
         gate_metric=_take(path, gate, "teacher.gate.", "metric", str, "exact_match"),
         gate_value=_take(path, gate, "teacher.gate.", "value", float, 0.0, minimum=0),
+        examples_per_task=_take(path, t, "teacher.", "examples_per_task", int, None, minimum=1),
     )
     if teacher.max_steps < teacher.train_steps:
         raise SuiteError(
@@ -1078,6 +1085,13 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         raise SuiteError(path, "students", f"names must be unique, got {names!r}")
 
     data = _data(path, raw)
+    if teacher.examples_per_task is not None and (data.kind != "synthetic" or teacher.source):
+        raise SuiteError(
+            path,
+            "teacher.examples_per_task",
+            "is only for a teacher built on synthetic data ([data] kind = \"synthetic\", no "
+            "teacher.source)",
+        )
     generation = _generation(path, raw)
 
     b = _table(path, raw, "budget", {"steps", "batch_size", "lr", "warmup"})

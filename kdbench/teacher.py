@@ -15,7 +15,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from kdbench import __version__, fidelity, signal_cache
+from kdbench import __version__, fidelity, signal_cache, synthetic
 from kdbench.config import Budget, Suite, data_identity
 from kdbench.data_sources import fingerprint
 from kdbench.disk_cache import atomic_entry
@@ -25,13 +25,13 @@ from kdbench.methods import registry
 from kdbench.models import build_llama, default_tokenizer, model_bytes, n_params, save
 from kdbench.records import TeacherArtifacts
 from kdbench.train import train
-from kdbench.transfer import transfer_batch
+from kdbench.transfer import TRANSFER_SEED, Batch, encode_examples, transfer_batch
 from kdbench.workers import worker_setup
 
 CACHE_ENV = "KDBENCH_CACHE"
 # Bump when the training code changes what a recipe produces (schedule, data order, init):
 # a teacher cached by older code is then rebuilt instead of silently reused.
-TRAINER_VERSION = 2
+TRAINER_VERSION = 3  # 3: the gate scores the gate task's whole split (was its first 100)
 
 
 def cache_root(override: str | Path | None = None) -> Path:
@@ -57,6 +57,8 @@ def recipe(suite: Suite) -> dict[str, Any]:
             suite.data.max_length,
             suite.data.rationales,
         ],
+        # its own training set (older recipes, and their cached teachers, are unchanged)
+        **({"examples_per_task": t.examples_per_task} if t.examples_per_task else {}),
         # a file or dataset: the whole spec and the file's content (synthetic recipes, and so
         # their cached teachers, are unchanged)
         **(
@@ -81,6 +83,18 @@ def gate_score(metrics: list[dict[str, Any]], metric: str) -> float | None:
         if m["metric"] == metric:
             return m["value"]
     return None
+
+
+def teacher_batch(suite: Suite, tokenizer: Any) -> Batch:
+    """What a built teacher trains on: its own set with ``[teacher] examples_per_task``
+    (:func:`kdbench.synthetic.teacher_set`), else the transfer set."""
+    n = suite.teacher.examples_per_task
+    if n is None:
+        return transfer_batch(suite.data, tokenizer)
+    examples = synthetic.teacher_set(
+        list(suite.data.tasks), n, suite.data.n_per_task, TRANSFER_SEED
+    )
+    return encode_examples(examples, tokenizer, suite.data)
 
 
 def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> TeacherArtifacts:
@@ -108,7 +122,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
 
     tokenizer = default_tokenizer()
     model = build_llama({**t.arch, "max_length": suite.data.max_length}, tokenizer, seed=0)
-    data = transfer_batch(suite.data, tokenizer)
+    data = teacher_batch(suite, tokenizer)
     sft = registry()["sft"]
     budget = Budget(steps=t.train_steps, batch_size=t.batch_size, lr=t.lr)
     steps, tokens, wall, score, rounds = 0, 0, 0.0, None, []
@@ -143,7 +157,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
             tokenizer,
             [t.gate_task],
             include_path=suite.eval.include_dirs,
-            limit=100,
+            limit=suite.eval.limit,  # the whole split, as the teacher is scored
             batch_size=suite.eval.batch_size,
             suite_dir=suite.eval.root or None,
         )

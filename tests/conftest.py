@@ -37,6 +37,9 @@ SHRINK: dict[str, Any] = {
     "budget.steps": 4,
     "budget.batch_size": 8,
     "eval.limit": 6,
+    "eval.quantize": [],
+    "seeds": [0],
+    "teacher.examples_per_task": 64,
     "methods": ["sft", "kd", "seqkd", "boom"],
 }
 

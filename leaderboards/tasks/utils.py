@@ -19,11 +19,12 @@ except ModuleNotFoundError:  # run from the lm_eval CLI without the repo on sys.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from kdbench.synthetic import eval_set
 
-N_DOCS = 200  # size of the held-out split; matches ``transfer_set(n_eval=200)``
+N_DOCS = 200  # size of the held-out split of addition / compare (``synthetic.eval_docs``)
 
 
-def _split(task: str, n: int) -> datasets.DatasetDict:
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(eval_set(task, int(n)))})
+def _split(task: str, n: int | None) -> datasets.DatasetDict:
+    docs = eval_set(task, None if n is None else int(n))
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
 
 
 def addition(n: int = N_DOCS, **_: Any) -> datasets.DatasetDict:
@@ -34,3 +35,14 @@ def addition(n: int = N_DOCS, **_: Any) -> datasets.DatasetDict:
 def compare(n: int = N_DOCS, **_: Any) -> datasets.DatasetDict:
     """The ``compare`` evaluation split (two-way multiple choice)."""
     return _split("compare", n)
+
+
+def add2(n: int | None = None, **_: Any) -> datasets.DatasetDict:
+    """The ``add2`` evaluation split (two 2-digit numbers; generate_until, exact match)."""
+    return _split("add2", n)
+
+
+def noisy_compare(n: int | None = None, **_: Any) -> datasets.DatasetDict:
+    """The ``noisy_compare`` evaluation split: the true larger number (the training answers
+    were noisy)."""
+    return _split("noisy_compare", n)
