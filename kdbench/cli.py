@@ -419,6 +419,7 @@ _EXPECTED = {
     "kdbench.methods": "MethodError",
     "kdbench.data_sources": "DataError",
     "kdbench.evaluate": "TaskError",
+    "kdbench.teacher": "TeacherGateError",
 }
 
 

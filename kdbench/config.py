@@ -1085,12 +1085,13 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         raise SuiteError(path, "students", f"names must be unique, got {names!r}")
 
     data = _data(path, raw)
-    if teacher.examples_per_task is not None and (data.kind != "synthetic" or teacher.source):
+    # a teacher given by source is never trained: its recipe fields are not read
+    if teacher.examples_per_task is not None and not teacher.source and data.kind != "synthetic":
         raise SuiteError(
             path,
             "teacher.examples_per_task",
-            "is only for a teacher built on synthetic data ([data] kind = \"synthetic\", no "
-            "teacher.source)",
+            'is only for a teacher built on synthetic data ([data] kind = "synthetic"); a '
+            "teacher built on a file or dataset trains on the transfer set",
         )
     generation = _generation(path, raw)
 

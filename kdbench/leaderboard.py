@@ -1344,13 +1344,39 @@ def _fmt_budget(rec: dict[str, Any]) -> str:
     return "differs" if isinstance(rec.get("budget_note"), str) else "ok"
 
 
+def board_power(df: pd.DataFrame) -> stats.Power:
+    """The board's power (:func:`kdbench.stats.seed_power`) from its student rows: each row's
+    seed-to-seed standard deviation recovered from its 95% t half-width,
+    ``sd = half * sqrt(n) / t(0.975, n - 1)``."""
+    rows = df[(df["role"] != "teacher") & (df["seeds"] >= 2)]
+    n = rows["seeds"].astype(float).to_numpy()
+    half = rows["retention_ci"].astype(float).to_numpy()
+    sd = half * np.sqrt(n) / np.asarray(t_quantile(np.maximum(n - 1, 1)), dtype=float)
+    return stats.seed_power(sd, n.astype(int))
+
+
+def power_note(df: pd.DataFrame) -> str | None:
+    """One line on what the board's seeds can tell apart; None with fewer than two seeds."""
+    p = board_power(df)
+    if not p.groups:
+        return None
+    return (
+        f"power: seed-to-seed sd of retention {100 * p.seed_sd:.1f} points (pooled over "
+        f"{p.groups} groups); with {p.seeds} seeds per method a difference of "
+        f"{100 * p.detectable:.1f} points is detected at {100 * (1 - p.alpha):.0f}% confidence "
+        f"with {100 * p.power:.0f}% power (two-sample t)"
+    )
+
+
 def _paired_notes(df: pd.DataFrame) -> list[str]:
     """The lines under the table: how the paired test reads, and each row whose budget
     differs from its suite's."""
+    power = power_note(df)
     lines = [
+        *([power] if power else []),
         "p vs sft: paired bootstrap over questions of the retention difference to sft on the "
         f"same student, seeds pooled, Holm-adjusted over the board; sig: better / worse at "
-        f"p < {stats.ALPHA} (n.s. otherwise)"
+        f"p < {stats.ALPHA} (n.s. otherwise)",
     ]
     for rec in df.to_dict("records"):
         if isinstance(rec.get("budget_note"), str):

@@ -326,3 +326,66 @@ def compare_test(
         row.update(holm_p=float(adjusted[found]), family_size=len(pairs))
     row["mark"] = mark(float(row["difference"]), float(row["holm_p"]))
     return row
+
+
+# --- power ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Power:
+    """What a suite's seeds can tell apart (:func:`seed_power`)."""
+
+    seed_sd: float  # pooled seed-to-seed standard deviation of a group's retention
+    groups: int  # (method, student) groups with two or more seeds that it pools
+    seeds: int  # seeds per group
+    detectable: float  # smallest true retention difference detected (two groups, Welch)
+    alpha: float
+    power: float
+
+
+def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = 0.8) -> float:
+    """The smallest true difference between two groups' mean retentions, each the mean of
+    ``n`` seeds with standard deviation ``sd``, that a two-sided t-test at level ``alpha``
+    detects with probability ``power`` (the minimum detectable effect of a two-sample t-test,
+    Cohen 1988, ch. 2, with Student's t in place of the normal for ``2 (n - 1)`` degrees of
+    freedom):
+
+        MDE = (t_{1 - alpha/2, df} + t_{power, df}) * sd * sqrt(2 / n).
+
+    NaN with fewer than two seeds."""
+    from scipy.stats import t as student_t
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    df = 2 * (n - 1)
+    z = student_t.ppf(1 - alpha / 2, df) + student_t.ppf(power, df)
+    return float(z * sd * np.sqrt(2 / n))
+
+
+def seed_power(
+    sd: Sequence[float] | np.ndarray,
+    n: Sequence[int] | np.ndarray,
+    alpha: float = ALPHA,
+    power: float = 0.8,
+) -> Power:
+    """The suite's power from its measured seed-to-seed spread: ``sd[g]`` and ``n[g]`` are
+    the standard deviation over seeds of group ``g``'s retention and its number of seeds; the
+    spread is the pooled standard deviation over the groups with two or more seeds,
+    ``sqrt(sum_g (n_g - 1) sd_g^2 / sum_g (n_g - 1))``, and the detectable difference is
+    :func:`detectable_difference` at the most common seed count."""
+    sd_a, n_a = np.asarray(sd, dtype=float), np.asarray(n, dtype=float)
+    keep = (n_a >= 2) & np.isfinite(sd_a)
+    if not keep.any():
+        return Power(float("nan"), 0, int(n_a.max()) if len(n_a) else 0, float("nan"), alpha, power)
+    dof = (n_a[keep] - 1).sum()
+    pooled = float(np.sqrt(((n_a[keep] - 1) * sd_a[keep] ** 2).sum() / dof))
+    values, counts = np.unique(n_a[keep].astype(int), return_counts=True)
+    seeds = int(values[counts.argmax()])
+    return Power(
+        pooled,
+        int(keep.sum()),
+        seeds,
+        detectable_difference(pooled, seeds, alpha, power),
+        alpha,
+        power,
+    )

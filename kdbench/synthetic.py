@@ -11,10 +11,10 @@ Two tasks of different kinds, both generated from a seed so every machine gets t
 - ``add2``: ``addition`` on two 2-digit numbers (``47+85=`` -> ``7+5=12,4+8+1=13#132``): the
   embedded default suite's reasoning task, within reach of a 0.1M-parameter student.
 - ``noisy_compare``: ``compare`` whose *training* answers come from a noisy annotator, who
-  names the smaller number with probability :data:`ANNOTATOR_NOISE` (0.2); the evaluation
-  split is scored against the true larger number. A hard label is then wrong one time in five,
+  names the smaller number with probability :data:`ANNOTATOR_NOISE` (0.15); the evaluation
+  split is scored against the true larger number. A hard label is then wrong about one time in seven,
   while a teacher trained on many such examples has learnt the calibrated distribution (about
-  0.8 / 0.2 on the true / the other choice): its soft labels carry what the hard labels
+  0.85 / 0.15 on the true / the other choice): its soft labels carry what the hard labels
   cannot, so the task measures dark knowledge (label noise as in Hinton et al. 2015's soft
   targets; the same denoising is why a teacher's distribution helps under noisy labels).
 
@@ -29,7 +29,7 @@ from typing import Any
 
 TASKS = ("addition", "compare", "add2", "noisy_compare")
 DEFAULT_TASKS = ("addition", "compare")  # ``[data] tasks`` when a suite names none
-ANNOTATOR_NOISE = 0.2  # noisy_compare: the chance that a training answer is the smaller number
+ANNOTATOR_NOISE = 0.15  # noisy_compare: the chance that a training answer is the smaller number
 EOS = "\n"  # every target ends with a newline: the stop sequence of generation
 
 

@@ -34,6 +34,11 @@ CACHE_ENV = "KDBENCH_CACHE"
 TRAINER_VERSION = 3  # 3: the gate scores the gate task's whole split (was its first 100)
 
 
+class TeacherGateError(RuntimeError):
+    """A built teacher did not pass its gate within ``max_steps``: a suite to change (one
+    line, exit 2), not an internal error."""
+
+
 def cache_root(override: str | Path | None = None) -> Path:
     """``--cache``, else ``$KDBENCH_CACHE``, else ``~/.cache/kdbench``."""
     if override:
@@ -167,7 +172,7 @@ def build_teacher(suite: Suite, root: Path, progress_factory: Any = None) -> Tea
             break
     wall = time.perf_counter() - start
     if t.gate_task is not None and (score is None or score < t.gate_value):
-        raise RuntimeError(
+        raise TeacherGateError(
             f"teacher {t.name} reached {t.gate_metric}={score} on {t.gate_task} "
             f"after {steps} steps, below the gate {t.gate_value}; raise "
             "teacher.max_steps or lower teacher.gate.value"

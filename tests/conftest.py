@@ -39,7 +39,7 @@ SHRINK: dict[str, Any] = {
     "eval.limit": 6,
     "eval.quantize": [],
     "seeds": [0],
-    "teacher.examples_per_task": 64,
+    "teacher.examples_per_task": DELETE,  # the teacher trains on the 64 transfer examples
     "methods": ["sft", "kd", "seqkd", "boom"],
 }
 

@@ -4,7 +4,7 @@ import pytest
 
 from kdbench.config import SuiteError, load_suite, parse_suite
 
-from .conftest import ROOT, tiny_raw
+from .conftest import DELETE, ROOT, tiny_raw
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "leaderboards").glob("*.toml")), ids=str)
@@ -18,7 +18,7 @@ def test_tiny_suite_is_typed() -> None:
     suite = load_suite(ROOT / "leaderboards" / "tiny.toml")
     assert suite.teacher.arch["hidden_size"] == 128
     assert suite.budget.steps > 0 and isinstance(suite.budget.lr, float)
-    assert suite.eval.tasks == ("kd_addition", "kd_compare")
+    assert suite.eval.tasks == ("kd_add2", "kd_noisy_compare")
     assert suite.method_config["kd"]["temperature"] == 2.0
     assert len(suite.hash) == 16
 
@@ -143,27 +143,31 @@ def test_eval_defaults_keep_the_hash_and_new_fields_enter_it(write_suite, tmp_pa
     # the eval section of the identity is what it was before the [eval] fields of issue 10
     # (the tiny suite's hash was 1e5e7dbf9f6c37e3 then)
     assert tiny.identity()["eval"] == {
-        "tasks": ("kd_addition", "kd_compare"),
+        "tasks": ("kd_add2", "kd_noisy_compare"),
         "limit": None,
         "batch_size": 64,
+        "quantize": ("int8",),  # a field added since: in the identity when not its default
     }
     (tmp_path / "tasks").mkdir()
     same = load_suite(write_suite({"eval.contamination": "off"}))
     assert same.hash == tiny.hash  # the check changes no result
-    # no quantisation, written out, is the default: the same suite
-    assert load_suite(write_suite({"eval.quantize": []}, name="q.toml")).hash == tiny.hash
+    # no quantisation, written out, is the default: the same suite as leaving it out
+    plain = load_suite(write_suite({"eval.quantize": DELETE}, name="plain.toml"))
+    assert load_suite(write_suite({"eval.quantize": []}, name="q.toml")).hash == plain.hash
+    assert "quantize" not in plain.identity()["eval"] and plain.hash != tiny.hash
     for edit in (
-        {"eval.quantize": ["int8"]},
+        {"eval.quantize": ["int4"]},
         {"eval.num_fewshot": 1},
         {"eval.chat_template": True},
         {"eval.include": ["tasks"]},
-        {"eval.options": {"kd_compare": {"limit": 3}}},
+        {"eval.options": {"kd_noisy_compare": {"limit": 3}}},
     ):
         assert load_suite(write_suite(edit, name="other.toml")).hash != tiny.hash, edit
 
 
 def test_eval_quantize_lists_schemes_in_order(write_suite) -> None:
-    assert load_suite(write_suite()).eval.quantize == ()
+    assert load_suite(write_suite({"eval.quantize": DELETE})).eval.quantize == ()
+    assert load_suite(write_suite()).eval.quantize == ("int8",)  # the tiny suite's
     suite = load_suite(write_suite({"eval.quantize": ["int4", "int8"]}))
     assert suite.eval.quantize == ("int4", "int8")
     assert suite.identity()["eval"]["quantize"] == ("int4", "int8")
@@ -174,13 +178,13 @@ def test_eval_quantize_lists_schemes_in_order(write_suite) -> None:
     [
         ({"eval.options": {"gsm8k": {"limit": 3}}}, "eval.options.gsm8k", "not in eval.tasks"),
         (
-            {"eval.options": {"kd_compare": {"shots": 3}}},
-            "eval.options.kd_compare.shots",
+            {"eval.options": {"kd_noisy_compare": {"shots": 3}}},
+            "eval.options.kd_noisy_compare.shots",
             "unknown",
         ),
         (
-            {"eval.options": {"kd_compare": {"gen_kwargs": 3}}},
-            "eval.options.kd_compare.gen_kwargs",
+            {"eval.options": {"kd_noisy_compare": {"gen_kwargs": 3}}},
+            "eval.options.kd_noisy_compare.gen_kwargs",
             "table",
         ),
         ({"eval.include": ["nowhere"]}, "eval.include", "not a folder"),

@@ -17,6 +17,8 @@ from kdbench.config import SuiteError, load_suite
 from kdbench.contamination import check, normalise
 from kdbench.plan import check_contamination, check_eval
 
+from .conftest import DELETE
+
 LONG = (
     "In the quiet harbour town the fishing boats returned at dusk carrying silver nets, "
     "and the old keeper lit the lamp"
@@ -49,6 +51,7 @@ def contaminated_suite(hf_world, write_suite, tmp_path):
             write_suite(
                 {
                     "data": {"kind": "jsonl", "path": "transfer.jsonl", "max_length": 64},
+                    "teacher.examples_per_task": DELETE,  # a synthetic-data teacher's own set
                     "eval": {
                         "tasks": ["word_math", "long_read", "kd_compare"],
                         "include": ["tasks"],

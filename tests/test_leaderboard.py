@@ -390,20 +390,23 @@ def test_run_detail(db: Path) -> None:
 def test_format_table(small: Path, db: Path) -> None:
     text = format_table(leaderboard(small))
     lines = text.splitlines()
-    assert len(lines) == 2 + 4 + 3  # header, rule, 4 rows, blank, note, paired-test note
+    # header, rule, 4 rows, blank, retention note, power note, paired-test note
+    assert len(lines) == 2 + 4 + 4
+    assert lines[-2].startswith("power: seed-to-seed sd of retention")
     assert len({len(line) for line in lines[:6]}) == 1  # aligned
     header, _, teacher, first, *_ = lines
     assert header.split()[:5] == ["rank", "method", "family", "student", "retention"]
     assert teacher.split()[0] == "-" and "100.0%" in teacher and "1.00M" in teacher
     assert first.split()[:4] == ["1–2", "kd", "logit", "tiny"]
     assert f"{(0.72 / 0.80 + 10.0 / 11.0) / 2:.1%}" in first
-    assert "no confidence interval" not in lines[-2]  # sft has two seeds
+    assert "no confidence interval" not in lines[-3]  # sft has two seeds
     assert lines[-1].startswith("p vs sft: paired bootstrap")
 
     multi = format_table(leaderboard(db))
     m, half = expected_retention("fkl", "student-0.25M")
     assert f"{m:.1%} ±{half * 100:.1f}" in multi
-    assert "–" in multi and "95% CI" in multi.splitlines()[-2]
+    assert "–" in multi and "95% CI" in multi.splitlines()[-3]
+    assert multi.splitlines()[-2].startswith("power: seed-to-seed sd of retention")
 
 
 def test_cli_leaderboard_filters_and_prices(db: Path, tmp_path: Path, capsys) -> None:

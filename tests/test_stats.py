@@ -178,3 +178,20 @@ def test_compare_test_is_holm_adjusted_over_the_view() -> None:
     assert row["holm_p"] >= row["p_value"]
     same = stats.compare_test(data, A, A, groups)
     assert same["p_value"] == 1.0 and same["family_size"] == 1
+
+
+def test_detectable_difference_is_the_two_sample_t_minimum_effect():
+    """MDE = (t_{0.975, 4} + t_{0.8, 4}) * sd * sqrt(2 / 3) for three seeds a side:
+    (2.776445 + 0.940965) * 0.816497 = 3.0353 sd (t quantiles from the tables)."""
+    assert stats.detectable_difference(1.0, 3) == pytest.approx(3.0353, abs=1e-3)
+    assert stats.detectable_difference(0.02, 3) == pytest.approx(0.060706, abs=1e-4)
+    assert math.isnan(stats.detectable_difference(1.0, 1))
+
+
+def test_seed_power_pools_the_groups_spread():
+    """Pooled sd of groups with sd 1 and 2 over three seeds each: sqrt((2 + 8) / 4)."""
+    p = stats.seed_power([1.0, 2.0, float("nan")], [3, 3, 1])
+    assert p.seed_sd == pytest.approx(math.sqrt(2.5))
+    assert (p.groups, p.seeds) == (2, 3)
+    assert p.detectable == pytest.approx(3.0353 * math.sqrt(2.5), rel=1e-3)
+    assert stats.seed_power([float("nan")], [1]).groups == 0

@@ -15,7 +15,7 @@ from kdbench.app.formatting import MISSING, RUN_HINT, finite_max, group_label, l
 from kdbench.app.open_track import show_open_track
 from kdbench.app.quantized import show_quantized_rows
 from kdbench.app.urls import QP, run_url
-from kdbench.leaderboard import excluded_tasks
+from kdbench.leaderboard import excluded_tasks, power_note
 from kdbench.stats import ALPHA, BETTER
 
 SORTS = ("rank", "retention", "gain vs sft", "params", "training price", "inference speed")
@@ -126,6 +126,9 @@ def show_paired_caption(students: pd.DataFrame) -> None:
             else "No method is significantly better than sft."
         )
     )
+    power = power_note(students)
+    if power:
+        st.caption(power[0].upper() + power[1:] + ".")
 
 
 def show_budget_warning(students: pd.DataFrame) -> None:

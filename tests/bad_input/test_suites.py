@@ -223,6 +223,18 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("eval-include-too-long", {"eval.include": ["x" * 5000]}, "eval.include", "not a folder"),
     ("eval-include-nul", {"eval.include": ["tasks\x00"]}, "eval.include[0]", "NUL"),
     # quantisation after evaluation: a list of known schemes, none repeated
+    (
+        "teacher-examples-zero",
+        {"teacher.examples_per_task": 0},
+        "teacher.examples_per_task",
+        ">= 1",
+    ),
+    (
+        "teacher-examples-string",
+        {"teacher.examples_per_task": "many"},
+        "teacher.examples_per_task",
+        "integer",
+    ),
     ("eval-quantize-unknown", {"eval.quantize": ["int3"]}, "eval.quantize", '"int8", "int4"'),
     ("eval-quantize-string", {"eval.quantize": "int8"}, "eval.quantize", "list of schemes"),
     ("eval-quantize-repeated", {"eval.quantize": ["int8", "int8"]}, "eval.quantize", "repeat"),
