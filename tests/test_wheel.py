@@ -80,10 +80,12 @@ def dump_toml(data: dict) -> str:
 def shrink(suite: dict) -> dict:
     """The bundled tiny suite cut to seconds, like tests/test_pipeline.py's SHRINK."""
     suite["methods"] = ["sft", "kd"]
+    suite["seeds"] = [0]
     suite["teacher"].update(
         arch={"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64},
         train_steps=6,
         max_steps=12,
+        examples_per_task=64,  # its own training set, as in the bundled suite, but small
     )
     suite["teacher"]["gate"]["value"] = 0.0
     suite["students"] = suite["students"][:1]
@@ -229,7 +231,9 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     suite = load_suite(work / "shrunk.toml")
     runs = store.read_runs(db, suite.hash)
-    assert sorted(runs.status) == ["ok"] * 3, runs[["run_id", "status", "error"]]
+    assert sorted(runs.status) == ["ok"] * 6, runs[["run_id", "status", "error"]]
+    # the bundled suite's int8 rows (torchao, installed with the wheel): one per scored model
+    assert sorted(runs.quant.fillna("full")) == ["full"] * 3 + ["int8"] * 3
     assert sorted(runs.role) == ["student", "student", "teacher"]
     assert set(runs[runs.role == "student"].method) == {"sft", "kd"}
     metrics = store.read_metrics(db, suite.hash)
