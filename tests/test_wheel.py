@@ -234,10 +234,10 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> None:
     assert sorted(runs.status) == ["ok"] * 6, runs[["run_id", "status", "error"]]
     # the bundled suite's int8 rows (torchao, installed with the wheel): one per scored model
     assert sorted(runs.quant.fillna("full")) == ["full"] * 3 + ["int8"] * 3
-    assert sorted(runs.role) == ["student", "student", "teacher"]
+    assert sorted(runs.role) == ["student"] * 4 + ["teacher"] * 2
     assert set(runs[runs.role == "student"].method) == {"sft", "kd"}
     metrics = store.read_metrics(db, suite.hash)
-    assert set(metrics.task) == {"kd_addition", "kd_compare"}
+    assert set(metrics.task) == {"kd_add2", "kd_noisy_compare"}
     assert set(metrics.run_id) == set(runs.run_id)
 
     # the installed app renders over that database
