@@ -16,7 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from kdbench import __version__
 
@@ -229,38 +229,26 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         students=args.student,
         prices=prices,
     )
-    if args.quantized:
-        return _print_with_quantized(args, suite, table)
+    quant = None
+    if args.quantized:  # the board, then its quantised rows (kdbench.quant_board)
+        from kdbench.quant_board import format_quantized, quantized_board
+
+        quant = quantized_board(
+            args.db, suite, methods=args.method, families=args.family, students=args.student
+        )
     if args.json:
-        print(table.to_json(orient="records", indent=2))
-    else:
-        print(format_table(table))
-        if suite is not None:
-            data = suite_data(args.db, [suite], boards=False)
-            notes = format_notes(data.tasks, data.failed)
-            if notes:
-                print("\n" + notes)
-    return 0
-
-
-def _print_with_quantized(args: argparse.Namespace, suite: str | None, table: Any) -> int:
-    """``kdbench leaderboard --quantized``: the board, then its quantised rows
-    (:func:`kdbench.quant_board.quantized_board`); with ``--json`` one object with both."""
-    from kdbench.leaderboard import format_notes, format_table, suite_data
-    from kdbench.quant_board import format_quantized, quantized_board
-
-    quant = quantized_board(
-        args.db, suite, methods=args.method, families=args.family, students=args.student
-    )
-    if args.json:
-        both = {
-            k: json.loads(df.to_json(orient="records"))
-            for k, df in (("leaderboard", table), ("quantized", quant))
-        }
-        print(json.dumps(both, indent=2))
+        if quant is None:
+            print(table.to_json(orient="records", indent=2))
+        else:  # one object with both
+            both = {
+                k: json.loads(df.to_json(orient="records"))
+                for k, df in (("leaderboard", table), ("quantized", quant))
+            }
+            print(json.dumps(both, indent=2))
         return 0
     print(format_table(table))
-    print("\n" + format_quantized(quant))
+    if quant is not None:
+        print("\n" + format_quantized(quant))
     if suite is not None:
         data = suite_data(args.db, [suite], boards=False)
         notes = format_notes(data.tasks, data.failed)
