@@ -73,14 +73,7 @@ def pareto_chart(
             color=color,
             shape=alt.Shape("role:N", title="role"),
             href="url:N",
-            tooltip=[
-                "group:N",
-                "rank_label:N",
-                alt.Tooltip("retention_avg:Q", format=".1%"),
-                alt.Tooltip(f"{x}:Q", format=".4g"),
-                "seeds:Q",
-                "run_id:N",
-            ],
+            tooltip=point_tooltip(x),
         )
     )
     line = (
@@ -127,6 +120,20 @@ FIDELITY_AXES = {
 }
 
 
+def point_tooltip(x: str) -> list[object]:
+    """The tooltip of a student group's point on a chart of retention against ``x``."""
+    import altair as alt
+
+    return [
+        "group:N",
+        "rank_label:N",
+        alt.Tooltip("retention_avg:Q", format=".1%"),
+        alt.Tooltip(f"{x}:Q", format=".4g"),
+        "seeds:Q",
+        "run_id:N",
+    ]
+
+
 def spearman(x: pd.Series, y: pd.Series) -> float:
     """Spearman's rank correlation of two series (Pearson's on their average ranks); NaN
     with fewer than three pairs or no spread."""
@@ -135,9 +142,7 @@ def spearman(x: pd.Series, y: pd.Series) -> float:
     pairs = x.astype(float).to_frame("x").assign(y=y.astype(float).to_numpy()).dropna()
     if len(pairs) < 3:
         return math.nan
-    ranks = pairs.rank()
-    value = ranks["x"].corr(ranks["y"])
-    return float(value) if value is not None else math.nan
+    return float(pairs["x"].corr(pairs["y"], method="spearman"))
 
 
 def fidelity_chart(data: pd.DataFrame, x: str, title: str, fmt: str) -> alt.Chart:
@@ -156,14 +161,7 @@ def fidelity_chart(data: pd.DataFrame, x: str, title: str, fmt: str) -> alt.Char
             y=alt.Y("retention_avg:Q", title="retention", axis=alt.Axis(format="%")),
             color=alt.Color("role:N", title="role"),
             href="url:N",
-            tooltip=[
-                "group:N",
-                "rank_label:N",
-                alt.Tooltip("retention_avg:Q", format=".1%"),
-                alt.Tooltip(f"{x}:Q", format=".4g"),
-                "seeds:Q",
-                "run_id:N",
-            ],
+            tooltip=point_tooltip(x),
         )
         .properties(height=320)
     )
