@@ -1360,6 +1360,11 @@ def power_note(df: pd.DataFrame) -> str | None:
     p = board_power(df)
     if not p.groups:
         return None
+    if p.seed_sd == 0:  # no spread measured: it cannot size a detectable difference
+        return (
+            f"power: every seed gave the same retention in the {p.groups} groups with two or "
+            "more seeds: no seed-to-seed spread to size a detectable difference from"
+        )
     return (
         f"power: seed-to-seed sd of retention {100 * p.seed_sd:.1f} points (pooled over "
         f"{p.groups} groups); with {p.seeds} seeds per method a difference of "

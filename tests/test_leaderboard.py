@@ -611,3 +611,16 @@ def test_teacher_side_flops_and_sequences_are_recorded() -> None:
     # the live teacher ran on every sequence: 2 N_T per token, 6400 tokens
     assert costs["live_teacher_flops"] == pytest.approx(2 * 10_000 * 6400)
     assert costs["train_flops"] == pytest.approx(6 * 1000 * 6400 + 2 * 10_000 * 6400)
+
+
+def test_power_note_without_seed_spread_says_so() -> None:
+    """Seeds that agree exactly give no spread: no "difference of 0.0 points" claim."""
+    from kdbench.leaderboard import power_note
+
+    board = pd.DataFrame(
+        {"role": ["student", "student"], "seeds": [2, 2], "retention_ci": [0.0, 0.0]}
+    )
+    note = power_note(board)
+    assert note is not None and "no seed-to-seed spread" in note and "0.0 points" not in note
+    board["retention_ci"] = [0.1, 0.2]
+    assert "points is detected at 95% confidence" in power_note(board)
