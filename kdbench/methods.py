@@ -27,6 +27,14 @@ A method is data plus a pure loss function. It knows nothing of Ray or DeepSpeed
   trailing ``"\\n"`` included; omitted: the ground truth) and optional ``weight`` (float,
   default 1.0), which reaches the loss as ``batch["weight"]``;
 - ``loss(student, teacher, batch, cfg, modules) -> scalar tensor``;
+- ``on_policy``: the method trains on the student's own generations: its config subclasses
+  :class:`kdbench.rollout.OnPolicyConfig` (the fraction of student-generated batches, the
+  sampling settings, how often to regenerate), the training loop replaces a batch's completions
+  by the current student's samples for the prompts of the batch, the teacher scores those
+  sequences live, and the loss gets them like any batch (``batch["on_policy"]`` says which);
+- ``cross_tokenizer``: the loss handles a student whose tokenizer differs from the teacher's
+  (see :mod:`kdbench.cross_tokenizer`); every other method that reads per-batch teacher signals
+  is refused at plan time for such a student;
 - ``allows_packing``: the loss stays right when a row of the batch holds several examples
   concatenated (``[data] packing = true``: no per-example weights or per-example means, no
   reliance on one prompt per row); default False, and a suite that packs refuses the others.
@@ -52,14 +60,25 @@ from kdbench import hookspecs
 from kdbench.hookspecs import PROJECT
 
 SIGNALS = frozenset({"logits", "hidden_states", "attentions", "generations", "qkv"})
-FAMILIES = ("baseline", "logit", "feature", "attention", "chain_of_thought")
+FAMILIES = (
+    "baseline",
+    "logit",
+    "feature",
+    "attention",
+    "chain_of_thought",
+    "on_policy",
+    "cross_tokenizer",
+)
 
 # student: the model's output (``logits``, and ``hidden_states`` / ``attentions`` when the
 #   method declares them; with ``qkv`` declared, its attribute ``student.qkv`` holds the
 #   student's (q, k, v) like ``teacher["qkv"]``); teacher: a kdbench.signals.TeacherSignals
 #   holding exactly the declared per-batch signals (empty for a method that declares none);
 # batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 on prompt and padding), ``weight``
-#   (B,) float: each example's loss weight (1.0 unless the method's ``data`` sets it).
+#   (B,) float: each example's loss weight (1.0 unless the method's ``data`` sets it);
+#   ``step`` and ``steps``: 0-d long tensors, the optimiser step (0-based) and the budget's steps
+#   (for a schedule over training, e.g. TAID's interpolation); ``on_policy``: 0-d bool tensor,
+#   True when the batch's completions were sampled from the student.
 LossFn = Callable[
     [Any, Mapping[str, Any], dict[str, torch.Tensor], Any, dict[str, torch.nn.Module]],
     torch.Tensor,
@@ -96,6 +115,8 @@ class Method:
     description: str = ""
     paper: str = ""
     allows_packing: bool = False  # [data] packing = true is allowed (see the module docstring)
+    on_policy: bool = False  # trains on the student's own samples (see the module docstring)
+    cross_tokenizer: bool = False  # handles a student tokenizer that is not the teacher's
     plugin: str = field(default="", compare=False)  # filled in by the registry
 
     def __post_init__(self) -> None:

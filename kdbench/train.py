@@ -248,6 +248,9 @@ def train(
         idx = global_idx[rank::world]  # this worker's share of the global batch
         rows = data.rows(idx)  # padding columns trimmed
         batch = {k: v.to(device) for k, v in rows.items()}
+        batch["step"] = torch.tensor(step, device=device)
+        batch["steps"] = torch.tensor(steps, device=device)
+        batch["on_policy"] = torch.tensor(False, device=device)
         source: torch.nn.Module | TeacherSignals | None = teacher
         if cache is not None:
             width = rows["input_ids"].shape[1]
