@@ -273,6 +273,9 @@ class Resources:
     checkpoint_every: int = 50  # steps; a killed training job resumes from its last checkpoint
     workers_per_job: int = 1  # > 1: one job spans several workers (Ray Train TorchTrainer)
     zero_stage: int = 0  # DeepSpeed ZeRO stage of every training engine (0-3)
+    # how an on-policy method samples the student (kdbench.rollout.BACKENDS): "hf" (transformers'
+    # generate, everywhere) or "vllm" (the optional extra, on a GPU)
+    generation_backend: str = "hf"
 
 
 CACHEABLE = ("logits", "hidden_states", "attentions", "qkv")
@@ -1113,7 +1116,14 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         path,
         raw,
         "resources",
-        {"cpus_per_job", "gpus_per_job", "checkpoint_every", "workers_per_job", "zero_stage"},
+        {
+            "cpus_per_job",
+            "gpus_per_job",
+            "checkpoint_every",
+            "workers_per_job",
+            "zero_stage",
+            "generation_backend",
+        },
     )
     resources = Resources(
         cpus_per_job=_take(path, r, "resources.", "cpus_per_job", float, 1.0, minimum=0.01),
@@ -1121,6 +1131,9 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         checkpoint_every=_take(path, r, "resources.", "checkpoint_every", int, 50, minimum=0),
         workers_per_job=_take(path, r, "resources.", "workers_per_job", int, 1, minimum=1),
         zero_stage=_take(path, r, "resources.", "zero_stage", int, 0, minimum=0),
+        generation_backend=_take(
+            path, r, "resources.", "generation_backend", str, "hf", choices=("hf", "vllm")
+        ),
     )
     if resources.gpus_per_job > 1 and not resources.gpus_per_job.is_integer():
         raise SuiteError(

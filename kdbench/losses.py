@@ -230,6 +230,38 @@ def log_mixture(log_a: torch.Tensor, log_b: torch.Tensor, w: float) -> torch.Ten
     )
 
 
+def generalized_jsd(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> torch.Tensor:
+    """GKD's generalized JSD (Agarwal et al. 2024, eq. 1), teacher ``log_p``, student ``log_q``:
+    ``beta KL(p_T || m) + (1 - beta) KL(p_S || m)``, ``m = beta p_T + (1 - beta) p_S``; exactly
+    ``KL(p_T || p_S)`` at ``beta = 0`` and ``KL(p_S || p_T)`` at ``beta = 1`` (the limits of
+    the rescaled divergence, as TRL returns them). Shared by ``jsd`` and ``gkd``."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must be in [0, 1], got {beta}")
+    if beta == 0.0:
+        return kl(log_p, log_q)
+    if beta == 1.0:
+        return kl(log_q, log_p)
+    log_m = log_mixture(log_p, log_q, beta)
+    return beta * kl(log_p, log_m) + (1 - beta) * kl(log_q, log_m)
+
+
+def reverse_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(p_S || p_T)`` per position (teacher ``log_p``, student ``log_q``)."""
+    return kl(log_q, log_p)
+
+
+def skew_kl(log_p: torch.Tensor, log_q: torch.Tensor, lam: float) -> torch.Tensor:
+    """DistiLLM's skew KL ``KL(p_T || lam p_T + (1 - lam) p_S)`` per position (teacher
+    ``log_p``, student ``log_q``); exactly ``KL(p_T || p_S)`` at ``lam = 0``."""
+    return kl(log_p, log_mixture(log_p, log_q, lam))
+
+
+def skew_reverse_kl(log_p: torch.Tensor, log_q: torch.Tensor, lam: float) -> torch.Tensor:
+    """DistiLLM's skew reverse KL ``KL(p_S || lam p_S + (1 - lam) p_T)`` per position (teacher
+    ``log_p``, student ``log_q``); exactly ``KL(p_S || p_T)`` at ``lam = 0``."""
+    return kl(log_q, log_mixture(log_q, log_p, lam))
+
+
 # --- per-example weights (``batch["weight"]``, from a method's ``data``) ---------------------
 
 

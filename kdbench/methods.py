@@ -130,6 +130,19 @@ class Method:
             raise MethodError(f"method {self.name!r}: family must be one of {FAMILIES}")
         if not dataclasses.is_dataclass(self.config):
             raise MethodError(f"method {self.name!r}: config must be a dataclass")
+        if self.on_policy:
+            from kdbench.rollout import OnPolicyConfig
+
+            if not issubclass(self.config, OnPolicyConfig):
+                raise MethodError(
+                    f"method {self.name!r}: an on-policy method's config must subclass "
+                    "kdbench.rollout.OnPolicyConfig (its sampling settings)"
+                )
+            if "logits" not in self.signals:
+                raise MethodError(
+                    f"method {self.name!r}: an on-policy method reads the teacher's 'logits' "
+                    "on the student's samples; declare that signal"
+                )
 
     @property
     def needs_teacher(self) -> bool:

@@ -24,6 +24,7 @@ import torch
 from kdbench.config import Budget
 from kdbench.methods import Method
 from kdbench.models import capture_qkv, prepare_models, resolve_dtype
+from kdbench.rollout import FIXED, Rollout
 from kdbench.signal_cache import SignalCache
 from kdbench.signals import TeacherSignals, live_signals
 from kdbench.transfer import Batch
@@ -184,6 +185,7 @@ def train(
     teacher_config: Any = None,
     zero_stage: int = 0,
     dtype: str = "auto",
+    rollout: Rollout | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``steps`` optimiser steps of ``budget.batch_size`` sequences.
 
@@ -200,9 +202,17 @@ def train(
     precision. With ZeRO-3 (``zero_stage`` or the ``[deepspeed]`` table's
     ``zero_optimization.stage``) the trained weights are gathered back into ``model`` on rank 0
     at the end, so it saves like any other.
+    With ``rollout`` (an on-policy method, :mod:`kdbench.rollout`), each step's rows go through
+    :meth:`Rollout.batch`, which may replace them by the student's samples for their prompts
+    (fresh or replayed); the teacher (which must be given) scores those live, while fixed rows
+    still read the cache when there is one.
+
     Returns statistics: wall time, tokens seen (non-padding, all workers), final loss, the step
-    resumed from, the sequences the teacher ran on (``teacher_forwards``, all workers) and the
-    sequences trained on (``sequences``: steps x batch size when the job ran its budget).
+    resumed from, the sequences the teacher ran on (``teacher_forwards``, all workers), the
+    sequences trained on (``sequences``: steps x batch size when the job ran its budget) and,
+    for an on-policy method, the seconds spent sampling (``generation_wall_s``, part of the wall
+    time), the tokens and sequences sampled (``generated_tokens``, ``generated_sequences``) and
+    how many batches were fixed, fresh or replayed (``rollout_batches``).
     """
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     init_distributed()
@@ -236,8 +246,13 @@ def train(
         sequences = state.get("sequences", first * budget.batch_size)
         order = state["order"]
         gen.set_state(state["generator"])
+        if rollout is not None and "rollout" in state:
+            rollout.load(state["rollout"])
         if progress is not None:
             progress.update(first)
+    # the probe rows: a fixed sample of the transfer set, the same for every seed
+    probe = torch.randperm(len(data.input_ids), generator=torch.Generator().manual_seed(0))
+    probe = probe[: min(PROBE_ROWS, len(probe))]
     start = time.perf_counter()
     engine.train()
     for step in range(first, steps):
@@ -247,12 +262,18 @@ def train(
         cursor += budget.batch_size
         idx = global_idx[rank::world]  # this worker's share of the global batch
         rows = data.rows(idx)  # padding columns trimmed
-        batch = {k: v.to(device) for k, v in rows.items()}
-        batch["step"] = torch.tensor(step, device=device)
-        batch["steps"] = torch.tensor(steps, device=device)
-        batch["on_policy"] = torch.tensor(False, device=device)
+        kind = FIXED
+        if rollout is not None:
+            if rollout.schedule.probe_every() and step % rollout.schedule.probe_every() == 0:
+                rollout.schedule.observe(
+                    probe_loss(
+                        method, cfg, engine, trainable, data, probe, teacher, cache, step, steps
+                    )
+                )
+            rows, kind = rollout.batch(trainable.student, rows, step, steps)
+        batch = loss_batch(rows, device, step, steps, kind != FIXED)
         source: torch.nn.Module | TeacherSignals | None = teacher
-        if cache is not None:
+        if cache is not None and kind == FIXED:
             width = rows["input_ids"].shape[1]
             source = cache.batch(idx, width, method.signals, method.name).to(device)
         elif teacher is not None:
@@ -260,7 +281,10 @@ def train(
         loss = method_loss(method, cfg, engine, source, batch, dict(trainable.extra))
         engine.backward(loss)
         engine.step()
-        tokens += int(data.attention_mask[global_idx].sum())
+        if kind == FIXED:
+            tokens += int(data.attention_mask[global_idx].sum())
+        else:  # this worker's sampled rows, times the workers (each samples its own share)
+            tokens += int(rows["attention_mask"].sum()) * world
         sequences += len(global_idx)
         loss_value = float(loss.detach())
         if progress is not None:
@@ -281,12 +305,15 @@ def train(
                 "teacher_forwards": forwards,
                 "sequences": sequences,
             }
+            if rollout is not None:
+                state["rollout"] = rollout.state()
             engine.save_checkpoint(str(checkpoint_dir), tag=f"step{done}", client_state=state)
             for old in Path(checkpoint_dir).glob("step*"):  # keep only the newest
                 if rank == 0 and old.name != f"step{done}":
                     shutil.rmtree(old, ignore_errors=True)
     if engine.zero_optimization_partition_weights():
         gather_zero3(engine, trainable)
+    sampled = rollout.stats if rollout is not None else None
     return {
         "train_wall_s": time.perf_counter() - start,
         "tokens": tokens,
@@ -295,7 +322,53 @@ def train(
         "resumed_from": first,
         "teacher_forwards": forwards,
         "sequences": sequences,
+        "generation_wall_s": sampled.generation_wall_s if sampled else 0.0,
+        "generated_tokens": sampled.generated_tokens * world if sampled else 0,
+        "generated_sequences": sampled.generated_sequences * world if sampled else 0,
+        "rollout_batches": dict(sampled.batches) if sampled else {},
     }
+
+
+def loss_batch(
+    rows: dict[str, torch.Tensor], device: Any, step: int, steps: int, on_policy: bool
+) -> dict[str, torch.Tensor]:
+    """The batch a loss gets: the rows on ``device`` plus ``step``, ``steps`` and
+    ``on_policy`` (0-d tensors; see :data:`kdbench.methods.LossFn`)."""
+    batch = {k: v.to(device) for k, v in rows.items()}
+    batch["step"] = torch.tensor(step, device=device)
+    batch["steps"] = torch.tensor(steps, device=device)
+    batch["on_policy"] = torch.tensor(on_policy, device=device)
+    return batch
+
+
+PROBE_ROWS = 64  # fixed transfer rows of the probe loss (DistiLLM's dev loss, see below)
+
+
+def probe_loss(
+    method: Method,
+    cfg: Any,
+    engine: Any,
+    trainable: Trainable,
+    data: Batch,
+    probe: torch.Tensor,
+    teacher: torch.nn.Module | None,
+    cache: SignalCache | None,
+    step: int,
+    steps: int,
+) -> float:
+    """The method's loss, without a gradient, on the fixed ``probe`` rows of the transfer set:
+    what DistiLLM's adaptive schedule watches. (DistiLLM measures it on a held-out dev split;
+    kdbench has none that every method shares, so the probe is a fixed sample of the training
+    rows: a rise still says the student is drifting from the teacher on the fixed data.)"""
+    device = engine.device
+    rows = data.rows(probe)
+    source: Any = teacher
+    if cache is not None:
+        source = cache.batch(probe, rows["input_ids"].shape[1], method.signals, method.name)
+        source = source.to(device)
+    with torch.no_grad():
+        batch = loss_batch(rows, device, step, steps, False)
+        return float(method_loss(method, cfg, engine, source, batch, dict(trainable.extra)))
 
 
 def gather_zero3(engine: Any, module: torch.nn.Module) -> None:

@@ -27,7 +27,7 @@ from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from kdbench import distributed
 from kdbench.config import ModelSpec, Suite
-from kdbench.generations import training_examples
+from kdbench.generations import end_of_turn_ids, stop_token_ids, training_examples
 from kdbench.methods import Method, registry
 from kdbench.models import (
     build_llama,
@@ -44,6 +44,7 @@ from kdbench.models import (
     with_lora,
 )
 from kdbench.records import Job, TrainResult, TrainTask, train_result
+from kdbench.rollout import Rollout, backend
 from kdbench.signal_cache import SignalCache, open_cache
 from kdbench.speed import PeakMemory
 from kdbench.train import init_distributed, train
@@ -106,6 +107,28 @@ def _student(
     return model.to(resolve_dtype(spec.dtype)), teacher_tokenizer
 
 
+def on_policy_rollout(
+    method: Method, cfg: object, suite: Suite, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> Rollout | None:
+    """The student sampler of an on-policy method (None for any other): the suite's backend,
+    stopping where a target ends (the ``[generation]`` stop strings, EOS, a chat template's
+    end-of-turn token), within ``[data] max_length``."""
+    if not method.on_policy:
+        return None
+    stops = stop_token_ids(tokenizer, suite.generation.stops(suite.data))
+    if suite.data.chat_template:
+        stops += end_of_turn_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return Rollout(
+        cfg,  # an OnPolicyConfig (checked when the method registered)
+        backend(suite.resources.generation_backend),
+        stops,
+        pad,
+        suite.data.max_length,
+        seed,
+    )
+
+
 def prepare_student(model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module:
     """Gradient checkpointing and LoRA adapters as the spec asks (the model itself otherwise)."""
     if spec.gradient_checkpointing:
@@ -128,7 +151,8 @@ def train_worker(task: TrainTask) -> TrainResult:
     cfg = method.make_config(job.config)
     spec = next(s for s in suite.students if s.name == job.student)
     cache = _cache_for(method, task.cache_path)
-    live = method.needs_teacher and cache is None
+    # an on-policy method's samples are new sequences: the teacher scores them live
+    live = method.needs_teacher and (cache is None or method.on_policy)
     # the teacher's weights only when it runs live; its tokenizer and config always
     teacher_config = AutoConfig.from_pretrained(teacher_path)
     if live:
@@ -157,6 +181,7 @@ def train_worker(task: TrainTask) -> TrainResult:
         else None
     )
     folder = Path(task.out_dir) / job.run_id
+    sampler = on_policy_rollout(method, cfg, suite, tokenizer, job.seed)
     with PeakMemory() as memory:
         stats = train(
             student,
@@ -175,6 +200,7 @@ def train_worker(task: TrainTask) -> TrainResult:
             teacher_config=teacher_config,
             zero_stage=suite.resources.zero_stage,
             dtype=spec.dtype,
+            rollout=sampler,
         )
     if bar is not None:
         bar.close()

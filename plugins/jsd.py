@@ -44,11 +44,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from kdbench import Method, hookimpl
 from kdbench.helpers import LogitConfig, logit_loss
-from kdbench.losses import kl, log_mixture
+from kdbench.losses import generalized_jsd
 
 
 @dataclass
@@ -61,20 +59,6 @@ class JSDConfig(LogitConfig):
         super().__post_init__()
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
-
-
-def generalized_jsd(log_p: torch.Tensor, log_q: torch.Tensor, beta: float) -> torch.Tensor:
-    """``JSD_beta(p_T || p_S)`` per position from teacher (``log_p``) and student (``log_q``)
-    log-distributions; exactly ``KL(p_T || p_S)`` at ``beta = 0`` and ``KL(p_S || p_T)`` at
-    ``beta = 1`` (the limits of the rescaled divergence)."""
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
-    if beta == 0.0:
-        return kl(log_p, log_q)
-    if beta == 1.0:
-        return kl(log_q, log_p)
-    log_m = log_mixture(log_p, log_q, beta)
-    return beta * kl(log_p, log_m) + (1 - beta) * kl(log_q, log_m)
 
 
 jsd_loss = logit_loss(generalized_jsd, "beta")

@@ -34,22 +34,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from kdbench import Method, hookimpl
 from kdbench.helpers import LogitConfig, logit_loss
-from kdbench.losses import kl
+from kdbench.losses import reverse_kl
 
 
 @dataclass
 class RKLConfig(LogitConfig):
     """``temperature = 1`` (MiniLLM uses none), ``alpha = 1`` (pure divergence)."""
-
-
-def reverse_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """``KL(p_S || p_T)`` per position from teacher (``log_p``) and student (``log_q``)
-    log-distributions."""
-    return kl(log_q, log_p)
 
 
 rkl_loss = logit_loss(reverse_kl)

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from kdbench import Method, hookimpl
 from kdbench.helpers import LogitConfig, logit_loss
-from kdbench.losses import kl, log_mixture
+from kdbench.losses import skew_kl, skew_reverse_kl
 
 
 @dataclass
@@ -57,18 +55,6 @@ class SkewConfig(LogitConfig):
         super().__post_init__()
         if not 0.0 <= self.lam < 1.0:
             raise ValueError(f"lam must be in [0, 1) (lam = 1 makes the loss 0), got {self.lam}")
-
-
-def skew_kl(log_p: torch.Tensor, log_q: torch.Tensor, lam: float) -> torch.Tensor:
-    """``KL(p_T || lam p_T + (1 - lam) p_S)`` per position (teacher ``log_p``, student
-    ``log_q``); exactly ``KL(p_T || p_S)`` at ``lam = 0`` and 0 at ``lam = 1``."""
-    return kl(log_p, log_mixture(log_p, log_q, lam))
-
-
-def skew_reverse_kl(log_p: torch.Tensor, log_q: torch.Tensor, lam: float) -> torch.Tensor:
-    """``KL(p_S || lam p_S + (1 - lam) p_T)`` per position (teacher ``log_p``, student
-    ``log_q``); exactly ``KL(p_S || p_T)`` at ``lam = 0`` and 0 at ``lam = 1``."""
-    return kl(log_q, log_mixture(log_q, log_p, lam))
 
 
 skl_loss = logit_loss(skew_kl, "lam")
