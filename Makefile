@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DB ?= results/kdbench.duckdb
 
-.PHONY: install browser-deps demo test test-fast e2e lint format docs bench bench-scale bench-app screenshot clean
+.PHONY: install browser-deps demo test test-fast e2e lint format docs bench bench-scale bench-onpolicy bench-app screenshot clean
 
 # torch first: on a machine without an NVIDIA GPU take the local CPU build (an open
 # `torch` requirement would pull a multi-GB CUDA build); with a GPU take the default build.
@@ -25,8 +25,9 @@ browser-deps:
 	  if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
 
-demo: install  ## run the tiny suite, print the leaderboard, serve the web app
+demo: install  ## run the two embedded suites, print their leaderboards, serve the web app
 	$(VENV)/bin/kdbench run leaderboards/tiny.toml --db $(DB)
+	$(VENV)/bin/kdbench run leaderboards/tiny-new.toml --db $(DB)
 	$(VENV)/bin/kdbench app --db $(DB)
 
 test: install browser-deps  ## lint, unit tests (with the browser test), then the end-to-end tier
@@ -54,6 +55,9 @@ bench-scale: install  ## issue 4: cached-signal step time, suite with/without ca
 	$(PY) benchmarks/scale.py step
 	$(PY) benchmarks/scale.py suite
 	$(PY) benchmarks/scale.py concurrency
+
+bench-onpolicy: install  ## issue 13: on-policy gkd step vs sft and cached kd steps, generation share
+	$(PY) benchmarks/onpolicy_step.py
 
 bench-app: install  ## first render and filter change of the app over 100,000 synthetic runs
 	$(PY) benchmarks/app_100k.py

@@ -35,11 +35,12 @@ import torch
 from kdbench import signal_cache, store
 from kdbench.config import CACHEABLE, Budget, DataSpec, EvalSpec
 from kdbench.eval_job import eval_job
-from kdbench.generations import method_batch
+from kdbench.generations import method_batch, stop_token_ids
 from kdbench.losses import IGNORE, topk_signals
 from kdbench.methods import Method, registry, resolve
 from kdbench.models import build_llama, default_tokenizer, load_pretrained, prepare_models, save
 from kdbench.records import train_result
+from kdbench.rollout import HFGenerate, Rollout
 from kdbench.signal_cache import SignalCache
 from kdbench.signals import SignalError, TeacherSignals, live_signals
 from kdbench.train import method_loss, train
@@ -384,24 +385,39 @@ def check_engine_steps(ctx: Context) -> str:
     student = ctx.student()
     before = [p.detach().clone() for p in student.parameters()]
     cache = ctx.cache(TOPK) if ctx.cacheable else None
+    cfg, rollout = m.make_config(), None
+    if m.on_policy:  # every step on the student's own samples, scored by the live teacher
+        cfg = m.make_config({"lmbda": 1.0})
+        tok = ctx.tokenizer
+        rollout = Rollout(
+            cfg, HFGenerate(), stop_token_ids(tok), tok.pad_token_id, DATA.max_length, seed=0
+        )
     stats = train(
         student,
         m,
-        m.make_config(),
+        cfg,
         ctx.data(),
         Budget(steps=3, batch_size=4, lr=1e-2),
         3,
         seed=0,
-        teacher=ctx.teacher if m.needs_teacher and cache is None else None,
+        teacher=ctx.teacher if m.needs_teacher and (cache is None or m.on_policy) else None,
         cache=cache,
         teacher_config=ctx.teacher.config,
+        rollout=rollout,
     )
+    if m.on_policy and not stats["generated_sequences"]:
+        raise ConformanceError(
+            f"{m.name}: on-policy with lmbda = 1, yet no step trained on student samples "
+            f"(batches: {stats['rollout_batches']}); check the config's schedule()"
+        )
     if not math.isfinite(stats["final_loss"]):
         raise ConformanceError(f"{m.name}: training loss is not finite: {stats['final_loss']}")
     if all(torch.equal(a, b.detach()) for a, b in zip(before, student.parameters(), strict=True)):
         raise ConformanceError(f"{m.name}: 3 DeepSpeed steps did not change the student")
     ctx.memo["trained"] = (student, stats)
     source = "cached top-k teacher" if cache is not None else "live teacher"
+    if m.on_policy:
+        source = f"{stats['generated_sequences']} student samples scored by the live teacher"
     return f"3 DeepSpeed steps ({source}), final loss {stats['final_loss']:.4f}"
 
 
