@@ -310,3 +310,40 @@ def test_a_killed_training_job_resumes_from_its_checkpoint(write_suite, tmp_path
     assert runs.run_id.is_unique and len(runs) == len(jobs) + 1 and (runs.status == "ok").all()
     resumed = runs.set_index("run_id").loc[killed.run_id, "resumed_from"]
     assert resumed >= 20 and resumed % 20 == 0  # restarted from a checkpoint, not from step 0
+
+
+TINY_NEW = ROOT / "leaderboards" / "tiny-new.toml"
+
+
+@pytest.mark.e2e
+def test_on_policy_methods_run_in_the_second_embedded_suite(tmp_path: Path) -> None:
+    """tiny-new.toml, shrunken like the tiny suite: its on-policy methods sample the student,
+    the teacher scores the samples live, and the runs are stored with what sampling cost."""
+    import tomllib
+
+    import ray
+    import tomli_w
+
+    from kdbench import store
+    from kdbench.pipeline import run_suite
+
+    from .conftest import edit_suite
+
+    edits = {**SHRINK, "methods": ["sft", "gkd", "onpolicy_rkl", "distillm"]}
+    edits["method_config"] = {"gkd": {"lmbda": 1.0}, "distillm": {"lmbda": 1.0}}
+    path = tmp_path / "tiny-new.toml"
+    path.write_text(tomli_w.dumps(edit_suite(tomllib.loads(TINY_NEW.read_text()), edits)))
+    suite = load_suite(path)
+    db = tmp_path / "kdbench.duckdb"
+    try:
+        summary = run_suite(suite, db, cache=str(tmp_path / "cache"))
+    finally:
+        ray.shutdown()
+    assert (summary.ran, summary.failed) == (4, 0)
+    runs = store.read_runs(db, suite.hash)
+    students = runs[runs.role == "student"].set_index("method")
+    on_policy = students.loc[["gkd", "onpolicy_rkl", "distillm"]]
+    steps, batch = suite.budget.steps, suite.budget.batch_size
+    assert (on_policy.teacher_forwards == steps * batch).all()  # live on every sampled batch
+    assert (on_policy.sequences == steps * batch).all()  # the same budget as sft
+    assert students.loc["sft", "sequences"] == steps * batch
