@@ -15,7 +15,7 @@ from kdbench.plan import plan
 
 from .conftest import ROOT
 
-SUITES = {"tiny": 15 * 2 * 3, "dolly-gpt2": 5 * 3 * 5, "qwen-gsm8k": 4 * 1 * 3}
+SUITES = {"tiny": 15 * 2 * 3, "tiny-new": 6 * 1 * 3, "dolly-gpt2": 5 * 3 * 5, "qwen-gsm8k": 4 * 1 * 3}
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))
@@ -23,6 +23,15 @@ def test_every_shipped_suite_plans_without_the_network(name: str) -> None:
     suite = load_suite(ROOT / "leaderboards" / f"{name}.toml")
     methods, jobs = plan(suite, fetch=False)
     assert len(jobs) == SUITES[name] and len({j.run_id for j in jobs}) == len(jobs)
+
+
+def test_tiny_new_shares_the_tiny_suites_teacher_and_setting() -> None:
+    """The second embedded suite reuses the first's cached teacher (same recipe) and ranks its
+    methods on the same tasks, data and budget."""
+    tiny, new = (load_suite(ROOT / "leaderboards" / f"{n}.toml") for n in ("tiny", "tiny-new"))
+    assert new.teacher == tiny.teacher
+    assert (new.data, new.budget, new.eval.tasks) == (tiny.data, tiny.budget, tiny.eval.tasks)
+    assert not set(new.methods) - {"sft", "fkl", "jsd"} & set(tiny.methods)
 
 
 def _lay_out_dolly(folder: Path) -> Path:
