@@ -3,7 +3,10 @@
 
 - wall times: training, evaluation, and the run's total from submission to storage;
 - FLOPs (:mod:`kdbench.speed`, Kaplan et al. 2020): ``train_flops = 6 N_S D`` for the student's
-  ``D`` training tokens plus ``2 N_T`` per token the live teacher ran on;
+  ``D`` training tokens plus ``2 N_T`` per token the live teacher ran on, plus, for an
+  on-policy method, ``generation_flops = 2 N_S G`` for the ``G`` tokens the student sampled
+  (one forward per sampled token with the KV cache); ``generation_s`` is the sampling part of
+  ``train_wall_s`` (the teacher's scoring of the samples is in ``live_teacher_flops``);
   ``teacher_flops`` = the run's share of the teacher passes made once per suite: one pass over
   the transfer set for the signal cache, divided among the runs that read it, and one for the
   generations, divided among the runs that train on them. The teacher's own row carries its
@@ -121,8 +124,12 @@ def run_costs(
         batches = max(1, model.sequences or suite.budget.steps * suite.budget.batch_size)
         live_tokens = tokens * model.teacher_forwards / batches
         live = forward_flops(teacher_params, live_tokens)
-        costs["train_flops"] = train_flops(result.params, tokens) + live
+        sampling = forward_flops(result.params, model.generated_tokens)
+        costs["train_flops"] = train_flops(result.params, tokens) + live + sampling
         costs["live_teacher_flops"] = live
+        costs["generation_s"] = model.generation_wall_s
+        costs["generated_tokens"] = model.generated_tokens
+        costs["generation_flops"] = sampling
         costs["sequences"] = model.sequences
         costs["teacher_flops"] = (
             shares.cache_flops if job.run_id in shares.cache_runs and model.signal_cache else 0.0

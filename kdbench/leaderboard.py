@@ -114,6 +114,7 @@ TAIL_COLUMNS: tuple[str, ...] = (
     "param_ratio",
     "bytes",
     "train_wall_s",
+    "generation_s",
     "device_hours",
     "price_usd",
     "train_flops",
@@ -138,6 +139,7 @@ _AVG_COSTS = (
     "params",
     "bytes",
     "train_wall_s",
+    "generation_s",
     "device_hours",
     "train_flops",
     "teacher_flops",
@@ -1259,6 +1261,15 @@ def format_fidelity(rec: dict[str, Any]) -> str:
     )
 
 
+def _fmt_sampling(rec: dict) -> str:
+    """An on-policy group's sampling seconds and their share of its training time."""
+    gen, train = rec.get("generation_s"), rec.get("train_wall_s")
+    if is_missing(gen) or not gen:
+        return "-"
+    share = f" ({gen / train:.0%})" if not is_missing(train) and train else ""
+    return f"{gen:.1f}s{share}"
+
+
 def format_table(df: pd.DataFrame) -> str:
     """An aligned plain-text table of a :func:`leaderboard` frame for the terminal.
 
@@ -1280,7 +1291,8 @@ def format_table(df: pd.DataFrame) -> str:
         df[[TOP1, KL, ECE]].notna().to_numpy().any()
     )  # shown when a row has a value (runs stored before fidelity have none)
     header += [FIDELITY_HEADER] if fidelity else []
-    header += ["params", "train", "seeds", "failed"]
+    sampled = "generation_s" in df and bool((df["generation_s"].fillna(0) > 0).any())
+    header += ["params", "train"] + (["sampling"] if sampled else []) + ["seeds", "failed"]
     header += ["budget"]  # the budget audit (BUDGET_COLUMNS)
     rows = []
     for rec in df.to_dict("records"):
@@ -1301,6 +1313,7 @@ def format_table(df: pd.DataFrame) -> str:
         cells += [
             fmt_params(rec["params"]),
             "-" if is_missing(rec["train_wall_s"]) else f"{rec['train_wall_s']:.1f}s",
+            *([_fmt_sampling(rec)] if sampled else []),
             str(rec["seeds"]),
             str(rec["failed"]),
             _fmt_budget(rec),

@@ -96,6 +96,9 @@ class TrainResult:
     job_started: float = 0.0  # epoch seconds, set by the Ray task around the worker(s)
     job_ended: float = 0.0
     sequences: int = 0  # sequences trained on, all workers (steps x batch size)
+    generation_wall_s: float = 0.0  # sampling the student (on-policy), part of train_wall_s
+    generated_tokens: int = 0  # tokens the student sampled, all workers
+    generated_sequences: int = 0
 
 
 def train_result(stats: dict[str, Any], **fields: Any) -> TrainResult:
@@ -110,7 +113,10 @@ def train_result(stats: dict[str, Any], **fields: Any) -> TrainResult:
         "teacher_forwards",
         "sequences",
     )
-    return TrainResult(**{k: stats[k] for k in keys}, **fields)
+    sampled = ("generation_wall_s", "generated_tokens", "generated_sequences")
+    return TrainResult(
+        **{k: stats[k] for k in keys}, **{k: stats.get(k, 0) for k in sampled}, **fields
+    )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ added cost columns: resume step, peak memory, teacher passes, FLOPs, device-hour
 time, inference speed; and the ``samples`` table of per-question results; version 3 the
 budget audit's ``sequences`` and ``live_teacher_flops``, and ``runs.quant`` and
 ``runs.parent_run_id``, a quantised evaluation stored as its own run linked to its
-full-precision one, and ``costs.quantized_params``). A read-only
+full-precision one, and ``costs.quantized_params``; version 4 what an on-policy run's sampling
+cost: ``generation_s``, ``generated_tokens``, ``generation_flops``). A read-only
 connection refuses an older file with a message that says how to upgrade it. Opening a database written by a newer kdbench raises
 :class:`StoreError`. Timestamps are stored as naive UTC. JSON columns are stored as JSON text
 and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
@@ -49,7 +50,7 @@ import pandas as pd
 
 from kdbench.disk_cache import creation_problem
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DB = Path("results/kdbench.duckdb")
 LOCK_TIMEOUT_S = 10.0
 """How long :func:`connect` keeps retrying while another process holds the database file."""
@@ -108,6 +109,10 @@ COST_COLUMNS: tuple[str, ...] = (
     "live_teacher_flops",
     # schema 3: parameters stored in the quantised format (NULL for full precision)
     "quantized_params",
+    # schema 4: sampling the student during training (on-policy methods; 0 for the others)
+    "generation_s",
+    "generated_tokens",
+    "generation_flops",
 )
 SAMPLE_COLUMNS: tuple[str, ...] = ("task", "doc_id", "correct", "confidence")
 ROLES = ("teacher", "student")
@@ -125,6 +130,7 @@ _INT_COST_COLUMNS = frozenset(
         "teacher_forwards",
         "sequences",
         "quantized_params",
+        "generated_tokens",
     }
 )
 
@@ -149,7 +155,8 @@ _TABLES_DDL: tuple[str, ...] = (
         resumed_from INTEGER, peak_rss_mb DOUBLE, teacher_forwards BIGINT,
         train_flops DOUBLE, teacher_flops DOUBLE, device_hours DOUBLE, queue_s DOUBLE,
         infer_tokens_per_s DOUBLE, infer_latency_ms DOUBLE, sequences BIGINT,
-        live_teacher_flops DOUBLE, quantized_params BIGINT)""",
+        live_teacher_flops DOUBLE, quantized_params BIGINT, generation_s DOUBLE,
+        generated_tokens BIGINT, generation_flops DOUBLE)""",
     """CREATE TABLE IF NOT EXISTS samples (
         run_id VARCHAR, task VARCHAR, doc_id INTEGER, correct DOUBLE, confidence DOUBLE,
         PRIMARY KEY (run_id, task, doc_id))""",
@@ -180,6 +187,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS quant VARCHAR",
         "ALTER TABLE runs ADD COLUMN IF NOT EXISTS parent_run_id VARCHAR",
         "ALTER TABLE costs ADD COLUMN IF NOT EXISTS quantized_params BIGINT",
+    ),
+    3: (  # on-policy sampling during training
+        "ALTER TABLE costs ADD COLUMN IF NOT EXISTS generation_s DOUBLE",
+        "ALTER TABLE costs ADD COLUMN IF NOT EXISTS generated_tokens BIGINT",
+        "ALTER TABLE costs ADD COLUMN IF NOT EXISTS generation_flops DOUBLE",
     ),
 }
 

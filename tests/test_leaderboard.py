@@ -624,3 +624,43 @@ def test_power_note_without_seed_spread_says_so() -> None:
     assert note is not None and "no seed-to-seed spread" in note and "0.0 points" not in note
     board["retention_ci"] = [0.1, 0.2]
     assert "points is detected at 95% confidence" in power_note(board)
+
+
+def test_sampling_cost_of_an_on_policy_run_is_counted() -> None:
+    """The student's sampling is charged: 2 N_S per sampled token in train_flops, its seconds
+    recorded; an off-policy run has none."""
+    from types import SimpleNamespace
+
+    from kdbench.config import Budget
+    from kdbench.costs import TeacherShares, run_costs
+    from kdbench.records import EvalResult, TrainResult
+
+    def costs(**sampled):
+        model = TrainResult(
+            path="x", params=1000, bytes=4000, tokens=6400, steps=10, train_wall_s=4.0,
+            final_loss=0.1, resumed_from=0, teacher_forwards=0, peak_rss_mb=None,
+            peak_private_mb=None, signal_cache=False, world_size=1, sequences=640, **sampled,
+        )  # fmt: skip
+        result = EvalResult(model=model, metrics=[], samples=[], eval_wall_s=1.0, params=1000)
+        suite = SimpleNamespace(
+            budget=Budget(steps=10, batch_size=64),
+            resources=SimpleNamespace(gpus_per_job=0, cpus_per_job=1, workers_per_job=1),
+        )
+        shares = TeacherShares(frozenset(), 0.0, frozenset(), 0.0)
+        job = SimpleNamespace(run_id="r")
+        return run_costs(result, suite, 5.0, job=job, shares=shares, teacher_params=10_000)
+
+    on = costs(generation_wall_s=1.5, generated_tokens=3000, generated_sequences=640)
+    assert on["generation_flops"] == pytest.approx(2 * 1000 * 3000)
+    assert on["train_flops"] == pytest.approx(6 * 1000 * 6400 + 2 * 1000 * 3000)
+    assert on["generation_s"] == 1.5 and on["generated_tokens"] == 3000
+    off = costs()
+    assert off["generation_flops"] == 0 and off["train_flops"] == pytest.approx(6 * 1000 * 6400)
+
+
+def test_sampling_cell_gives_seconds_and_share_of_training() -> None:
+    from kdbench.leaderboard import _fmt_sampling
+
+    assert _fmt_sampling({"generation_s": 2.5, "train_wall_s": 10.0}) == "2.5s (25%)"
+    assert _fmt_sampling({"generation_s": 0.0, "train_wall_s": 10.0}) == "-"
+    assert _fmt_sampling({"generation_s": None, "train_wall_s": 10.0}) == "-"

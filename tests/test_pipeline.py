@@ -347,3 +347,11 @@ def test_on_policy_methods_run_in_the_second_embedded_suite(tmp_path: Path) -> N
     assert (on_policy.teacher_forwards == steps * batch).all()  # live on every sampled batch
     assert (on_policy.sequences == steps * batch).all()  # the same budget as sft
     assert students.loc["sft", "sequences"] == steps * batch
+    # sampling is charged: its seconds, tokens and 2 N_S FLOPs per sampled token
+    assert (on_policy.generated_tokens > 0).all() and (on_policy.generation_s > 0).all()
+    assert (on_policy.generation_flops == 2 * on_policy.params * on_policy.generated_tokens).all()
+    assert students.loc["sft", "generated_tokens"] == 0
+    from kdbench.leaderboard import format_table, leaderboard
+
+    shown = format_table(leaderboard(db, suite.hash))
+    assert "sampling" in shown

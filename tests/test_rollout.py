@@ -50,7 +50,9 @@ def test_prompts_and_sequences_round_trip():
     out = sequences(prompts, [[5, 6], [7], []], tok.pad_token_id, DATA.max_length)
     assert out["labels"][0, len(prompts[0]) : len(prompts[0]) + 2].tolist() == [5, 6]
     assert (out["labels"][2] == IGNORE).all()  # nothing sampled: nothing learnt
-    assert out["attention_mask"].sum(1).tolist() == [len(p) + n for p, n in zip(prompts, [2, 1, 0])]
+    assert out["attention_mask"].sum(1).tolist() == [
+        len(p) + n for p, n in zip(prompts, [2, 1, 0], strict=True)
+    ]
 
 
 def test_samples_end_at_the_first_stop_and_are_seeded():

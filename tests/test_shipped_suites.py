@@ -15,7 +15,12 @@ from kdbench.plan import plan
 
 from .conftest import ROOT
 
-SUITES = {"tiny": 15 * 2 * 3, "tiny-new": 6 * 1 * 3, "dolly-gpt2": 5 * 3 * 5, "qwen-gsm8k": 4 * 1 * 3}
+SUITES = {
+    "tiny": 15 * 2 * 3,
+    "tiny-new": 6 * 1 * 3,
+    "dolly-gpt2": 5 * 3 * 5,
+    "qwen-gsm8k": 4 * 1 * 3,
+}
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))

@@ -525,3 +525,28 @@ def test_check_writable_creates_nothing(tmp_path: Path) -> None:
             store.write_suite(bad, SUITE, "s", "s.toml", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
     store.check_writable(":memory:x")
+
+
+def test_a_version_3_database_gains_the_sampling_columns(tmp_path):
+    """A schema-3 file is upgraded in place: its runs read with no sampling recorded, and an
+    on-policy run's sampling seconds, tokens and FLOPs are stored."""
+    path = tmp_path / "v3.duckdb"
+    store.connect(path).close()
+    con = duckdb.connect(str(path))
+    for column in ("generation_s", "generated_tokens", "generation_flops"):
+        con.execute(f"ALTER TABLE costs DROP COLUMN {column}")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.execute("INSERT INTO runs (run_id, role, status) VALUES ('old', 'student', 'ok')")
+    con.execute("INSERT INTO costs (run_id, steps) VALUES ('old', 200)")
+    con.close()
+    with pytest.raises(store.StoreError, match="old schema version 3.*kdbench run"):
+        store.connect(path, read_only=True).close()
+    store.write_run(
+        path,
+        {"run_id": "new", "role": "student", "status": "ok"},
+        [],
+        {"generation_s": 1.5, "generated_tokens": 3000, "generation_flops": 6e6},
+    )
+    runs = store.read_runs(path).set_index("run_id")
+    assert pd.isna(runs.loc["old", "generation_s"]) and runs.loc["old", "steps"] == 200
+    assert runs.loc["new", ["generated_tokens", "generation_flops"]].tolist() == [3000, 6e6]

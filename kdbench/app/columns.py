@@ -64,6 +64,12 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
         "train_wall_s": cc.NumberColumn(
             "train time", help="Mean training wall-clock seconds over seeds.", format="%.1f s"
         ),
+        "generation_s": cc.NumberColumn(
+            "sampling time",
+            help="On-policy methods: mean seconds spent sampling the student during training "
+            "(part of the training time; its FLOPs are in FLOPs).",
+            format="%.1f s",
+        ),
         "device_hours": cc.NumberColumn(
             "device-h",
             help="Measured device-hours of the run (GPU-h, or CPU core-h).",
