@@ -235,8 +235,9 @@ def check_loss_finite_and_differentiable(ctx: Context) -> str:
         grads = [p.grad for p in params if p.grad is not None]
         if not all(torch.isfinite(g).all() for g in grads):
             raise ConformanceError(f"{name}: non-finite gradients ({form} teacher)")
-        for key, mod in modules.items():
-            if not any(p.grad is not None for p in mod.parameters()):
+        for key, mod in modules.items():  # a state module (buffers only) trains nothing
+            params = list(mod.parameters())
+            if params and not any(p.grad is not None for p in params):
                 raise ConformanceError(f"{name}: extra module {key!r} gets no gradient")
         values.append(f"{form} {loss.item():.4f}")
     return "loss " + ", ".join(values)

@@ -17,7 +17,7 @@ from .conftest import ROOT
 
 SUITES = {
     "tiny": 15 * 2 * 3,
-    "tiny-new": 6 * 1 * 3,
+    "tiny-new": 8 * 1 * 3,
     "dolly-gpt2": 5 * 3 * 5,
     "qwen-gsm8k": 4 * 1 * 3,
 }

@@ -424,7 +424,8 @@ def test_every_registered_logit_method_runs_with_full_and_topk_teachers(name: st
     values = []
     for teacher in (*_teachers(t, 4), topk_signals(t, 16)):
         s = _randn(2, 6, 16, seed=21, scale=3).requires_grad_()
-        loss = method.loss(SimpleNamespace(logits=s), teacher, {"labels": labels}, cfg, {})
+        modules = method.modules(None, None, cfg) if method.modules else {}  # e.g. TAID's state
+        loss = method.loss(SimpleNamespace(logits=s), teacher, {"labels": labels}, cfg, modules)
         loss.backward()
         assert loss.dim() == 0 and torch.isfinite(loss) and loss.item() >= 0
         assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0

@@ -1,0 +1,92 @@
+"""``akl``: Adaptive Kullback-Leibler divergence (Wu, Tao, Zhou, Liu, Liu & Li 2025, "Rethinking
+Kullback-Leibler Divergence in Knowledge Distillation for Large Language Models", COLING 2025,
+arXiv:2404.02657, sec. 4; reference code ``AKL.py`` of github.com/wutaiqiang/LLM_KD_AKL).
+
+    L = alpha * T^2 * mean_t [ g_head KL(p_T || p_S) + g_tail KL(p_S || p_T) ] + (1-alpha) CE
+    g_head = G_head / (G_head + G_tail),   g_tail = G_tail / (G_head + G_tail)
+    G_head = sum_{v in H} |p_T(v) - p_S(v)|,  G_tail = sum_{v not in H} |p_T(v) - p_S(v)|
+    H = the teacher's most likely tokens whose cumulative probability is <= mu (its top token
+        always included), mu = 0.5
+
+The paper shows that, early in training, forward KL fits the teacher's head and reverse KL its
+tail; AKL weighs each by how far the student is from the teacher on that part, per position.
+
+Loss card:
+- weights: from the gaps at the current student, without gradient (the reference detaches the
+  student's probabilities), per position; the head is the sorted teacher distribution's prefix
+  with cumulative mass <= mu, the first token always in it (the reference's ``mask[..., 0] =
+  False``); ``mu = 0.5`` (the reference default);
+- divergences: the true KLs (0 when the student matches the teacher; the reference's forward
+  term drops the teacher entropy, a constant), summed over the vocabulary, mean over the
+  completion tokens (labels != -100), float32;
+- temperature ``T = 1`` and ``alpha = 1`` (pure divergence) by default, as the other logit
+  methods (T^2 scaling for T != 1);
+- top-k teacher: the same on the k + 1 bucket distributions (the rest bucket sorts like one
+  token); k = V gives the full-vocabulary loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.losses import kl
+
+
+@dataclass
+class AKLConfig(LogitConfig):
+    """``mu = 0.5``: the teacher mass that makes the head (the reference default)."""
+
+    mu: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 < self.mu < 1.0:
+            raise ValueError(f"mu must be in (0, 1), got {self.mu}")
+
+
+def head_tail_weights(
+    log_p: torch.Tensor, log_q: torch.Tensor, mu: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(g_head, g_tail)`` per position (no gradient): the shares of the total absolute gap
+    ``|p_T - p_S|`` on the teacher's head (cumulative mass <= ``mu``, top token included) and
+    on its tail."""
+    with torch.no_grad():
+        p, q = log_p.exp(), log_q.exp()
+        sorted_p, order = p.sort(dim=-1, descending=True)
+        gap = (sorted_p - q.gather(-1, order)).abs()
+        head = sorted_p.cumsum(-1) <= mu
+        head[..., 0] = True
+        g_head = torch.where(head, gap, 0.0).sum(-1)
+        g_tail = torch.where(head, 0.0, gap).sum(-1)
+        total = (g_head + g_tail).clamp_min(torch.finfo(torch.float32).tiny)
+        return g_head / total, g_tail / total
+
+
+def adaptive_kl(log_p: torch.Tensor, log_q: torch.Tensor, mu: float) -> torch.Tensor:
+    """``g_head KL(p_T || p_S) + g_tail KL(p_S || p_T)`` per position (teacher ``log_p``,
+    student ``log_q``)."""
+    g_head, g_tail = head_tail_weights(log_p, log_q, mu)
+    return g_head * kl(log_p, log_q) + g_tail * kl(log_q, log_p)
+
+
+akl_loss = logit_loss(adaptive_kl, "mu")
+
+
+@hookimpl
+def kdbench_methods() -> list[Method]:
+    return [
+        Method(
+            name="akl",
+            family="logit",
+            config=AKLConfig,
+            loss=akl_loss,
+            signals=frozenset({"logits"}),
+            allows_packing=True,  # token-level: a row may hold several examples
+            paper="Wu et al. 2025 (AKL, COLING)",
+            description="forward and reverse KL weighted per token by the head / tail gap",
+        )
+    ]

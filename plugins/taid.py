@@ -1,0 +1,139 @@
+"""``taid``: Temporally Adaptive Interpolated Distillation (Shing, Misaki, Bao, Yokoi & Akiba
+2025, "TAID: Temporally Adaptive Interpolated Distillation for Efficient Knowledge Transfer in
+Language Models", ICLR 2025, arXiv:2501.16937, eqs. 2-5; reference code
+``src/distil_losses/taid.py`` of github.com/SakanaAI/TAID).
+
+    L = alpha * T^2 * mean_t KL( p_t || p_S ) + (1 - alpha) CE
+    p_t = softmax( (1 - t) * stopgrad(z_S) + t * z_T )          (interpolation of the logits)
+
+The target moves from (mostly) the student itself to the teacher as ``t`` grows from
+``t_start`` to ``t_end``. ``t`` never falls below the linear schedule
+``t_start + (t_end - t_start) * step / steps`` and rises faster while the loss falls (eq. 5):
+
+    delta_n = (J_{n-1} - J_n) / (J_{n-1} + 1e-15)          relative change of the loss
+    m_n = beta m_{n-1} + (1 - beta) delta_n                 momentum
+    t_{n+1} = min(t_end, max(linear(n), t_n + alpha_t * sigmoid(m_n) * (1 - t_n)))
+
+``t`` is updated after each training step's loss (the loss of the step uses the current ``t``),
+kept with its momentum and previous loss in the method's state module (buffers, saved in the
+training checkpoint, so a resumed job continues the schedule). A loss called outside training
+(without ``batch["step"]``) uses ``t`` without moving it.
+
+Loss card:
+- interpolation in logit space with the student's logits detached (the reference); with a top-k
+  teacher it is done on the k + 1 bucket log-probabilities, ``softmax((1 - t) log q + t log p)``
+  (equal to the logit form for full logits, since log-softmax shifts each position by a
+  constant); k = V gives the full-vocabulary loss;
+- divergence: ``KL(p_t || p_S)`` (the reference's ``forward_kl`` with ``teacher_probs = p_t``,
+  up to the entropy of ``p_t``, a constant), summed over the vocabulary, mean over the
+  completion tokens, float32; at ``t = 1`` it is exactly ``fkl``;
+- defaults (the reference's): ``t_start = 0.4``, ``t_end = 1.0``, ``alpha_t = 5e-4``,
+  ``beta = 0.99``, adaptive on; temperature ``T = 1`` and ``alpha = 1`` (pure divergence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kdbench import Method, hookimpl
+from kdbench.helpers import LogitConfig
+from kdbench.losses import distributions, kl, masked_mean, with_task_loss
+
+
+@dataclass
+class TAIDConfig(LogitConfig):
+    """The reference's defaults; ``alpha_t`` is TAID's alpha (``alpha`` is the CE mix)."""
+
+    t_start: float = 0.4
+    t_end: float = 1.0
+    alpha_t: float = 5e-4  # the adaptive step size (TAID's alpha)
+    beta: float = 0.99  # the momentum of the loss's relative change
+    adaptive: bool = True  # false: the linear schedule only
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.t_start < 1.0:
+            raise ValueError(f"t_start must be in [0, 1), got {self.t_start}")
+        if not self.t_start < self.t_end <= 1.0:
+            raise ValueError(f"t_end must be in (t_start, 1], got {self.t_end}")
+        if not 0.0 <= self.alpha_t <= 1.0:
+            raise ValueError(f"alpha_t must be in [0, 1], got {self.alpha_t}")
+        if not 0.0 <= self.beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {self.beta}")
+
+
+class TAIDState(torch.nn.Module):
+    """``t``, the momentum and the previous loss, as buffers (no parameters)."""
+
+    def __init__(self, t_start: float) -> None:
+        super().__init__()
+        self.register_buffer("t", torch.tensor(float(t_start)))
+        self.register_buffer("momentum", torch.tensor(0.0))
+        self.register_buffer("prev_loss", torch.tensor(float("inf")))
+
+    @torch.no_grad()
+    def update(self, loss: float, step: int, steps: int, cfg: TAIDConfig) -> None:
+        """Eq. 5 after a training step's loss (the reference's ``update_t``)."""
+        linear = cfg.t_start + (cfg.t_end - cfg.t_start) * step / steps
+        if torch.isinf(self.prev_loss):
+            self.prev_loss.fill_(loss)
+            return
+        change = (float(self.prev_loss) - loss) / (float(self.prev_loss) + 1e-15)
+        self.momentum.mul_(cfg.beta).add_((1 - cfg.beta) * change)
+        t = float(self.t)
+        if cfg.adaptive:
+            step_up = cfg.alpha_t * float(torch.sigmoid(self.momentum)) * (1 - t)
+            t = min(cfg.t_end, max(linear, t + step_up))
+        else:
+            t = linear
+        self.t.fill_(t)
+        self.prev_loss.fill_(loss)
+
+
+def taid_modules(student_config: Any, teacher_config: Any, cfg: TAIDConfig) -> dict:
+    return {"taid": TAIDState(cfg.t_start)}
+
+
+def interpolated(log_p: torch.Tensor, log_q: torch.Tensor, t: float) -> torch.Tensor:
+    """``log softmax((1 - t) stopgrad(log q) + t log p)``: TAID's target at ``t``."""
+    low = torch.finfo(torch.float32).min
+    mix = (1 - t) * log_q.detach().clamp_min(low) + t * log_p.clamp_min(low)
+    return torch.log_softmax(mix, -1)
+
+
+def taid_loss(
+    student: Any,
+    teacher: Any,
+    batch: dict[str, torch.Tensor],
+    cfg: TAIDConfig,
+    modules: dict[str, torch.nn.Module],
+) -> torch.Tensor:
+    state = modules["taid"]
+    t = float(state.t)
+    log_p, log_q, mask = distributions(student.logits, teacher, batch["labels"], cfg.temperature)
+    target = log_p if t == 1.0 else interpolated(log_p, log_q, t)
+    distill = cfg.temperature**2 * masked_mean(kl(target, log_q), mask)
+    if "step" in batch and torch.is_grad_enabled():  # a training step: move t
+        state.update(float(distill.detach()), int(batch["step"]), int(batch["steps"]), cfg)
+    return with_task_loss(distill, student.logits, batch["labels"], cfg.alpha)
+
+
+@hookimpl
+def kdbench_methods() -> list[Method]:
+    return [
+        Method(
+            name="taid",
+            family="logit",
+            config=TAIDConfig,
+            loss=taid_loss,
+            signals=frozenset({"logits"}),
+            modules=taid_modules,
+            allows_packing=True,  # token-level: a row may hold several examples
+            paper="Shing et al. 2025 (TAID, ICLR)",
+            description="KL to a target interpolated from the student to the teacher, "
+            "t rising adaptively from 0.4 to 1",
+        )
+    ]
