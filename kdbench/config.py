@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,14 @@ class ModelSpec:
     for a student, ``from_teacher_layers`` (a copy of the teacher keeping those decoder layers,
     DistilBERT's initialisation). ``dtype``: the weights' and compute dtype in its jobs
     (``auto``: bfloat16 on a CUDA device that supports it, else float32; always float32 on a
-    CPU). Students may train with ``gradient_checkpointing`` and as ``lora`` adapters."""
+    CPU). Students may train with ``gradient_checkpointing`` and as ``lora`` adapters.
+
+    A student built from ``arch`` has the teacher's tokenizer unless ``tokenizer`` names another:
+    a built-in one of :data:`kdbench.tokenizer.BUILTIN_TOKENIZERS` (``"chunk"``: the same text
+    in other token boundaries) or a local folder holding a saved tokenizer; a student with
+    another vocabulary than the teacher's is a cross-tokenizer student, trained only by the
+    methods that declare ``cross_tokenizer`` (and those that read no per-batch teacher signal).
+    ``methods``: the suite's methods that train this student (None: all of them)."""
 
     name: str
     source: str | None = None
@@ -73,6 +80,8 @@ class ModelSpec:
     from_teacher_layers: tuple[int, ...] | None = None
     gradient_checkpointing: bool = False
     lora: LoraSpec | None = None
+    tokenizer: str | None = None  # a built student's tokenizer (None: the teacher's)
+    methods: tuple[str, ...] | None = None  # the suite's methods that train it (None: all)
 
 
 @dataclass(frozen=True)
@@ -349,6 +358,8 @@ _MODEL_ADDED = {
     "from_teacher_layers": None,
     "gradient_checkpointing": False,
     "lora": None,
+    "tokenizer": None,
+    "methods": None,
 }
 _IDENTITY_DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {
@@ -576,6 +587,8 @@ _STUDENT_KEYS = {
     "from_teacher_layers",
     "gradient_checkpointing",
     "lora",
+    "tokenizer",
+    "methods",
 }
 
 
@@ -610,6 +623,9 @@ def _model(path: Path, raw: Any, prefix: str, student: bool = False) -> dict[str
             extra["gradient_checkpointing"] = True
         if "lora" in raw:
             extra["lora"] = _lora(path, raw["lora"], f"{prefix}lora.")
+        tokenizer = _take(path, raw, prefix, "tokenizer", str, None)
+        if tokenizer is not None:
+            extra["tokenizer"] = _student_tokenizer(path, f"{prefix}tokenizer", tokenizer, arch)
     given = [
         k
         for k, v in (("source", source), ("arch", arch), ("layers", layers))
@@ -640,6 +656,46 @@ def _model(path: Path, raw: Any, prefix: str, student: bool = False) -> dict[str
     else:
         check_source(path, f"{prefix}source", source)
     return {"name": name, "source": source, "arch": dict(arch) if arch else None, **extra}
+
+
+def _student_tokenizer(path: Path, field: str, value: str, arch: Any) -> str:
+    """A built student's ``tokenizer``: a built-in name or a folder with a saved tokenizer."""
+    from kdbench.tokenizer import BUILTIN_TOKENIZERS
+
+    allowed = f"a built-in tokenizer ({', '.join(BUILTIN_TOKENIZERS)}) or a folder holding a saved tokenizer"
+    if arch is None:
+        raise SuiteError(
+            path,
+            field,
+            "only a student built from `arch` takes a tokenizer (a loaded or copied "
+            "student has its own); remove it or build the student from `arch`",
+        )
+    if value in BUILTIN_TOKENIZERS:
+        return value
+    folder = Path(value).expanduser()
+    if not folder.is_absolute():
+        folder = path.parent / folder
+    if not (folder / "tokenizer_config.json").is_file():
+        raise SuiteError(path, field, f"{shown(value, 200)} is not {allowed}")
+    return str(folder)
+
+
+def _student_methods(
+    path: Path, field: str, raw: dict[str, Any], methods: list[str]
+) -> tuple[str, ...]:
+    """A student's ``methods``: a non-empty list of the suite's methods, each once (an empty
+    suite list means every registered method, so any name is left to the plan to check)."""
+    value = raw["methods"]
+    if not (isinstance(value, list) and value and all(isinstance(m, str) for m in value)):
+        raise SuiteError(path, field, f"must be a non-empty list of method names, got {value!r}")
+    if len(set(value)) != len(value):
+        raise SuiteError(path, field, f"must not repeat a method, got {value!r}")
+    unknown = [m for m in value if methods and m not in methods]
+    if unknown:
+        raise SuiteError(
+            path, field, f"{', '.join(unknown)} not in the suite's methods ({', '.join(methods)})"
+        )
+    return tuple(value)
 
 
 def _lora(path: Path, raw: Any, prefix: str) -> LoraSpec:
@@ -1074,6 +1130,10 @@ def parse_suite(raw: dict[str, Any], path: str | Path = "<suite>") -> Suite:
         if isinstance(s, dict):
             _no_unknown(path, s, f"students[{i}].", _STUDENT_KEYS)
         student = ModelSpec(**_model(path, s, f"students[{i}].", student=True))
+        if isinstance(s, dict) and "methods" in s:
+            student = replace(
+                student, methods=_student_methods(path, f"students[{i}].methods", s, methods)
+            )
         kept = student.from_teacher_layers
         if kept and n_teacher_layers is not None and kept[-1] >= n_teacher_layers:
             raise SuiteError(

@@ -203,6 +203,16 @@ def default_tokenizer() -> PreTrainedTokenizerBase:
     return char_tokenizer()
 
 
+def named_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """A built student's ``tokenizer``: a built-in one by name
+    (:data:`kdbench.tokenizer.BUILTIN_TOKENIZERS`) or the saved tokenizer in a folder."""
+    from kdbench.tokenizer import BUILTIN_TOKENIZERS
+
+    if name in BUILTIN_TOKENIZERS:
+        return BUILTIN_TOKENIZERS[name]()
+    return load_tokenizer(name)
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

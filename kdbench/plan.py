@@ -20,7 +20,12 @@ from kdbench.contamination import ContaminationReport
 from kdbench.data_sources import DataError, load_examples
 from kdbench.evaluate import TaskError, TaskOrGroup, load_tasks, resolve_tasks
 from kdbench.methods import Method, MethodError, registry, resolve
-from kdbench.models import default_tokenizer, load_tokenizer, vocabulary_mismatch
+from kdbench.models import (
+    default_tokenizer,
+    load_tokenizer,
+    named_tokenizer,
+    vocabulary_mismatch,
+)
 from kdbench.records import Job
 from kdbench.transfer import check_chat_template, transfer_examples
 
@@ -73,13 +78,15 @@ def plan(
         if problem:
             raise SuiteError(suite.path, "data.chat_template", problem)
     check_packing(suite, methods)
-    check_vocabularies(suite, [m for m in methods if m.needs_teacher])
+    check_vocabularies(suite, methods)
     if fetch and suite.eval.contamination != "off":
         check_contamination(suite, tasks, echo)
     jobs = []
     for method in methods:
         cfg = dataclasses.asdict(configs[method.name])
         for student in suite.students:
+            if not trains(student, method):
+                continue
             for seed in suite.seeds:
                 run_id = run_key(suite, method.name, cfg, student.name, seed)
                 jobs.append(Job(run_id, method.name, student.name, seed, cfg))
@@ -182,7 +189,8 @@ def tokenizer_of(spec: ModelSpec) -> PreTrainedTokenizerBase | None:
     built from ``arch``, the folder's or Hub id's otherwise (None when it cannot be read
     offline: the training job checks again once the model is at hand)."""
     if spec.arch is not None:
-        return default_tokenizer()
+        name = getattr(spec, "tokenizer", None)  # a student's own (a teacher has none)
+        return named_tokenizer(name) if name else default_tokenizer()
     try:
         return load_tokenizer(spec.source)
     except (OSError, ValueError):
@@ -207,29 +215,53 @@ def check_packing(suite: Suite, methods: list[Method]) -> None:
         )
 
 
+def trains(student: ModelSpec, method: Method) -> bool:
+    """Whether ``method`` trains ``student`` (its ``methods`` list, or every method)."""
+    return student.methods is None or method.name in student.methods
+
+
 def check_vocabularies(suite: Suite, methods: list[Method]) -> None:
     """Methods that compare teacher and student token by token refuse a student whose
     vocabulary (token -> id map, not only its size) differs from the teacher's, before anything
-    trains. A student built from ``arch`` gets the teacher's tokenizer, so it always passes."""
-    if not methods:
-        return
+    trains, unless they declare ``cross_tokenizer``. A student built from ``arch`` without a
+    ``tokenizer`` gets the teacher's, so it always passes. A cross-tokenizer student pairs its
+    rows with the teacher's encoding of the same examples, one for one, so it refuses packed
+    rows and ``truncation = "drop"`` (which may drop other examples for each tokenizer)."""
     teacher = tokenizer_of(suite.teacher)
     if teacher is None:
         return
     for i, student in enumerate(suite.students):
-        if student.source is None:
+        if student.source is None and student.tokenizer is None:
             continue  # built with the teacher's own tokenizer
+        runs = [m for m in methods if trains(student, m)]
         theirs = tokenizer_of(student)
         mismatch = vocabulary_mismatch(teacher, theirs) if theirs is not None else None
-        if mismatch:
-            names = ", ".join(m.name for m in methods)
+        if not mismatch:
+            continue
+        refused = [m.name for m in runs if m.needs_teacher and not m.cross_tokenizer]
+        if refused:
+            able = sorted(m.name for m in registry().values() if m.cross_tokenizer)
             raise SuiteError(
                 suite.path,
                 f"students[{i}]",
-                f"{names} need a vocabulary shared with the teacher: {mismatch} "
+                f"{', '.join(refused)} need a vocabulary shared with the teacher: {mismatch} "
                 f"(teacher {suite.teacher.name}, student {student.name}); use the teacher's "
-                "tokenizer or only methods without per-batch teacher signals",
+                "tokenizer, or only methods without per-batch teacher signals or cross-tokenizer "
+                f"ones ({', '.join(able) or 'none registered'}), e.g. with the student's `methods`",
             )
+        if any(m.cross_tokenizer and m.needs_teacher for m in runs):
+            for field, bad in (
+                ("data.packing", suite.data.packing),
+                ("data.truncation", suite.data.truncation == "drop"),
+            ):
+                if bad:
+                    raise SuiteError(
+                        suite.path,
+                        field,
+                        f"cross-tokenizer distillation of {student.name} pairs each of its rows "
+                        "with the teacher's row of the same example: set packing = false and "
+                        'truncation = "right"',
+                    )
 
 
 def _suggest(word: str, options: list[str]) -> str:

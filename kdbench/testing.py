@@ -422,6 +422,52 @@ def check_engine_steps(ctx: Context) -> str:
     return f"3 DeepSpeed steps ({source}), final loss {stats['final_loss']:.4f}"
 
 
+def check_cross_tokenizer_student(ctx: Context) -> str:
+    """A method that declares ``cross_tokenizer`` trains a student with another tokenizer (the
+    built-in ``chunk`` one) on paired rows (:mod:`kdbench.cross_tokenizer`) for a few DeepSpeed
+    steps, with the live teacher and with the cached top-k teacher, and its loss moves the
+    student; any other method is refused such a student at plan time, so there is nothing to
+    check."""
+    m = ctx.method
+    if not m.cross_tokenizer:
+        return "not cross-tokenizer: a student with another vocabulary is refused at plan time"
+    from kdbench.cross_tokenizer import paired_batch
+    from kdbench.tokenizer import chunk_tokenizer
+    from kdbench.transfer import transfer_examples
+
+    theirs = chunk_tokenizer()
+    data = paired_batch(transfer_examples(DATA), theirs, ctx.tokenizer, DATA)
+    done = []
+    for source in ("live", "cache") if ctx.cacheable else ("live",):
+        student = build_llama({**STUDENT_ARCH, "max_length": DATA.max_length}, theirs, 0)
+        prepare_models(m.signals, student)
+        before = [p.detach().clone() for p in student.parameters()]
+        stats = train(
+            student,
+            m,
+            m.make_config(),
+            data,
+            Budget(steps=3, batch_size=4, lr=1e-2),
+            3,
+            seed=0,
+            teacher=ctx.teacher if source == "live" else None,
+            cache=ctx.cache(TOPK) if source == "cache" else None,
+            teacher_config=ctx.teacher.config,
+        )
+        if not math.isfinite(stats["final_loss"]):
+            raise ConformanceError(
+                f"{m.name}: with a cross-tokenizer student and the {source} teacher the training "
+                f"loss is not finite: {stats['final_loss']}"
+            )
+        same = zip(before, student.parameters(), strict=True)
+        if all(torch.equal(a, b.detach()) for a, b in same):
+            raise ConformanceError(
+                f"{m.name}: 3 DeepSpeed steps with a cross-tokenizer student did not change it"
+            )
+        done.append(f"{source} teacher {stats['final_loss']:.4f}")
+    return f"chunk-tokenizer student ({len(theirs)} tokens), 3 steps each: " + ", ".join(done)
+
+
 def check_trains_saves_and_scores(ctx: Context) -> str:
     """The trained student is saved, scored by the pipeline's evaluation job (lm-eval) and its
     run, with the method's config and real metrics, is stored and read back."""
@@ -495,6 +541,7 @@ CHECKS: dict[str, Callable[[Context], str]] = {
     "cached_teacher_matches_live": check_cached_teacher_matches_live,
     "topk_teacher": check_topk_teacher,
     "engine_steps": check_engine_steps,
+    "cross_tokenizer_student": check_cross_tokenizer_student,
     "trains_saves_and_scores": check_trains_saves_and_scores,
 }
 

@@ -26,3 +26,34 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         clean_up_tokenization_spaces=False,
     )
+
+
+# A second vocabulary for cross-tokenizer suites: the teacher's characters plus every two-digit
+# number and the word "max" as single tokens, in another id order. Same text, other boundaries:
+# "12+345" is ["12", "+", "34", "5"] here and six characters for the teacher.
+CHUNKS = [f"{i:02d}" for i in range(100)] + ["max"]
+
+
+def chunk_tokenizer() -> PreTrainedTokenizerFast:
+    """The built-in second tokenizer (``[[students]] tokenizer = "chunk"``): 126 tokens, the
+    four specials, the 101 chunks of :data:`CHUNKS` and the 21 characters of the character
+    tokenizer (in reverse order, so even the shared tokens have other ids). Numbers are split
+    into pairs of digits from the left, so a student with it predicts roughly half as many
+    tokens per number as the character-level teacher."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHUNKS + CHARS[::-1])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"max|\d\d|[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+BUILTIN_TOKENIZERS = {"char": char_tokenizer, "chunk": chunk_tokenizer}
+"""The tokenizers a built student may name (``[[students]] tokenizer``); ``char`` is the
+built-in teacher's."""

@@ -22,6 +22,7 @@ import deepspeed
 import torch
 
 from kdbench.config import Budget
+from kdbench.cross_tokenizer import PairedBatch, teacher_view
 from kdbench.methods import Method
 from kdbench.models import capture_qkv, prepare_models, resolve_dtype
 from kdbench.rollout import FIXED, Rollout
@@ -146,11 +147,12 @@ def method_loss(
     DeepSpeed engine around it; ``teacher`` is the teacher model (run live on the batch), the
     :class:`TeacherSignals` of the batch (read from the signal cache), or None for a method
     that reads no per-batch signal. The loss always gets a :class:`TeacherSignals` holding
-    exactly the method's declared signals."""
+    exactly the method's declared signals. In a paired batch (a cross-tokenizer student,
+    :mod:`kdbench.cross_tokenizer`) the teacher runs on the teacher's rows."""
     if isinstance(teacher, TeacherSignals):
         signals = teacher
     elif teacher is not None:
-        signals = live_signals(teacher, method.signals, batch, method.name)
+        signals = live_signals(teacher, method.signals, teacher_view(batch), method.name)
     else:
         signals = TeacherSignals({}, method.signals, method.name, "none")
     want_qkv = "qkv" in method.signals
@@ -172,7 +174,7 @@ def train(
     model: torch.nn.Module,
     method: Method,
     cfg: Any,
-    data: Batch,
+    data: Batch | PairedBatch,
     budget: Budget,
     steps: int,
     seed: int,
@@ -206,6 +208,8 @@ def train(
     :meth:`Rollout.batch`, which may replace them by the student's samples for their prompts
     (fresh or replayed); the teacher (which must be given) scores those live, while fixed rows
     still read the cache when there is one.
+    ``data`` is a :class:`kdbench.cross_tokenizer.PairedBatch` for a cross-tokenizer student:
+    the teacher's signals (live or cached) are then those of its own rows of the same examples.
 
     Returns statistics: wall time, tokens seen (non-padding, all workers), final loss, the step
     resumed from, the sequences the teacher ran on (``teacher_forwards``, all workers), the
@@ -274,7 +278,7 @@ def train(
         batch = loss_batch(rows, device, step, steps, kind != FIXED)
         source: torch.nn.Module | TeacherSignals | None = teacher
         if cache is not None and kind == FIXED:
-            width = rows["input_ids"].shape[1]
+            width = teacher_view(rows)["input_ids"].shape[1]
             source = cache.batch(idx, width, method.signals, method.name).to(device)
         elif teacher is not None:
             forwards += len(global_idx)
@@ -364,7 +368,8 @@ def probe_loss(
     rows = data.rows(probe)
     source: Any = teacher
     if cache is not None:
-        source = cache.batch(probe, rows["input_ids"].shape[1], method.signals, method.name)
+        width = teacher_view(rows)["input_ids"].shape[1]
+        source = cache.batch(probe, width, method.signals, method.name)
         source = source.to(device)
     with torch.no_grad():
         batch = loss_batch(rows, device, step, steps, False)

@@ -27,6 +27,7 @@ from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from kdbench import distributed
 from kdbench.config import ModelSpec, Suite
+from kdbench.cross_tokenizer import PairedBatch, paired_batch
 from kdbench.generations import end_of_turn_ids, stop_token_ids, training_examples
 from kdbench.methods import Method, registry
 from kdbench.models import (
@@ -38,6 +39,7 @@ from kdbench.models import (
     merged,
     n_params,
     n_trainable,
+    named_tokenizer,
     resolve_dtype,
     save,
     vocabulary_mismatch,
@@ -48,7 +50,7 @@ from kdbench.rollout import Rollout, backend
 from kdbench.signal_cache import SignalCache, open_cache
 from kdbench.speed import PeakMemory
 from kdbench.train import init_distributed, train
-from kdbench.transfer import encode_examples, transfer_batch
+from kdbench.transfer import Batch, encode_examples, transfer_examples
 from kdbench.workers import worker_setup
 
 STUDENT_INFO = "kdbench_student.json"  # how the saved student was made; not a weight file
@@ -89,7 +91,7 @@ def _student(
     """The student and its tokenizer, in the spec's dtype: loaded from its ``source``, built
     from its ``arch`` or copied from the teacher's layers ``from_teacher_layers``, with the
     teacher's tokenizer in both latter cases (so it shares the teacher's vocabulary by
-    construction). ``teacher``: the teacher already loaded (copied from when its dtype is the
+    construction) unless a built student names its own ``tokenizer``. ``teacher``: the teacher already loaded (copied from when its dtype is the
     student's, instead of loading it again)."""
     if spec.source is not None:
         return load_pretrained(spec.source, spec.dtype)
@@ -101,10 +103,11 @@ def _student(
         except ValueError as e:
             raise ValueError(f"student {spec.name}: {e}") from None
         return model, teacher_tokenizer
+    tokenizer = named_tokenizer(spec.tokenizer) if spec.tokenizer else teacher_tokenizer
     model = build_llama(
-        {**spec.arch, "max_length": suite.data.max_length}, teacher_tokenizer, seed=job.seed
+        {**spec.arch, "max_length": suite.data.max_length}, tokenizer, seed=job.seed
     )
-    return model.to(resolve_dtype(spec.dtype)), teacher_tokenizer
+    return model.to(resolve_dtype(spec.dtype)), tokenizer
 
 
 def on_policy_rollout(
@@ -163,18 +166,20 @@ def train_worker(task: TrainTask) -> TrainResult:
     params = n_params(base)  # the saved (merged) model's, before any adapter or partition
     student = prepare_student(base, spec)
     trainable = n_trainable(student)
-    if method.needs_teacher:
-        mismatch = vocabulary_mismatch(teacher_tok, tokenizer)
-        if mismatch:
-            raise ValueError(
-                f"{job.method} needs a vocabulary shared with the teacher: {mismatch} "
-                f"(student {spec.name})"
-            )
+    mismatch = vocabulary_mismatch(teacher_tok, tokenizer) if method.needs_teacher else None
+    if mismatch and not method.cross_tokenizer:
+        raise ValueError(
+            f"{job.method} needs a vocabulary shared with the teacher: {mismatch} "
+            f"(student {spec.name})"
+        )
     if method.data is not None:
         examples = training_examples(method, cfg, suite.data, task.generations)
-        data = encode_examples(examples, tokenizer, suite.data)
     else:
-        data = transfer_batch(suite.data, tokenizer)
+        examples = transfer_examples(suite.data)
+    if mismatch:  # a cross-tokenizer method: the teacher's rows of the same examples beside
+        data: Batch | PairedBatch = paired_batch(examples, tokenizer, teacher_tok, suite.data)
+    else:
+        data = encode_examples(examples, tokenizer, suite.data)
     bar = (
         tqdm(total=suite.budget.steps, desc=f"{job.method} -> {job.student} seed {job.seed}")
         if rank == 0
