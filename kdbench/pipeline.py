@@ -67,10 +67,15 @@ def run_suite(
     by_name = {m.name: m for m in methods}
     done = set() if force else store.ok_run_ids(db, suite.hash)
     todo = [j for j in jobs if j.run_id not in done]
+    shape = f"{len(methods)} methods x {len(suite.students)} students x {len(suite.seeds)} seeds"
+    if len(jobs) != len(methods) * len(suite.students) * len(suite.seeds):
+        only = "; ".join(
+            f"{s.name} only {', '.join(s.methods)}" for s in suite.students if s.methods
+        )
+        shape = f"{shape} ({only})"
     echo(
-        f"suite {suite.name} ({suite.hash}): {len(methods)} methods x {len(suite.students)} "
-        f"students x {len(suite.seeds)} seeds = {len(jobs)} runs, {len(jobs) - len(todo)} "
-        "already stored"
+        f"suite {suite.name} ({suite.hash}): {shape} = {len(jobs)} runs, "
+        f"{len(jobs) - len(todo)} already stored"
     )
     init_ray(address)
     check_resources(suite)  # a job no node can hold would wait forever: refused, now

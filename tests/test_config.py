@@ -225,6 +225,20 @@ def test_eval_field_errors(write_suite, edit, field, says) -> None:
             "true or false",
         ),
         ({"resources.zero_stage": 4}, "resources.zero_stage", "0, 1, 2 or 3"),
+        (
+            {"students[0].tokenizer": "bpe"},
+            "students[0].tokenizer",
+            "built-in tokenizer (char, chunk)",
+        ),
+        ({"students[0].tokenizer": 3}, "students[0].tokenizer", "string"),
+        (
+            {"students[0]": {"name": "s", "source": "org/model", "tokenizer": "chunk"}},
+            "students[0].tokenizer",
+            "only a student built from `arch`",
+        ),
+        ({"students[0].methods": []}, "students[0].methods", "non-empty list"),
+        ({"students[0].methods": ["sft", "sft"]}, "students[0].methods", "must not repeat"),
+        ({"students[0].methods": ["gold"]}, "students[0].methods", "gold not in the suite's"),
     ],
 )
 def test_bad_model_fields_name_file_and_field(write_suite, edits, field, words) -> None:
@@ -257,6 +271,32 @@ def test_model_fields_are_typed(write_suite) -> None:
     assert suite.resources.zero_stage == 3
     with pytest.raises(SuiteError, match="layer 4 is out of range: the teacher has 4 layers"):
         load_suite(write_suite({"students[0]": {"name": "c", "from_teacher_layers": [4]}}))
+
+
+def test_student_tokenizer_and_methods_are_typed_and_keep_old_hashes(write_suite, tmp_path) -> None:
+    from kdbench.tokenizer import chunk_tokenizer
+
+    plain = load_suite(write_suite())
+    assert all(s.tokenizer is None and s.methods is None for s in plain.students)
+    chunk_tokenizer().save_pretrained(tmp_path / "tok")
+    suite = load_suite(
+        write_suite(
+            {
+                "students[0].tokenizer": "chunk",
+                "students[1].tokenizer": "tok",
+                "students[1].methods": ["sft", "kd"],
+            }
+        )
+    )
+    first, second = suite.students
+    assert first.tokenizer == "chunk" and first.methods is None
+    assert second.tokenizer == str(tmp_path / "tok") and second.methods == ("sft", "kd")
+    assert suite.hash != plain.hash
+    # at their defaults the new fields stay out of the identity: older suites keep their hash
+    from kdbench.config import identity
+
+    students = identity(plain.to_dict())["students"]
+    assert all("tokenizer" not in s and "methods" not in s for s in students)
 
 
 def test_generation_table_is_typed_and_in_the_identity(write_suite) -> None:

@@ -330,6 +330,7 @@ def test_on_policy_methods_run_in_the_second_embedded_suite(tmp_path: Path) -> N
     from .conftest import edit_suite
 
     edits = {**SHRINK, "methods": ["sft", "gkd", "onpolicy_rkl", "distillm"]}
+    edits["students[1]"] = DELETE  # the chunk-tokenizer student (its own test below)
     edits["method_config"] = {"gkd": {"lmbda": 1.0}, "distillm": {"lmbda": 1.0}}
     path = tmp_path / "tiny-new.toml"
     path.write_text(tomli_w.dumps(edit_suite(tomllib.loads(TINY_NEW.read_text()), edits)))
@@ -355,3 +356,45 @@ def test_on_policy_methods_run_in_the_second_embedded_suite(tmp_path: Path) -> N
 
     shown = format_table(leaderboard(db, suite.hash))
     assert "sampling" in shown
+
+
+@pytest.mark.e2e
+def test_cross_tokenizer_methods_train_a_student_with_its_own_vocabulary(tmp_path: Path) -> None:
+    """tiny-new.toml's chunk-tokenizer student, shrunken: uld and gold read the teacher's cached
+    top-k logits on the teacher's own rows of the same examples, sft trains on its own tokens,
+    and all three students are saved with the chunk tokenizer, scored and ranked."""
+    import tomllib
+
+    import ray
+    import tomli_w
+
+    from kdbench import store
+    from kdbench.leaderboard import format_table, leaderboard
+    from kdbench.models import load_tokenizer
+    from kdbench.pipeline import run_suite
+    from kdbench.tokenizer import chunk_tokenizer
+
+    from .conftest import edit_suite
+
+    edits = {**SHRINK, "methods": ["sft", "uld", "gold"], "students[0]": DELETE}
+    path = tmp_path / "tiny-new.toml"
+    path.write_text(tomli_w.dumps(edit_suite(tomllib.loads(TINY_NEW.read_text()), edits)))
+    suite = load_suite(path)
+    assert [s.tokenizer for s in suite.students] == ["chunk"]
+    db = tmp_path / "kdbench.duckdb"
+    lines: list[str] = []
+    try:
+        summary = run_suite(suite, db, cache=str(tmp_path / "cache"), echo=lines.append)
+    finally:
+        ray.shutdown()
+    assert (summary.ran, summary.failed) == (3, 0)
+    runs = store.read_runs(db, suite.hash)
+    students = runs[runs.role == "student"].set_index("method")
+    assert (students.teacher_forwards == 0).all()  # uld and gold: from the signal cache
+    for run_id in students.run_id:
+        saved = load_tokenizer(str(tmp_path / "runs" / run_id))
+        assert saved.get_vocab() == chunk_tokenizer().get_vocab()
+    metrics = store.read_metrics(db, suite.hash)
+    assert set(metrics.run_id) >= set(students.run_id)
+    shown = format_table(leaderboard(db, suite.hash))
+    assert "uld" in shown and "gold" in shown

@@ -17,7 +17,7 @@ from .conftest import ROOT
 
 SUITES = {
     "tiny": 15 * 2 * 3,
-    "tiny-new": 8 * 1 * 3,
+    "tiny-new": (10 + 3) * 3,  # 10 methods on one student, 3 on the chunk-tokenizer one
     "dolly-gpt2": 5 * 3 * 5,
     "qwen-gsm8k": 4 * 1 * 3,
 }
@@ -35,6 +35,7 @@ def test_tiny_new_shares_the_tiny_suites_teacher_and_setting() -> None:
     methods on the same tasks, data and budget."""
     tiny, new = (load_suite(ROOT / "leaderboards" / f"{n}.toml") for n in ("tiny", "tiny-new"))
     assert new.teacher == tiny.teacher
+    assert new.students[0] == tiny.students[1]  # the same 0.25M student
     assert (new.data, new.budget, new.eval.tasks) == (tiny.data, tiny.budget, tiny.eval.tasks)
     assert not set(new.methods) - {"sft", "fkl", "jsd"} & set(tiny.methods)
 
