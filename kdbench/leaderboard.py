@@ -35,6 +35,12 @@ Definitions
   whose recorded steps or sequences differ from its suite's ``budget.steps`` and
   ``budget.steps x budget.batch_size`` (``"budget differs: 150 of 200 steps (seed 1)"``);
   None when they match or were not recorded.
+* Sampling (:data:`GENERATION_COLUMNS`, on-policy methods): ``generation_s`` and
+  ``generated_tokens`` are means over the ok seeds of the seconds spent sampling the student
+  during training (part of ``train_wall_s``) and of the tokens sampled; ``generation_share``
+  is the mean over the ok seeds of each run's ``generation_s / train_wall_s`` (seeds without
+  a training time left out), NaN for a group that never sampled. :func:`generated` says
+  whether a board has a row that sampled; only then are these columns shown.
 * Ranks: a group's interval is ``retention_avg ± retention_ci`` (a point with one seed). Its
   best rank is 1 + the number of groups whose interval lies entirely above it, its worst rank
   the number of ranked groups minus those entirely below it. Groups whose intervals overlap
@@ -115,6 +121,8 @@ TAIL_COLUMNS: tuple[str, ...] = (
     "bytes",
     "train_wall_s",
     "generation_s",
+    "generation_share",
+    "generated_tokens",
     "device_hours",
     "price_usd",
     "train_flops",
@@ -129,6 +137,13 @@ TAIL_COLUMNS: tuple[str, ...] = (
     "run_id",
     "gpu",
 )
+GENERATION_COLUMNS: tuple[str, ...] = ("generation_s", "generation_share", "generated_tokens")
+"""An on-policy group's sampling of the student during training (part of
+:data:`TAIL_COLUMNS`): ``generation_s`` the mean seconds spent sampling (part of
+``train_wall_s``), ``generation_share`` the mean over ok seeds of each run's
+``generation_s / train_wall_s`` (NaN when the group never sampled or no seed recorded its
+training time), ``generated_tokens`` the mean tokens sampled. A board shows them only when
+some row sampled (:func:`generated`)."""
 FIDELITY_COLUMNS: tuple[str, ...] = (TOP1, KL, ECE, "teacher_ece")
 """A group's fidelity to the teacher and calibration, means over tasks (after the tail)."""
 FIDELITY_TASK_PREFIXES: tuple[str, ...] = (f"{TOP1}_", f"{KL}_", f"{ECE}_")
@@ -140,6 +155,7 @@ _AVG_COSTS = (
     "bytes",
     "train_wall_s",
     "generation_s",
+    "generated_tokens",
     "device_hours",
     "train_flops",
     "teacher_flops",
@@ -249,6 +265,10 @@ _KEPT_COSTS = f"(SELECT run_id, {', '.join(f'{_cost(c)} AS {c}' for c in _AVG_CO
 _COSTS_SQL = f"""
 SELECT r.suite_hash, {_identity("r")},
        {", ".join(f"avg(c.{c}) AS {c}" for c in _AVG_COSTS)},
+       -- each seed's share of its training time spent sampling, averaged over the ok seeds
+       -- that recorded both (a group that never sampled: cleared in _board)
+       avg(CASE WHEN c.train_wall_s > 0 THEN c.generation_s / c.train_wall_s END)
+           AS generation_share,
        -- a student: its training (with live teacher passes) plus its share of the
        -- teacher's cache building / generation; the teacher row: its own training
        avg(CASE WHEN {_is_teacher("r")} THEN coalesce(c.teacher_flops, c.train_flops)
@@ -914,6 +934,10 @@ def _board(
     groups["param_ratio"] = groups["params"] / teacher_params
     groups["speedup"] = groups["infer_tokens_per_s"] / teacher_tps
     groups = _add_prices(groups, hours, prices)
+    # a share of nothing sampled is no share: missing where the group never sampled
+    groups["generation_share"] = (
+        groups["generation_share"].astype(float).where(groups["generation_s"].astype(float) > 0)
+    )
 
     # gain over the sft group of the same student, before any filter hides sft
     is_sft = (groups["method"] == "sft") & ~groups["is_teacher"]
@@ -1261,13 +1285,24 @@ def format_fidelity(rec: dict[str, Any]) -> str:
     )
 
 
+def generated(df: pd.DataFrame) -> bool:
+    """Whether any row of a board sampled the student during training (an on-policy method:
+    ``generation_s`` or ``generated_tokens`` > 0). Boards show :data:`GENERATION_COLUMNS`
+    (the terminal its ``sampling`` column) only then."""
+    return any(
+        bool((pd.to_numeric(df[c], errors="coerce").fillna(0) > 0).any())
+        for c in ("generation_s", "generated_tokens")
+        if c in df
+    )
+
+
 def _fmt_sampling(rec: dict) -> str:
-    """An on-policy group's sampling seconds and their share of its training time."""
-    gen, train = rec.get("generation_s"), rec.get("train_wall_s")
+    """An on-policy group's sampling seconds and their share of its training time
+    (``generation_share``): ``6.1s (21%)``; ``-`` when it did not sample."""
+    gen, share = rec.get("generation_s"), rec.get("generation_share")
     if is_missing(gen) or not gen:
         return "-"
-    share = f" ({gen / train:.0%})" if not is_missing(train) and train else ""
-    return f"{gen:.1f}s{share}"
+    return f"{gen:.1f}s" + ("" if is_missing(share) else f" ({share:.0%})")
 
 
 def format_table(df: pd.DataFrame) -> str:
@@ -1277,7 +1312,9 @@ def format_table(df: pd.DataFrame) -> str:
     with its 95% CI half-width in points (none with one seed), gain over sft in points, the
     paired test against sft (``p vs sft``, Holm-adjusted, and ``sig``: better / worse /
     n.s.), the per-task retentions and scores, fidelity (:func:`format_fidelity`, when a row
-    has it), params (``0.25M``), train seconds, seeds, failed runs and ``budget``
+    has it), params (``0.25M``), train seconds, ``sampling`` (when a row sampled,
+    :func:`generated`: seconds and share of training, ``6.1s (21%)``), seeds, failed runs and
+    ``budget``
     (``differs`` when a run is off the suite's ``[budget]``, with a note under the table).
     Missing values are ``-``. Text left-aligned, numbers right-aligned.
     """
@@ -1291,7 +1328,7 @@ def format_table(df: pd.DataFrame) -> str:
         df[[TOP1, KL, ECE]].notna().to_numpy().any()
     )  # shown when a row has a value (runs stored before fidelity have none)
     header += [FIDELITY_HEADER] if fidelity else []
-    sampled = "generation_s" in df and bool((df["generation_s"].fillna(0) > 0).any())
+    sampled = generated(df)
     header += ["params", "train"] + (["sampling"] if sampled else []) + ["seeds", "failed"]
     header += ["budget"]  # the budget audit (BUDGET_COLUMNS)
     rows = []

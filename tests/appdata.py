@@ -8,6 +8,8 @@ run with a traceback. Suite ``tiny-300`` (hash
 :data:`OTHER`): the same teacher with another budget, for the open track; written first, so
 ``tiny`` is the newest suite. Scores come from
 :func:`score`, so tests compute their expectations from it instead of hard-coding them.
+The methods are off-policy (no sampling costs); :func:`add_on_policy` adds an on-policy
+method's runs with their sampling costs.
 """
 
 from __future__ import annotations
@@ -246,6 +248,68 @@ def build(path: Path, *, other_suite: bool = True) -> Path:
         "git_commit": "abc1234",
     }
     store.write_run(path, failed, [], {})
+    return path
+
+
+ON_POLICY = ("gkd", "on_policy")  # the method add_on_policy writes, and its family
+
+
+def generation_s(seed: int) -> float:
+    """The seconds an :func:`add_on_policy` run of this seed spent sampling (part of its
+    training time, ``40 + seed`` s as every run's)."""
+    return 8.0 + 2.0 * seed
+
+
+def generated_tokens(seed: int) -> int:
+    """The tokens an :func:`add_on_policy` run of this seed sampled."""
+    return 50_000 + 1_000 * seed
+
+
+def add_on_policy(
+    path: Path,
+    *,
+    method: str = ON_POLICY[0],
+    suite_hash: str = SUITE,
+    students: tuple[str, ...] = tuple(STUDENTS),
+    seeds: tuple[int, ...] = SEEDS,
+) -> Path:
+    """Add an on-policy method's runs to a database :func:`build` wrote: per student and
+    seed an ok run scored like ``kd`` (:func:`score`), with the schema-4 sampling costs
+    (:func:`generation_s` of its ``40 + seed`` training seconds, :func:`generated_tokens`,
+    and their 2 N_S FLOPs per token in ``train_flops`` and ``generation_flops``)."""
+    rng = random.Random(f"on-policy-{method}")
+    for student in students:
+        params = STUDENTS[student]
+        for seed in seeds:
+            scores = {t: score("kd", student, seed, t) for t in TASKS}
+            run = {
+                "run_id": run_id(method, student, seed),
+                "suite_hash": suite_hash,
+                "role": "student",
+                "method": method,
+                "family": ON_POLICY[1],
+                "student": student,
+                "seed": seed,
+                "status": "ok",
+                "method_config": {"lmbda": 0.5},
+                "hardware": HARDWARE,
+                "git_commit": "abc1234",
+            }
+            costs = _costs(params, seed, 2_000.0 * 856_320 / params)
+            sampled = generated_tokens(seed)
+            costs.update(
+                generation_s=generation_s(seed),
+                generated_tokens=sampled,
+                generation_flops=2.0 * params * sampled,
+                train_flops=costs["train_flops"] + 2.0 * params * sampled,
+            )
+            store.write_run(
+                path,
+                run,
+                _metrics(scores) + _fidelity_metrics("kd", student, seed),
+                costs,
+                _samples(rng, scores, True),
+            )
     return path
 
 

@@ -661,6 +661,8 @@ def test_sampling_cost_of_an_on_policy_run_is_counted() -> None:
 def test_sampling_cell_gives_seconds_and_share_of_training() -> None:
     from kdbench.leaderboard import _fmt_sampling
 
-    assert _fmt_sampling({"generation_s": 2.5, "train_wall_s": 10.0}) == "2.5s (25%)"
-    assert _fmt_sampling({"generation_s": 0.0, "train_wall_s": 10.0}) == "-"
-    assert _fmt_sampling({"generation_s": None, "train_wall_s": 10.0}) == "-"
+    # the share is the board's generation_share (the mean of each seed's ratio)
+    assert _fmt_sampling({"generation_s": 2.5, "generation_share": 0.25}) == "2.5s (25%)"
+    assert _fmt_sampling({"generation_s": 2.5, "generation_share": None}) == "2.5s"
+    assert _fmt_sampling({"generation_s": 0.0, "generation_share": None}) == "-"
+    assert _fmt_sampling({"generation_s": None, "generation_share": None}) == "-"

@@ -70,6 +70,18 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
             "(part of the training time; its FLOPs are in FLOPs).",
             format="%.1f s",
         ),
+        "generation_share": cc.NumberColumn(
+            "sampling share",
+            help="On-policy methods: the share of the training time spent sampling the "
+            "student (sampling time / train time of each seed, mean over seeds).",
+            format="percent",
+        ),
+        "generated_tokens": cc.NumberColumn(
+            "sampled tokens",
+            help="On-policy methods: mean tokens the student sampled during training, all "
+            "workers (2 x params FLOPs each, in FLOPs).",
+            format="%.0f",
+        ),
         "device_hours": cc.NumberColumn(
             "device-h",
             help="Measured device-hours of the run (GPU-h, or CPU core-h).",
@@ -221,6 +233,16 @@ DISPLAY_COLUMNS = tuple(c for c in lb.BASE_COLUMNS if c not in ("rank", "rank_wo
 COST_DISPLAY = tuple(
     c for c in lb.TAIL_COLUMNS if c not in ("train_flops", "teacher_flops", "run_id", "gpu")
 )
+
+
+def cost_display(view: pd.DataFrame) -> list[str]:
+    """The cost columns shown for a view: :data:`COST_DISPLAY`, without the sampling columns
+    (:data:`kdbench.leaderboard.GENERATION_COLUMNS`) unless a row of the view sampled the
+    student (:func:`kdbench.leaderboard.generated`): off-policy boards do not show them."""
+    sampled = lb.generated(view)
+    return [c for c in COST_DISPLAY if sampled or c not in lb.GENERATION_COLUMNS]
+
+
 _POINTS = ("retention_ci", "gain_vs_sft", "gain_ci")  # shown x100, in points
 PAIRED_DISPLAY = ("p_vs_sft", "sig_vs_sft")  # after the gain: the paired test against sft
 BUDGET_DISPLAY = ("budget_note",)  # last: the budget audit
@@ -230,14 +252,22 @@ def display_frame(
     view: pd.DataFrame, tasks: Sequence[str], per_task: bool, fidelity: bool = False
 ) -> pd.DataFrame:
     """The on-screen table: chosen columns (with ``fidelity``, the fidelity columns after the
-    scores), interval columns in percentage points, a link."""
+    scores; the sampling columns when a row sampled, :func:`cost_display`), interval columns
+    in percentage points, a link."""
     task_cols = []
     if per_task:
         for t in tasks:
             task_cols += [f"retention_{t}", f"retention_ci_{t}", f"score_{t}"]
     fid_cols = [c for c in fidelity_display(tasks, per_task) if c in view] if fidelity else []
     shown = view[
-        [*DISPLAY_COLUMNS, *PAIRED_DISPLAY, *task_cols, *fid_cols, *COST_DISPLAY, *BUDGET_DISPLAY]
+        [
+            *DISPLAY_COLUMNS,
+            *PAIRED_DISPLAY,
+            *task_cols,
+            *fid_cols,
+            *cost_display(view),
+            *BUDGET_DISPLAY,
+        ]
     ].copy()
     shown["budget_note"] = [
         f"⚠️ {n.removeprefix('budget differs: ')}" if isinstance(n, str) else None

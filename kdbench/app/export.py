@@ -10,9 +10,9 @@ import pandas as pd
 from kdbench import leaderboard as lb
 from kdbench.app.columns import (
     BUDGET_DISPLAY,
-    COST_DISPLAY,
     DISPLAY_COLUMNS,
     PAIRED_DISPLAY,
+    cost_display,
     fidelity_display,
 )
 
@@ -20,8 +20,8 @@ from kdbench.app.columns import (
 def export_frame(
     view: pd.DataFrame, tasks: Sequence[str], per_task: bool, fidelity: bool = False
 ) -> pd.DataFrame:
-    """The view's rows and columns (per-task and fidelity ones when shown), raw values,
-    ``run_id`` last."""
+    """The view's rows and columns (per-task and fidelity ones when shown, the sampling ones
+    when a row sampled), raw values, ``run_id`` last."""
     task_cols = lb.task_columns(tasks) if per_task else []
     fid_cols = [c for c in fidelity_display(tasks, per_task) if c in view] if fidelity else []
     cols = [
@@ -30,7 +30,7 @@ def export_frame(
         *PAIRED_DISPLAY,
         *task_cols,
         *fid_cols,
-        *COST_DISPLAY,
+        *cost_display(view),
     ]
     cols += [*BUDGET_DISPLAY, "run_id"]
     return view[cols].rename(columns={"rank_label": "rank"}).reset_index(drop=True)
