@@ -158,7 +158,8 @@ def _teacher_config(suite: Suite) -> Any:
 
 def model_config(spec: ModelSpec, suite: Suite, teacher_config: Any) -> Any:
     """A student's config without its weights: its folder's or Hub id's, the Llama config its
-    ``arch`` builds (with the teacher's vocabulary) or the teacher's with its kept layers."""
+    ``arch`` builds (with the teacher's vocabulary, or its own ``tokenizer``'s) or the
+    teacher's with its kept layers."""
     from transformers import AutoConfig
 
     from kdbench.models import kept_layers_config, llama_config
@@ -167,6 +168,12 @@ def model_config(spec: ModelSpec, suite: Suite, teacher_config: Any) -> Any:
         return AutoConfig.from_pretrained(spec.source)
     if spec.from_teacher_layers is not None:
         return kept_layers_config(teacher_config, spec.from_teacher_layers)
+    if spec.tokenizer is not None:  # its own vocabulary
+        from kdbench.models import named_tokenizer
+
+        return llama_config(
+            {**spec.arch, "max_length": suite.data.max_length}, named_tokenizer(spec.tokenizer)
+        )
 
     class _Vocab:  # llama_config reads only these of a tokenizer
         pad_token_id = getattr(teacher_config, "pad_token_id", None)

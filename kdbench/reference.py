@@ -10,7 +10,17 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from kdbench import helpers, hookspecs, layers, losses, methods, signals, testing
+from kdbench import (
+    cross_tokenizer,
+    helpers,
+    hookspecs,
+    layers,
+    losses,
+    methods,
+    rollout,
+    signals,
+    testing,
+)
 
 ENVIRONMENT = {
     "KDBENCH_CACHE": "cache folder for built teachers, generations and teacher-signal cache "
@@ -93,6 +103,8 @@ def generate() -> str:
     lines += _module(losses, "Loss primitives")
     lines += _module(helpers, "Loss helpers")
     lines += _module(layers, "Layer pairs")
+    lines += _module(rollout, "On-policy sampling")
+    lines += _module(cross_tokenizer, "Cross-tokenizer rows and pairings")
     lines += ["## Conformance checks (`kdbench.testing`)", "", _doc(testing), ""]
     for name, check in testing.CHECKS.items():
         lines.append(f"- `{name}`: {' '.join(_doc(check).split())}")

@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from kdbench import signal_cache, synthetic
 from kdbench.config import SuiteError, parse_suite
-from kdbench.models import n_params
+from kdbench.models import load_tokenizer, n_params
 from kdbench.plan import plan, run_key
 from kdbench.records import Job, TrainTask
 from kdbench.train_job import train_worker
@@ -265,3 +265,31 @@ def test_the_cache_keeps_the_teacher_layers_the_suite_reads(hf_models, tmp_path:
         cached_hidden_layers(parse_suite(raw, tmp_path / "t.toml"), str(hf_models["teacher"]))
         is None
     )
+
+
+def test_cross_tokenizer_methods_train_an_hf_student_with_another_vocabulary(
+    hf_models, tmp_path: Path
+) -> None:
+    """A Hub-format student with its own BPE vocabulary: uld and gold are planned (kd would be
+    refused), read the teacher's cached top-k logits on the teacher's rows, or the live teacher,
+    and the student is saved with its own tokenizer."""
+    suite = hf_suite(hf_models, tmp_path, student="other", methods=("sft", "uld", "gold"))
+    _, jobs = plan(suite)
+    entry = signal_cache.ensure(
+        hf_models["teacher"], suite.data, frozenset({"logits"}), 16, tmp_path
+    )
+    theirs = load_tokenizer(str(hf_models["other"])).get_vocab()
+    runs = str(tmp_path / "runs")
+    for method, cache in (("uld", entry.path), ("gold", entry.path), ("gold", None)):
+        job = next(j for j in jobs if j.method == method and j.student == "hf-student")
+        if cache is None:  # the live teacher: a fresh run folder
+            runs = str(tmp_path / "live")
+        result = train_worker(
+            TrainTask(suite, job, str(hf_models["teacher"]), runs, 1.0, None, cache)
+        )
+        assert result.steps == 2 and math.isfinite(result.final_loss)
+        if cache is None:
+            assert not result.signal_cache and result.teacher_forwards > 0
+        else:
+            assert result.signal_cache and result.teacher_forwards == 0
+        assert load_tokenizer(result.path).get_vocab() == theirs
