@@ -14,9 +14,15 @@ CHARS = list("0123456789+=,#()max \n")
 
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    return _word_level(SPECIALS + CHARS, r"[\s\S]")
+
+
+def _word_level(tokens: list[str], pattern: str) -> PreTrainedTokenizerFast:
+    """A fast tokenizer over ``tokens`` (the specials first) that splits text at ``pattern``'s
+    matches, each match one token (unknown ones ``<unk>``)."""
+    vocab = {tok: i for i, tok in enumerate(tokens)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -40,18 +46,7 @@ def chunk_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer (in reverse order, so even the shared tokens have other ids). Numbers are split
     into pairs of digits from the left, so a student with it predicts roughly half as many
     tokens per number as the character-level teacher."""
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHUNKS + CHARS[::-1])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"max|\d\d|[\s\S]"), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        clean_up_tokenization_spaces=False,
-    )
+    return _word_level(SPECIALS + CHUNKS + CHARS[::-1], r"max|\d\d|[\s\S]")
 
 
 BUILTIN_TOKENIZERS = {"char": char_tokenizer, "chunk": chunk_tokenizer}
