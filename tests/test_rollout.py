@@ -143,14 +143,10 @@ def test_on_policy_training_samples_scores_and_counts():
 
 
 def test_resumed_on_policy_run_matches_the_uninterrupted_one(tmp_path):
-    whole, a = _train("gkd", {"lmbda": 0.5, "regenerate_every": 2})
-    # the first half, checkpointed, then a fresh job resuming from that checkpoint
-    tok, student, teacher = _models()
-    method = registry()["gkd"]
-    cfg = method.make_config({"lmbda": 0.5, "regenerate_every": 2})
-    data = transfer_batch(DATA, tok)
+    overrides = {"lmbda": 0.5, "regenerate_every": 2}
+    whole, a = _train("gkd", overrides)
 
-    class StopAt:
+    class StopAt:  # the job is killed after its 4th step, one past the checkpoint at step 3
         n = 0
 
         def update(self, k):
@@ -158,35 +154,10 @@ def test_resumed_on_policy_run_matches_the_uninterrupted_one(tmp_path):
             if self.n == 4:
                 raise KeyboardInterrupt
 
+    kept = {"checkpoint_dir": tmp_path, "checkpoint_every": 3}
     with pytest.raises(KeyboardInterrupt):
-        train(
-            student,
-            method,
-            cfg,
-            data,
-            BUDGET,
-            BUDGET.steps,
-            0,
-            teacher=teacher,
-            rollout=_rollout(cfg, tok),
-            progress=StopAt(),
-            checkpoint_dir=tmp_path,
-            checkpoint_every=3,
-        )
-    tok, student, teacher = _models()
-    resumed = train(
-        student,
-        method,
-        cfg,
-        data,
-        BUDGET,
-        BUDGET.steps,
-        0,
-        teacher=teacher,
-        rollout=_rollout(cfg, tok),
-        checkpoint_dir=tmp_path,
-        checkpoint_every=3,
-    )
+        _train("gkd", overrides, progress=StopAt(), **kept)
+    resumed, student = _train("gkd", overrides, **kept)  # a fresh job, fresh models
     assert resumed["resumed_from"] == 3
     assert resumed["rollout_batches"] == whole["rollout_batches"]
     for p, q in zip(a.parameters(), student.parameters(), strict=True):
