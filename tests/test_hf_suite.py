@@ -118,5 +118,52 @@ def test_own_models_data_and_task_end_to_end(hf_world, tmp_path: Path) -> None:
     assert set(table.method) == set(METHODS) | {"teacher"}
     teacher = table[table.role == "teacher"]
     assert (teacher.score_word_math > 0).all()
-    ranked = table[table.role == "student"]
+    ranked = table[table.role != "teacher"]
+    assert len(ranked) == len(METHODS) * 2
     assert ranked.retention_avg.notna().all() and ranked["rank"].notna().all()
+
+
+@pytest.mark.e2e
+def test_on_policy_and_cross_tokenizer_methods_on_hub_format_students(
+    hf_world, tmp_path: Path
+) -> None:
+    """The same group's suite with the methods of 2024-25 on its Hub-format models, signal
+    cache on: gkd samples the Llama student (chat template, the live teacher scoring the
+    samples, fixed batches from the cache), and uld and gold train a student with another BPE
+    vocabulary from the teacher's cached top-k logits on the teacher's own rows."""
+    import tomllib
+
+    path = own_suite(hf_world, tmp_path / "group")
+    raw = tomllib.loads(path.read_text())
+    raw["methods"] = ["sft", "gkd", "uld", "gold"]
+    raw["method_config"] = {"gkd": {"lmbda": 1.0, "max_new_tokens": 8}}
+    raw["students"] = [
+        {"name": "llama-student", "source": str(hf_world.student), "methods": ["sft", "gkd"]},
+        {"name": "other-vocab", "source": str(hf_world.other), "methods": ["sft", "uld", "gold"]},
+    ]
+    path.write_text(tomli_w.dumps(raw))
+    suite = load_suite(path)
+    db = tmp_path / "results" / "kdbench.duckdb"
+    done = subprocess.run(
+        [sys.executable, "-m", "kdbench.cli", "run", str(path), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "KDBENCH_CACHE": str(tmp_path / "cache")},
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = store.read_runs(db, suite.hash)
+    assert (runs.status == "ok").all(), runs[runs.status != "ok"].error.tolist()
+    students = runs[runs.role == "student"].set_index(["student", "method"])
+    assert len(students) == 5
+    gkd = students.loc[("llama-student", "gkd")]
+    assert gkd.generated_tokens > 0 and gkd.teacher_forwards == suite.budget.steps * 8
+    for method in ("uld", "gold"):
+        assert students.loc[("other-vocab", method), "teacher_forwards"] == 0  # the cache
+    for (student, _), run_id in students.run_id.items():
+        theirs = hf_world.other if student == "other-vocab" else hf_world.student
+        saved = load_tokenizer(str(db.parent / "runs" / run_id))
+        assert saved.get_vocab() == load_tokenizer(str(theirs)).get_vocab()
+    table = leaderboard(db, suite.hash)
+    ranked = table[table.role != "teacher"]
+    assert len(ranked) == 5 and ranked.retention_avg.notna().all()
