@@ -15,6 +15,10 @@ method that declares ``cross_tokenizer`` gets, besides the student's ``input_ids
 - ``vocab_map`` (V_T,) long: the student id of each teacher token with the same text in the
   student's vocabulary, ``-1`` for the others (special tokens map by role: pad, BOS, EOS, unk).
 
+With ``[data] chat_template`` each side renders the conversation with its own tokenizer's
+template, as it would alone: the two completions then share the response text and may differ in
+their end-of-turn marks, where the span pairing meets each side's own marks.
+
 Offsets are recomputed from the text with the fast tokenizers when the rows are built (they are
 a function of the text and the tokenizer, both part of the cache's key), not read from the
 cache.
