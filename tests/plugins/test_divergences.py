@@ -242,3 +242,34 @@ def test_taid_data_parallel_workers_keep_the_same_t(tmp_path):
     assert float(got[0]["prev_loss"]) == pytest.approx(seconds[0], rel=1e-5)  # worker 0 only
     m = 0.01 * (sums / counts - seconds[0]) / (sums / counts)
     assert float(got[0]["momentum"]) == pytest.approx(m, rel=1e-4)
+
+
+def test_akl_rest_bucket_is_always_tail():
+    # vocabulary 6, teacher top 2: 0.3, 0.2 and a rest bucket of 0.5 that sorts first by mass
+    probs = [0.3, 0.2, 0.125, 0.125, 0.125, 0.125]
+    student_probs = [0.1, 0.4, 0.05, 0.05, 0.2, 0.2]
+    t = torch.tensor(probs).log().view(1, 1, 6).expand(1, 2, 6).contiguous()
+    s = torch.tensor(student_probs).log().view(1, 1, 6).expand(1, 2, 6).contiguous()
+    labels = torch.tensor([[-100, 0]])
+    top = topk_signals(t, 2)
+    p, q = _log(0.3, 0.2, 0.5), _log(0.1, 0.4, 0.5)  # the buckets (rest last)
+    # mu = 0.4: head {0.3} (0.3 + 0.2 > 0.4); the rest bucket is tail, not the first token
+    g_head, g_tail = head_tail_weights(p, q, 0.4, rest=True)
+    assert float(g_head) == pytest.approx(0.2 / 0.4) and float(g_tail) == pytest.approx(0.2 / 0.4)
+    g_head, _ = head_tail_weights(p, q, 0.4)  # without the flag it would be the whole head
+    assert float(g_head) == pytest.approx(0.0)
+    # mu = 0.6: both tokens head (0.5 <= 0.6); the rest's mass is not in the cumulative sum
+    g_head, _ = head_tail_weights(p, q, 0.6, rest=True)
+    assert float(g_head) == pytest.approx(1.0)  # gaps 0.2 + 0.2 head, the rest 0 tail
+    method = registry()["akl"]
+    for mu in (0.4, 0.6):
+        cfg = method.make_config({"mu": mu})
+        got = method.loss(SimpleNamespace(logits=s), top, {"labels": labels}, cfg, {})
+        g_h, g_t = head_tail_weights(p, q, mu, rest=True)
+        want = float(g_h * kl(p, q) + g_t * kl(q, p))
+        assert float(got) == pytest.approx(want, rel=1e-5)
+    # k = V: no rest bucket, the full-vocabulary loss
+    cfg = method.make_config()
+    full = method.loss(SimpleNamespace(logits=s), {"logits": t}, {"labels": labels}, cfg, {})
+    every = method.loss(SimpleNamespace(logits=s), topk_signals(t, 6), {"labels": labels}, cfg, {})
+    assert float(every) == pytest.approx(float(full), rel=1e-5)
