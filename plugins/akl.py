@@ -21,18 +21,21 @@ Loss card:
   completion tokens (labels != -100), float32;
 - temperature ``T = 1`` and ``alpha = 1`` (pure divergence) by default, as the other logit
   methods (T^2 scaling for T != 1);
-- top-k teacher: the same on the k + 1 bucket distributions (the rest bucket sorts like one
-  token); k = V gives the full-vocabulary loss.
+- top-k teacher: the same on the k + 1 bucket distributions, the rest bucket (all the mass
+  outside the teacher's top k) always in the tail, whatever its mass: it sorts after the k
+  tokens and its mass is not in the head's cumulative sum, as its tokens would be on the full
+  vocabulary (each of them is below every top-k token); k = V gives the full-vocabulary loss.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from kdbench import Method, hookimpl
-from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.helpers import LogitConfig, divergence_loss
 from kdbench.losses import kl
 
 
@@ -49,31 +52,56 @@ class AKLConfig(LogitConfig):
 
 
 def head_tail_weights(
-    log_p: torch.Tensor, log_q: torch.Tensor, mu: float
+    log_p: torch.Tensor, log_q: torch.Tensor, mu: float, rest: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(g_head, g_tail)`` per position (no gradient): the shares of the total absolute gap
     ``|p_T - p_S|`` on the teacher's head (cumulative mass <= ``mu``, top token included) and
-    on its tail."""
+    on its tail. ``rest``: the last entry is a top-k teacher's rest bucket, always tail (it
+    sorts last and its mass is not in the cumulative sum)."""
     with torch.no_grad():
         p, q = log_p.exp(), log_q.exp()
-        sorted_p, order = p.sort(dim=-1, descending=True)
+        key = p
+        if rest:  # below every probability: the rest bucket sorts last
+            key = torch.cat([p[..., :-1], torch.full_like(p[..., -1:], -1.0)], -1)
+        order = key.sort(dim=-1, descending=True).indices
+        sorted_p = p.gather(-1, order)
         gap = (sorted_p - q.gather(-1, order)).abs()
         head = sorted_p.cumsum(-1) <= mu
         head[..., 0] = True
+        if rest:
+            head[..., -1] = False
         g_head = torch.where(head, gap, 0.0).sum(-1)
         g_tail = torch.where(head, 0.0, gap).sum(-1)
         total = (g_head + g_tail).clamp_min(torch.finfo(torch.float32).tiny)
         return g_head / total, g_tail / total
 
 
-def adaptive_kl(log_p: torch.Tensor, log_q: torch.Tensor, mu: float) -> torch.Tensor:
+def adaptive_kl(
+    log_p: torch.Tensor, log_q: torch.Tensor, mu: float, rest: bool = False
+) -> torch.Tensor:
     """``g_head KL(p_T || p_S) + g_tail KL(p_S || p_T)`` per position (teacher ``log_p``,
-    student ``log_q``)."""
-    g_head, g_tail = head_tail_weights(log_p, log_q, mu)
+    student ``log_q``; ``rest``: the last entry is a top-k teacher's rest bucket)."""
+    g_head, g_tail = head_tail_weights(log_p, log_q, mu, rest)
     return g_head * kl(log_p, log_q) + g_tail * kl(log_q, log_p)
 
 
-akl_loss = logit_loss(adaptive_kl, "mu")
+def has_rest_bucket(student_logits: torch.Tensor, teacher: Any) -> bool:
+    """Whether :func:`kdbench.losses.distributions` gives a rest bucket: a top-k teacher (no
+    full ``logits``) with k below the vocabulary size."""
+    if teacher.get("logits") is not None:
+        return False
+    return teacher["topk_indices"].size(-1) < student_logits.size(-1)
+
+
+def akl_loss(
+    student: Any,
+    teacher: Any,
+    batch: dict[str, torch.Tensor],
+    cfg: AKLConfig,
+    modules: dict[str, torch.nn.Module],
+) -> torch.Tensor:
+    rest = has_rest_bucket(student.logits, teacher)
+    return divergence_loss(student, teacher, batch, cfg, adaptive_kl, cfg.mu, rest)
 
 
 @hookimpl

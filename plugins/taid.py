@@ -19,6 +19,18 @@ kept with its momentum and previous loss in the method's state module (buffers, 
 training checkpoint, so a resumed job continues the schedule). A loss called outside training
 (without ``batch["step"]``) uses ``t`` without moving it.
 
+The loss ``J_n`` that drives the update is the value the reference tracks: the output of its
+``compute_loss``, ``forward_kl(..., teacher_probs=p_t)``, which is the cross-entropy
+``-sum_v p_t log p_S`` averaged over the completion tokens, i.e. ``KL(p_t || p_S) + H(p_t)``
+(the entropy of the moving target is in it: it is not a constant as ``t`` moves), before any
+``T^2`` factor or CE mix (the reference has neither in it; a constant factor would not change
+the relative change anyway). In data-parallel training (``torch.distributed`` initialised with
+more than one worker) ``J_n`` is the mean over every worker's completion tokens (the token sums
+and counts are all-reduced), so every worker moves ``t`` the same way; the reference, under
+Lightning's DDP, would let each worker's ``t`` drift on its own shard. A step with no
+completion token on any worker leaves ``t``, the momentum and the previous loss as they are
+(its loss is 0, not NaN, like every masked mean here).
+
 Loss card:
 - interpolation in logit space with the student's logits detached (the reference); with a top-k
   teacher it is done on the k + 1 bucket log-probabilities, ``softmax((1 - t) log q + t log p)``
@@ -104,6 +116,25 @@ def interpolated(log_p: torch.Tensor, log_q: torch.Tensor, t: float) -> torch.Te
     return torch.log_softmax(mix, -1)
 
 
+def tracked_loss(target: torch.Tensor, log_q: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """The loss the update reads (the reference's ``forward_kl`` with ``teacher_probs = p_t``):
+    the cross-entropy ``-sum_v p_t log p_S`` averaged over the completion tokens of every
+    worker (token sums and counts all-reduced when ``torch.distributed`` has more than one
+    worker); None when no worker has a completion token. Every worker must call it on every
+    training step (it is a collective)."""
+    with torch.no_grad():
+        p = target.exp()
+        live = p > 0  # 0 log 0 = 0
+        ce = -(p * torch.where(live, log_q, 0.0)).sum(-1)
+        keep = mask.bool()
+        stats = torch.stack([torch.where(keep, ce, 0.0).sum(), keep.sum().to(ce.dtype)])
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM)
+        total, count = stats.tolist()
+        return None if count == 0 else total / count
+
+
 def taid_loss(
     student: Any,
     teacher: Any,
@@ -117,7 +148,9 @@ def taid_loss(
     target = log_p if t == 1.0 else interpolated(log_p, log_q, t)
     distill = cfg.temperature**2 * masked_mean(kl(target, log_q), mask)
     if "step" in batch and torch.is_grad_enabled():  # a training step: move t
-        state.update(float(distill.detach()), int(batch["step"]), int(batch["steps"]), cfg)
+        tracked = tracked_loss(target, log_q, mask)
+        if tracked is not None:  # no completion token anywhere: nothing to learn from
+            state.update(tracked, int(batch["step"]), int(batch["steps"]), cfg)
     return with_task_loss(distill, student.logits, batch["labels"], cfg.alpha)
 
 

@@ -142,3 +142,134 @@ def test_taid_moves_t_in_training_only(tmp_path):
                   8, seed=0, teacher=live)  # fmt: skip
     assert math.isfinite(stats["final_loss"])
     assert float(captured["taid"].t) >= 0.4 + 0.6 * 7 / 8 - 1e-6  # at least the linear schedule
+
+
+def _reference_tracked(student, teacher, batch, t: float, temp: float = 1.0) -> float:
+    """The reference's tracked loss, by hand: ``forward_kl(teacher_probs=p_t)``, the mean over
+    the completion tokens of ``-sum p_t log p_S`` (no T^2), from the logits directly."""
+    s, z = student.logits[:, :-1] / temp, teacher["logits"][:, :-1] / temp
+    p_t = torch.softmax((1 - t) * s + t * z, -1)
+    ce = -(p_t * s.log_softmax(-1)).sum(-1)
+    mask = batch["labels"][:, 1:] != -100
+    return float(ce[mask].mean())
+
+
+@pytest.mark.parametrize("temp", [1.0, 2.0])
+def test_taid_update_reads_the_reference_loss_value(temp: float):
+    # the reference tracks its compute_loss output: the cross-entropy to p_t (KL + H(p_t)),
+    # not the KL, and not the T^2-scaled value
+    student, teacher, batch = _batch()
+    cfg = TAIDConfig(temperature=temp)
+    state = {"taid": TAIDState(cfg.t_start)}
+    loss = taid_loss(student, teacher, {**batch, "step": 0, "steps": 10}, cfg, state)
+    want = _reference_tracked(student, teacher, batch, 0.4, temp)
+    assert float(state["taid"].prev_loss) == pytest.approx(want, rel=1e-5)
+    assert float(loss) != pytest.approx(want, rel=1e-3)  # the KL differs by H(p_t)
+    # the second step: delta from the two tracked values, t from eq. 5
+    student2, _, _ = _batch(seed=1)
+    taid_loss(student2, teacher, {**batch, "step": 1, "steps": 10}, cfg, state)
+    want2 = _reference_tracked(student2, teacher, batch, 0.4, temp)
+    m = 0.01 * (want - want2) / want
+    assert float(state["taid"].prev_loss) == pytest.approx(want2, rel=1e-5)
+    assert float(state["taid"].momentum) == pytest.approx(m, rel=1e-4)
+    linear = 0.4 + 0.6 * 1 / 10
+    step_up = 5e-4 / (1 + math.exp(-m)) * (1 - 0.4)
+    assert float(state["taid"].t) == pytest.approx(max(linear, 0.4 + step_up))
+
+
+def test_taid_empty_batch_moves_nothing():
+    student, teacher, batch = _batch()
+    empty = {"labels": torch.full_like(batch["labels"], -100), "step": 3, "steps": 10}
+    cfg = TAIDConfig()
+    state = {"taid": TAIDState(cfg.t_start)}
+    s = student.logits.clone().requires_grad_()
+    loss = taid_loss(SimpleNamespace(logits=s), teacher, empty, cfg, state)  # the first step
+    assert float(loss.detach()) == 0.0 and torch.isinf(state["taid"].prev_loss)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+    taid_loss(student, teacher, {**batch, "step": 0, "steps": 10}, cfg, state)
+    taid_loss(_batch(seed=1)[0], teacher, {**batch, "step": 1, "steps": 10}, cfg, state)
+    before = {k: v.clone() for k, v in state["taid"].state_dict().items()}
+    for mixed in (TAIDConfig(), TAIDConfig(alpha=0.5)):  # with the CE mix too
+        loss = taid_loss(student, teacher, empty, mixed, state)
+        assert torch.isfinite(loss) and float(loss) == 0.0
+        after = state["taid"].state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), after
+
+
+def _taid_worker(rank: int, path: str, out: str) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{path}", rank=rank, world_size=2
+    )
+    try:
+        student, teacher, batch = _batch(seed=10 + rank, b=1 + rank)  # unequal token counts
+        cfg = TAIDConfig()
+        state = {"taid": TAIDState(cfg.t_start)}
+        taid_loss(student, teacher, {**batch, "step": 0, "steps": 10}, cfg, state)
+        first = float(state["taid"].prev_loss)
+        if rank == 1:  # worker 1 has no completion token at the second step: 0's alone count
+            batch = {"labels": torch.full_like(batch["labels"], -100)}
+        student2 = SimpleNamespace(logits=student.logits * 0.5)
+        taid_loss(student2, teacher, {**batch, "step": 1, "steps": 10}, cfg, state)
+        torch.save({"first": first, **state["taid"].state_dict()}, f"{out}/{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_taid_data_parallel_workers_keep_the_same_t(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        _taid_worker,
+        args=(str(tmp_path / "pg"), str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",  # not fork: the parent's thread pools would deadlock a child
+    )
+    got = [torch.load(tmp_path / f"{rank}.pt") for rank in (0, 1)]
+    for key in ("t", "momentum", "prev_loss"):
+        assert torch.equal(got[0][key], got[1][key]), key
+    # the first tracked value: the mean over both workers' completion tokens
+    sums, counts, seconds = 0.0, 0, []
+    for rank in (0, 1):
+        student, teacher, batch = _batch(seed=10 + rank, b=1 + rank)
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        sums += n * _reference_tracked(student, teacher, batch, 0.4)
+        counts += n
+        seconds.append(
+            _reference_tracked(SimpleNamespace(logits=student.logits * 0.5), teacher, batch, 0.4)
+        )
+    assert got[0]["first"] == got[1]["first"] == pytest.approx(sums / counts, rel=1e-5)
+    assert float(got[0]["prev_loss"]) == pytest.approx(seconds[0], rel=1e-5)  # worker 0 only
+    m = 0.01 * (sums / counts - seconds[0]) / (sums / counts)
+    assert float(got[0]["momentum"]) == pytest.approx(m, rel=1e-4)
+
+
+def test_akl_rest_bucket_is_always_tail():
+    # vocabulary 6, teacher top 2: 0.3, 0.2 and a rest bucket of 0.5 that sorts first by mass
+    probs = [0.3, 0.2, 0.125, 0.125, 0.125, 0.125]
+    student_probs = [0.1, 0.4, 0.05, 0.05, 0.2, 0.2]
+    t = torch.tensor(probs).log().view(1, 1, 6).expand(1, 2, 6).contiguous()
+    s = torch.tensor(student_probs).log().view(1, 1, 6).expand(1, 2, 6).contiguous()
+    labels = torch.tensor([[-100, 0]])
+    top = topk_signals(t, 2)
+    p, q = _log(0.3, 0.2, 0.5), _log(0.1, 0.4, 0.5)  # the buckets (rest last)
+    # mu = 0.4: head {0.3} (0.3 + 0.2 > 0.4); the rest bucket is tail, not the first token
+    g_head, g_tail = head_tail_weights(p, q, 0.4, rest=True)
+    assert float(g_head) == pytest.approx(0.2 / 0.4) and float(g_tail) == pytest.approx(0.2 / 0.4)
+    g_head, _ = head_tail_weights(p, q, 0.4)  # without the flag it would be the whole head
+    assert float(g_head) == pytest.approx(0.0)
+    # mu = 0.6: both tokens head (0.5 <= 0.6); the rest's mass is not in the cumulative sum
+    g_head, _ = head_tail_weights(p, q, 0.6, rest=True)
+    assert float(g_head) == pytest.approx(1.0)  # gaps 0.2 + 0.2 head, the rest 0 tail
+    method = registry()["akl"]
+    for mu in (0.4, 0.6):
+        cfg = method.make_config({"mu": mu})
+        got = method.loss(SimpleNamespace(logits=s), top, {"labels": labels}, cfg, {})
+        g_h, g_t = head_tail_weights(p, q, mu, rest=True)
+        want = float(g_h * kl(p, q) + g_t * kl(q, p))
+        assert float(got) == pytest.approx(want, rel=1e-5)
+    # k = V: no rest bucket, the full-vocabulary loss
+    cfg = method.make_config()
+    full = method.loss(SimpleNamespace(logits=s), {"logits": t}, {"labels": labels}, cfg, {})
+    every = method.loss(SimpleNamespace(logits=s), topk_signals(t, 6), {"labels": labels}, cfg, {})
+    assert float(every) == pytest.approx(float(full), rel=1e-5)
