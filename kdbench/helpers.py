@@ -7,6 +7,8 @@ registration.
 - :func:`logit_loss`: the loss function of a divergence between teacher and student
   next-token distributions (full or top-k teacher), averaged over the completion tokens,
   temperature-scaled and mixed with the ground-truth cross-entropy by ``alpha``.
+- :func:`check_interval`: the range check of a config field in an interval, with the message
+  every config uses (``alpha must be in [0, 1], got 1.5``).
 - :func:`check_weights`: the range check of the non-negative term weights of an auxiliary
   (feature, attention...) method, whose loss is :func:`kdbench.losses.aux_with_ce`.
 
@@ -65,8 +67,37 @@ class LogitConfig:
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check_interval("alpha", self.alpha, 0.0, 1.0)
+
+
+def check_interval(
+    name: str,
+    value: float,
+    low: float,
+    high: float,
+    *,
+    left: str = "[",
+    right: str = "]",
+    low_name: str | None = None,
+    note: str = "",
+) -> None:
+    """``value`` in the interval from ``low`` to ``high`` (``left`` ``"["`` or ``"("``,
+    ``right`` ``"]"`` or ``")"``: closed or open ends; NaN refused), else ``ValueError``
+    ``"{name} must be in {interval}{note}, got {value}"``; ``low_name`` writes the lower end
+    as a field's name::
+
+        check_interval("alpha", self.alpha, 0.0, 1.0)
+        # ValueError: alpha must be in [0, 1], got 1.5
+        check_interval("t_end", self.t_end, self.t_start, 1.0, left="(", low_name="t_start")
+        # ValueError: t_end must be in (t_start, 1], got 0.2
+    """
+    if left not in "[(" or right not in "])" or not left or not right:
+        raise ValueError(f"left must be '[' or '(' and right ']' or ')', got {left!r}, {right!r}")
+    above = value >= low if left == "[" else value > low
+    below = value <= high if right == "]" else value < high
+    if not (above and below):
+        interval = f"{left}{low_name or f'{low:g}'}, {high:g}{right}"
+        raise ValueError(f"{name} must be in {interval}{note}, got {value}")
 
 
 def check_weights(**weights: float) -> None:

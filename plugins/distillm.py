@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from kdbench import Method, hookimpl
-from kdbench.helpers import logit_loss
+from kdbench.helpers import check_interval, logit_loss
 from kdbench.losses import skew_kl, skew_reverse_kl
 from kdbench.rollout import AdaptiveSchedule, OnPolicyConfig
 
@@ -56,8 +56,7 @@ class DistiLLMConfig(OnPolicyConfig):
         super().__post_init__()
         if self.divergence not in ("skl", "srkl"):
             raise ValueError(f"divergence must be 'skl' or 'srkl', got {self.divergence!r}")
-        if not 0.0 <= self.lam < 1.0:
-            raise ValueError(f"lam must be in [0, 1) (lam = 1 makes the loss 0), got {self.lam}")
+        check_interval("lam", self.lam, 0.0, 1.0, right=")", note=" (lam = 1 makes the loss 0)")
         if not self.loss_eps >= 0:
             raise ValueError(f"loss_eps must be >= 0, got {self.loss_eps}")
         if self.capacity < 1:

@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdbench import Method, hookimpl
-from kdbench.helpers import LogitConfig, logit_loss
+from kdbench.helpers import LogitConfig, check_interval, logit_loss
 from kdbench.losses import skew_kl, skew_reverse_kl
 
 
@@ -53,8 +53,7 @@ class SkewConfig(LogitConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.lam < 1.0:
-            raise ValueError(f"lam must be in [0, 1) (lam = 1 makes the loss 0), got {self.lam}")
+        check_interval("lam", self.lam, 0.0, 1.0, right=")", note=" (lam = 1 makes the loss 0)")
 
 
 skl_loss = logit_loss(skew_kl, "lam")

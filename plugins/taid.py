@@ -51,7 +51,7 @@ from typing import Any
 import torch
 
 from kdbench import Method, hookimpl
-from kdbench.helpers import LogitConfig
+from kdbench.helpers import LogitConfig, check_interval
 from kdbench.losses import distributions, kl, masked_mean, with_task_loss
 
 
@@ -67,14 +67,10 @@ class TAIDConfig(LogitConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.t_start < 1.0:
-            raise ValueError(f"t_start must be in [0, 1), got {self.t_start}")
-        if not self.t_start < self.t_end <= 1.0:
-            raise ValueError(f"t_end must be in (t_start, 1], got {self.t_end}")
-        if not 0.0 <= self.alpha_t <= 1.0:
-            raise ValueError(f"alpha_t must be in [0, 1], got {self.alpha_t}")
-        if not 0.0 <= self.beta < 1.0:
-            raise ValueError(f"beta must be in [0, 1), got {self.beta}")
+        check_interval("t_start", self.t_start, 0.0, 1.0, right=")")
+        check_interval("t_end", self.t_end, self.t_start, 1.0, left="(", low_name="t_start")
+        check_interval("alpha_t", self.alpha_t, 0.0, 1.0)
+        check_interval("beta", self.beta, 0.0, 1.0, right=")")
 
 
 class TAIDState(torch.nn.Module):
