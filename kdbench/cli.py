@@ -144,10 +144,19 @@ def cmd_methods(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    print(f"{'name':<14} {'family':<17} {'signals':<14} parameters")
-    for r in rows:
-        params = ", ".join(f"{p['name']}={p['default']!r}" for p in r["parameters"]) or "-"
-        print(f"{r['name']:<14} {r['family']:<17} {','.join(r['signals']) or '-':<14} {params}")
+    cells = [
+        (
+            r["name"],
+            r["family"],
+            ",".join(r["signals"]) or "-",
+            ", ".join(f"{p['name']}={p['default']!r}" for p in r["parameters"]) or "-",
+        )
+        for r in rows
+    ]
+    header = ("name", "family", "signals", "parameters")
+    widths = [max(len(c[i]) for c in [header, *cells]) for i in range(3)]
+    for cell in [header, *cells]:  # columns as wide as their longest entry
+        print(" ".join(f"{v:<{w}}" for v, w in zip(cell[:3], widths, strict=True)), cell[3])
     return 0
 
 

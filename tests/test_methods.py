@@ -61,3 +61,16 @@ def test_method_declarations_are_validated() -> None:
         )
     with pytest.raises(MethodError, match="family"):
         Method(name="x", family="magic", config=_Cfg, loss=lambda *a: 0)
+
+
+def test_methods_table_keeps_its_columns_aligned(capsys) -> None:
+    """`kdbench methods`: the parameters start in one column even where a method declares
+    several signals (gkd: generations,logits)."""
+    from kdbench.cli import main
+
+    assert main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines[0].index("parameters")
+    assert {line.split()[0] for line in lines[1:]} >= {"gkd", "uld", "gold", "abkd"}
+    for line in lines[1:]:
+        assert line[start - 1] == " " and line[start] != " ", line
