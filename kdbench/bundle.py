@@ -281,11 +281,14 @@ def pick_suite(stored: list[tuple[str, str | None]], wanted: str | None) -> str:
     unique hash prefix or a unique name; without ``--suite``, the only stored suite. Raises
     :class:`BundleError` listing the choices otherwise."""
     choices = ", ".join(f"{name or '?'} ({h})" for h, name in stored) or "none"
+    if not stored:
+        raise BundleError("the database holds no suite yet: nothing to export")
     if wanted is None:
         if len(stored) == 1:
             return stored[0][0]
-        why = "holds no suite" if not stored else "holds several suites"
-        raise BundleError(f"the database {why}; pick one with --suite NAME_OR_HASH: {choices}")
+        raise BundleError(
+            f"the database holds several suites; pick one with --suite NAME_OR_HASH: {choices}"
+        )
     for h, _ in stored:
         if h == wanted:
             return h

@@ -250,6 +250,11 @@ def test_export_picks_the_suite_and_hashes_weights(tmp_path: Path, capsys):
     assert not list((tmp_path / "y").rglob("*.safetensors"))  # hashed, never copied
     with pytest.raises(BundleError, match="exists and is not an empty folder"):
         export_bundle(db, tmp_path / "y", ANN, suite="tiny")
+    empty = tmp_path / "empty.duckdb"
+    store.connect(empty).close()
+    with pytest.raises(BundleError, match="holds no suite yet: nothing to export"):
+        export_bundle(empty, tmp_path / "z", ANN)
+    assert not (tmp_path / "z").exists()
 
 
 # --------------------------------------------------------------------------- tampering
