@@ -326,6 +326,57 @@ def cmd_plugin_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdbench.bundle import Submitter, export_bundle
+
+    if not args.db.exists():
+        raise CommandError(f"--db {args.db}: no results database there")
+    submitter = Submitter(args.submitter, args.organisation, args.contact)
+    result = export_bundle(
+        args.db, args.out, submitter, suite=args.suite, weights=args.weights_hash
+    )
+    suite = result.manifest.suite
+    rows = ", ".join(f"{n} {t}" for t, n in result.rows.items() if t != "suites")
+    weights = result.manifest.weights
+    hashed = f"; weights hashed for {len(weights)} runs" if weights is not None else ""
+    print(
+        f"wrote {result.path}: suite {suite.name} ({suite.suite_hash}), {rows}{hashed}; "
+        f"check it with: kdbench verify {result.path}"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from kdbench.verify import verify_bundle
+
+    report = verify_bundle(args.bundle)
+    if not report.ok:
+        for line in report.lines():
+            print(line, file=sys.stderr)
+        return 2
+    assert report.summary is not None
+    print(f"{args.bundle}: ok\n{report.summary.text()}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from kdbench.bundle import BundleRejected, import_bundle
+
+    try:
+        result = import_bundle(args.bundle, args.db)
+    except BundleRejected as rejected:
+        for line in rejected.report.lines():
+            print(line, file=sys.stderr)
+        print(f"kdbench: error: {args.bundle}: fails verification; not imported", file=sys.stderr)
+        return 2
+    print(
+        f"imported {args.bundle} into {args.db}: {len(result.added)} runs added, "
+        f"{len(result.skipped)} already there (identical, skipped)"
+        + ("; suite added" if result.suite_added else "")
+    )
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors as one line ``kdbench: error: ...`` (exit 2)."""
 
@@ -399,6 +450,31 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("name")
     check.set_defaults(func=cmd_plugin_check)
 
+    ex = sub.add_parser("export", help="write one suite's results as a bundle to submit")
+    ex.add_argument("--db", type=Path, required=True, help="DuckDB results file")
+    ex.add_argument("--out", type=Path, required=True, help="the bundle folder to write (new)")
+    ex.add_argument(
+        "--suite", default=None, help="suite name or hash (needed when the db holds several)"
+    )
+    ex.add_argument("--submitter", required=True, help="your name")
+    ex.add_argument("--organisation", default=None)
+    ex.add_argument("--contact", default=None, help="an e-mail address")
+    ex.add_argument(
+        "--weights-hash",
+        action="store_true",
+        help="record the SHA-256 of each run's saved weights (never copied)",
+    )
+    ex.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("verify", help="check a result bundle (exit 2 on any failure)")
+    v.add_argument("bundle", type=Path, help="a folder `kdbench export` wrote")
+    v.set_defaults(func=cmd_verify)
+
+    im = sub.add_parser("import", help="verify a result bundle and merge it into a database")
+    im.add_argument("bundle", type=Path, help="a folder `kdbench export` wrote")
+    im.add_argument("--db", type=Path, required=True, help="DuckDB results file to merge into")
+    im.set_defaults(func=cmd_import)
+
     a = sub.add_parser("app", help="start the Streamlit leaderboard app")
     a.add_argument("--db", type=Path, default=_default_db())
     a.add_argument("--port", type=int, default=8501)
@@ -411,6 +487,7 @@ def parser() -> argparse.ArgumentParser:
 _EXPECTED = {
     "kdbench.config": "SuiteError",
     "kdbench.store": "StoreError",
+    "kdbench.bundle": "BundleError",
     "kdbench.economics": "PriceError",
     "kdbench.workers": "ClusterError",
     "kdbench.methods": "MethodError",

@@ -25,7 +25,9 @@ time, inference speed; and the ``samples`` table of per-question results; versio
 budget audit's ``sequences`` and ``live_teacher_flops``, and ``runs.quant`` and
 ``runs.parent_run_id``, a quantised evaluation stored as its own run linked to its
 full-precision one, and ``costs.quantized_params``; version 4 what an on-policy run's sampling
-cost: ``generation_s``, ``generated_tokens``, ``generation_flops``). A read-only
+cost: ``generation_s``, ``generated_tokens``, ``generation_flops``; version 5 the
+``provenance`` table: who submitted each run that ``kdbench import`` merged from a result
+bundle, :mod:`kdbench.bundle`). A read-only
 connection refuses an older file with a message that says how to upgrade it. Opening a database written by a newer kdbench raises
 :class:`StoreError`. Timestamps are stored as naive UTC. JSON columns are stored as JSON text
 and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
@@ -50,7 +52,7 @@ import pandas as pd
 
 from kdbench.disk_cache import creation_problem
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DEFAULT_DB = Path("results/kdbench.duckdb")
 LOCK_TIMEOUT_S = 10.0
 """How long :func:`connect` keeps retrying while another process holds the database file."""
@@ -135,6 +137,11 @@ _INT_COST_COLUMNS = frozenset(
 )
 
 _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+# schema 5: per run merged by ``kdbench import`` (kdbench.bundle), who submitted it and the
+# SHA-256 of the bundle's manifest.json; runs made here by ``kdbench run`` have no row
+_PROVENANCE_DDL = """CREATE TABLE IF NOT EXISTS provenance (
+        run_id VARCHAR PRIMARY KEY, submitter VARCHAR, organisation VARCHAR,
+        bundle_sha256 VARCHAR, imported_at TIMESTAMP)"""
 _TABLES_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS suites (
         suite_hash VARCHAR PRIMARY KEY, name VARCHAR, path VARCHAR, config JSON,
@@ -160,6 +167,7 @@ _TABLES_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS samples (
         run_id VARCHAR, task VARCHAR, doc_id INTEGER, correct DOUBLE, confidence DOUBLE,
         PRIMARY KEY (run_id, task, doc_id))""",
+    _PROVENANCE_DDL,
 )
 _TABLES = ("meta", "suites", "runs", "metrics", "costs", "samples")
 # Upgrades, applied in order inside the schema transaction: _MIGRATIONS[v] takes v to v + 1.
@@ -193,6 +201,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE costs ADD COLUMN IF NOT EXISTS generated_tokens BIGINT",
         "ALTER TABLE costs ADD COLUMN IF NOT EXISTS generation_flops DOUBLE",
     ),
+    4: (_PROVENANCE_DDL,),  # who submitted the runs merged from result bundles
 }
 
 # Substrings of DuckDB errors raised while another connection holds the file.

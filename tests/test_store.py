@@ -550,3 +550,27 @@ def test_a_version_3_database_gains_the_sampling_columns(tmp_path):
     runs = store.read_runs(path).set_index("run_id")
     assert pd.isna(runs.loc["old", "generation_s"]) and runs.loc["old", "steps"] == 200
     assert runs.loc["new", ["generated_tokens", "generation_flops"]].tolist() == [3000, 6e6]
+
+
+def test_a_version_4_database_gains_the_provenance_table(tmp_path):
+    """A schema-4 file (no ``provenance`` table) is refused read-only with the upgrade hint,
+    then upgraded in place by a writer: its runs stay, and the empty table is there."""
+    path = tmp_path / "v4.duckdb"
+    store.connect(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE provenance")
+    con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    con.execute("INSERT INTO runs (run_id, role, status) VALUES ('old', 'student', 'ok')")
+    con.close()
+    with pytest.raises(store.StoreError, match="old schema version 4.*kdbench run"):
+        store.connect(path, read_only=True).close()
+    store.write_run(path, {"run_id": "new", "role": "student", "status": "ok"}, [], {})
+    assert sorted(store.read_runs(path)["run_id"]) == ["new", "old"]
+    con = store.connect(path, read_only=True)
+    try:
+        assert con.execute("SELECT value FROM meta").fetchone()[0] == "5"
+        assert con.execute("SELECT count(*) FROM provenance").fetchone()[0] == 0
+        columns = [r[0] for r in con.execute("DESCRIBE provenance").fetchall()]
+        assert columns == ["run_id", "submitter", "organisation", "bundle_sha256", "imported_at"]
+    finally:
+        con.close()

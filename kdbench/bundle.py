@@ -1,0 +1,506 @@
+"""Result bundles: one suite's results as files anyone can check and merge.
+
+A bundle is a folder written by ``kdbench export``:
+
+- one Parquet file per results table (:data:`TABLES`: ``suites``, ``runs``, ``metrics``,
+  ``costs``, ``samples``), holding only that suite's rows, written by DuckDB's own ``COPY``;
+- ``manifest.json`` (:class:`Manifest`): the bundle format and store schema versions, the
+  kdbench and key package versions, the submitter, the hardware, the suite (its hash, its TOML
+  text when the stored path is still readable, and always the stored config JSON), the SHA-256
+  of every other file and, with ``--weights-hash``, of each run's saved weight files. Its
+  ``digest`` is the SHA-256 of the rest of the manifest, so an edited manifest is caught; it
+  is an integrity check, not a signature: whoever edits a bundle can recompute every hash.
+
+``kdbench verify`` (:mod:`kdbench.verify`) checks a bundle; ``kdbench import``
+(:func:`import_bundle`) verifies it, then merges it into a results database in one DuckDB
+transaction, recording who submitted each new run in the ``provenance`` table. Importing the
+same bundle twice changes nothing; a run id already there from another submitter, or with
+different content, refuses the whole import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from kdbench import __version__, store
+
+BUNDLE_FORMAT = 1
+"""The version of the bundle layout this kdbench writes and reads."""
+TABLES: tuple[str, ...] = ("suites", "runs", "metrics", "costs", "samples")
+"""The results tables a bundle carries, one ``<table>.parquet`` each."""
+MANIFEST = "manifest.json"
+PACKAGES: dict[str, str] = {  # the manifest's name -> the distribution importlib finds
+    "torch": "torch",
+    "transformers": "transformers",
+    "lm-eval": "lm_eval",
+    "deepspeed": "deepspeed",
+    "ray": "ray",
+    "duckdb": "duckdb",
+}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+"""What ``--weights-hash`` hashes in a run's folder (hashed only, never copied)."""
+
+
+class BundleError(Exception):
+    """A bundle problem with a one-line message meant for the user (exit 2)."""
+
+
+class BundleRejected(BundleError):
+    """``kdbench import`` of a bundle that fails :func:`kdbench.verify.verify_bundle`: the
+    report's lines say why."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        lines = report.lines()
+        super().__init__(lines[0] if lines else "bundle failed verification")
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """Who submits a bundle."""
+
+    name: str
+    organisation: str | None = None
+    contact: str | None = None
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The machine that exported the bundle."""
+
+    platform: str
+    cpu_count: int | None
+    gpu: str | None = None
+
+
+@dataclass(frozen=True)
+class SuiteRecord:
+    """The bundle's suite: as stored (hash, name, path, config) and its TOML text when the
+    stored path could still be read at export time."""
+
+    suite_hash: str
+    name: str | None
+    path: str | None
+    config: dict[str, Any]
+    toml: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``. ``files`` maps each bundle file (not the manifest) to its SHA-256;
+    ``weights`` maps run ids to their weight files' SHA-256 (None: not asked for);
+    ``digest`` is :func:`manifest_digest` of everything else."""
+
+    bundle_format: int
+    schema_version: int
+    kdbench_version: str
+    packages: dict[str, str | None]
+    submitter: Submitter
+    hardware: Hardware
+    suite: SuiteRecord
+    files: dict[str, str]
+    created_at: str
+    weights: dict[str, dict[str, str]] | None = None
+    digest: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """The manifest as JSON-ready data, without its digest."""
+        data = asdict(self)
+        del data["digest"]
+        return data
+
+    def sealed(self) -> Manifest:
+        """This manifest with its digest computed."""
+        return replace(self, digest=manifest_digest(self.body()))
+
+    def to_json(self) -> str:
+        """The text of ``manifest.json``."""
+        return json.dumps({**self.body(), "digest": self.digest}, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """Parse ``manifest.json``; raises :class:`BundleError` naming the bad field."""
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise BundleError(f"not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise BundleError("not a JSON object")
+        try:
+            return cls(
+                bundle_format=_field(raw, "bundle_format", int),
+                schema_version=_field(raw, "schema_version", int),
+                kdbench_version=_field(raw, "kdbench_version", str),
+                packages=_str_map(raw, "packages", optional_values=True),
+                submitter=Submitter(
+                    name=_field(_obj(raw, "submitter"), "submitter.name", str, key="name"),
+                    organisation=_field(
+                        _obj(raw, "submitter"), "submitter.organisation", str, True, "organisation"
+                    ),
+                    contact=_field(
+                        _obj(raw, "submitter"), "submitter.contact", str, True, "contact"
+                    ),
+                ),
+                hardware=Hardware(
+                    platform=_field(
+                        _obj(raw, "hardware"), "hardware.platform", str, key="platform"
+                    ),
+                    cpu_count=_field(
+                        _obj(raw, "hardware"), "hardware.cpu_count", int, True, "cpu_count"
+                    ),
+                    gpu=_field(_obj(raw, "hardware"), "hardware.gpu", str, True, "gpu"),
+                ),
+                suite=SuiteRecord(
+                    suite_hash=_field(
+                        _obj(raw, "suite"), "suite.suite_hash", str, key="suite_hash"
+                    ),
+                    name=_field(_obj(raw, "suite"), "suite.name", str, True, "name"),
+                    path=_field(_obj(raw, "suite"), "suite.path", str, True, "path"),
+                    config=_field(_obj(raw, "suite"), "suite.config", dict, key="config"),
+                    toml=_field(_obj(raw, "suite"), "suite.toml", str, True, "toml"),
+                ),
+                files=_str_map(raw, "files"),
+                created_at=_field(raw, "created_at", str),
+                weights=_weights(raw),
+                digest=_field(raw, "digest", str),
+            )
+        except KeyError as exc:
+            raise BundleError(f"missing field {exc.args[0]}") from None
+
+
+def manifest_digest(body: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's body as canonical JSON (sorted keys, no spaces)."""
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _obj(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if not isinstance(value, dict):
+        raise BundleError(f"field {key} must be an object, got {value!r:.60}")
+    return value
+
+
+def _field(
+    raw: dict[str, Any], name: str, kind: type, optional: bool = False, key: str | None = None
+) -> Any:
+    key = key or name
+    if key not in raw:
+        if optional:
+            return None
+        raise KeyError(name)
+    value = raw[key]
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BundleError(f"field {name} must be {kind.__name__}, got {value!r:.60}")
+    return value
+
+
+def _str_map(raw: dict[str, Any], key: str, optional_values: bool = False) -> dict[str, Any]:
+    value = _obj(raw, key)
+    for k, v in value.items():
+        if not (isinstance(v, str) or (optional_values and v is None)):
+            raise BundleError(f"field {key}.{k} must be a string, got {v!r:.60}")
+    return dict(value)
+
+
+def _weights(raw: dict[str, Any]) -> dict[str, dict[str, str]] | None:
+    if raw.get("weights") is None:
+        return None
+    return {run: _str_map(_obj(raw, "weights"), run) for run in _obj(raw, "weights")}
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`PACKAGES` (None when not installed)."""
+    out: dict[str, str | None] = {}
+    for name, dist in PACKAGES.items():
+        try:
+            out[name] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def this_hardware() -> Hardware:
+    """Platform, CPU count and, when torch sees a CUDA device, the GPU's name."""
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return Hardware(platform=platform.platform(), cpu_count=os.cpu_count(), gpu=gpu)
+
+
+# --------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_bundle` wrote: the folder, its manifest, rows per table."""
+
+    path: Path
+    manifest: Manifest
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (COPY takes no prepared parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def pick_suite(stored: list[tuple[str, str | None]], wanted: str | None) -> str:
+    """The suite hash ``--suite`` names among ``stored`` (hash, name) pairs: an exact hash, a
+    unique hash prefix or a unique name; without ``--suite``, the only stored suite. Raises
+    :class:`BundleError` listing the choices otherwise."""
+    choices = ", ".join(f"{name or '?'} ({h})" for h, name in stored) or "none"
+    if not stored:
+        raise BundleError("the database holds no suite yet: nothing to export")
+    if wanted is None:
+        if len(stored) == 1:
+            return stored[0][0]
+        raise BundleError(
+            f"the database holds several suites; pick one with --suite NAME_OR_HASH: {choices}"
+        )
+    for h, _ in stored:
+        if h == wanted:
+            return h
+    matches = sorted({h for h, name in stored if name == wanted or h.startswith(wanted)})
+    if len(matches) == 1:
+        return matches[0]
+    why = "matches several suites" if matches else "no such suite"
+    raise BundleError(f"--suite {wanted!r}: {why}; stored: {choices}")
+
+
+def _weight_hashes(runs_dir: Path, run_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Per run whose folder ``runs_dir/<run_id>`` still exists: its weight files' SHA-256."""
+    out: dict[str, dict[str, str]] = {}
+    for run_id in run_ids:
+        folder = runs_dir / run_id
+        if not folder.is_dir():
+            continue
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        if files:
+            out[run_id] = {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
+    return out
+
+
+def export_bundle(
+    db: str | Path,
+    out: str | Path,
+    submitter: Submitter,
+    *,
+    suite: str | None = None,
+    weights: bool = False,
+) -> ExportResult:
+    """Write the bundle of one suite of ``db`` to the new folder ``out`` (see the module
+    docstring). The files are written to a temporary folder beside ``out`` and moved into
+    place at the end: a failed export leaves nothing. Raises :class:`BundleError` (or
+    :class:`kdbench.store.StoreError`) with one line for bad input."""
+    db, out = Path(db), Path(out)
+    if not submitter.name.strip():
+        raise BundleError("--submitter: must not be empty")
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise BundleError(f"--out {out}: exists and is not an empty folder; give a new folder")
+    if not out.parent.is_dir():
+        raise BundleError(f"--out {out}: its folder {out.parent} does not exist")
+    con = store.connect(db, read_only=True)
+    try:
+        stored = con.execute("SELECT suite_hash, name FROM suites ORDER BY suite_hash").fetchall()
+        suite_hash = pick_suite(stored, suite)
+        name, path, config = con.execute(
+            "SELECT name, path, CAST(config AS VARCHAR) FROM suites WHERE suite_hash = ?",
+            [suite_hash],
+        ).fetchone()
+        run_ids = [
+            r[0]
+            for r in con.execute(
+                "SELECT run_id FROM runs WHERE suite_hash = ? ORDER BY run_id", [suite_hash]
+            ).fetchall()
+        ]
+        h = _literal(suite_hash)
+        of_suite = f"run_id IN (SELECT run_id FROM runs WHERE suite_hash = {h})"
+        queries = {
+            "suites": f"SELECT * FROM suites WHERE suite_hash = {h}",
+            "runs": f"SELECT * FROM runs WHERE suite_hash = {h} ORDER BY run_id",
+            "metrics": f"SELECT * FROM metrics WHERE {of_suite} ORDER BY run_id, task, metric",
+            "costs": f"SELECT * FROM costs WHERE {of_suite} ORDER BY run_id",
+            "samples": f"SELECT * FROM samples WHERE {of_suite} ORDER BY run_id, task, doc_id",
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            rows: dict[str, int] = {}
+            for table, sql in queries.items():
+                target = tmp / f"{table}.parquet"
+                con.execute(f"COPY ({sql}) TO {_literal(str(target))} (FORMAT parquet)")
+                rows[table] = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+            toml = None
+            if path:
+                try:
+                    toml = Path(path).read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    toml = None
+            manifest = Manifest(
+                bundle_format=BUNDLE_FORMAT,
+                schema_version=store.SCHEMA_VERSION,
+                kdbench_version=__version__,
+                packages=package_versions(),
+                submitter=submitter,
+                hardware=this_hardware(),
+                suite=SuiteRecord(suite_hash, name, path, json.loads(config or "{}"), toml),
+                files={f"{t}.parquet": sha256_file(tmp / f"{t}.parquet") for t in TABLES},
+                created_at=datetime.now(store._UTC).replace(microsecond=0).isoformat(),
+                weights=(
+                    _weight_hashes(db.resolve().parent / "runs", run_ids) if weights else None
+                ),
+            ).sealed()
+            (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except duckdb.Error as exc:
+        raise BundleError(f"could not export from {db}: {exc}") from exc
+    finally:
+        con.close()
+    return ExportResult(out, manifest, rows)
+
+
+# --------------------------------------------------------------------------- import
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What :func:`import_bundle` did: the run ids added and those skipped (already there
+    with identical content), and whether the suite row was new."""
+
+    added: tuple[str, ...]
+    skipped: tuple[str, ...]
+    suite_added: bool
+
+
+def _differences(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> int:
+    """Rows of ``table`` for ``run_id`` that differ between the bundle (``b_<table>``) and the
+    database, compared on the bundle's columns, both ways."""
+    columns = [r[0] for r in con.execute(f"DESCRIBE b_{table}").fetchall()]
+    cols = ", ".join(f'"{c}"' for c in columns)
+    sql = f"""SELECT count(*) FROM (
+        (SELECT {cols} FROM b_{table} WHERE run_id = $1
+         EXCEPT ALL SELECT {cols} FROM {table} WHERE run_id = $1)
+        UNION ALL
+        (SELECT {cols} FROM {table} WHERE run_id = $1
+         EXCEPT ALL SELECT {cols} FROM b_{table} WHERE run_id = $1))"""
+    return con.execute(sql, [run_id]).fetchone()[0]
+
+
+def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
+    """Verify ``bundle`` (:func:`kdbench.verify.verify_bundle`; a failing one raises
+    :class:`BundleRejected`), then merge it into ``db`` in one transaction: the suite row if
+    new, and each run not there yet with its metrics, costs, samples and a ``provenance`` row.
+    A run already there with identical content (on the bundle's columns) is skipped; one there
+    from another submitter, or with different content, refuses the whole import
+    (:class:`BundleError`, nothing written)."""
+    from kdbench.verify import verify_bundle
+
+    bundle = Path(bundle)
+    report = verify_bundle(bundle)
+    if not report.ok:
+        raise BundleRejected(report)
+    manifest = report.manifest
+    assert manifest is not None
+    bundle_sha = sha256_file(bundle / MANIFEST)
+    who = manifest.submitter
+    con = store.connect(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in TABLES:
+                target = _literal(str(bundle / f"{table}.parquet"))
+                con.execute(f"CREATE TEMP TABLE b_{table} AS SELECT * FROM read_parquet({target})")
+            run_ids = [
+                r[0] for r in con.execute("SELECT run_id FROM b_runs ORDER BY run_id").fetchall()
+            ]
+            present = {
+                r[0]: r[1]
+                for r in con.execute(
+                    "SELECT r.run_id, p.submitter FROM runs r LEFT JOIN provenance p USING (run_id)"
+                    " WHERE r.run_id IN (SELECT run_id FROM b_runs)"
+                ).fetchall()
+            }
+            conflicts: list[str] = []
+            for run_id in run_ids:
+                if run_id not in present:
+                    continue
+                if present[run_id] is not None and present[run_id] != who.name:
+                    conflicts.append(
+                        f"run {run_id} is already in {db} from submitter {present[run_id]!r}"
+                    )
+                    continue
+                differ = [t for t in TABLES[1:] if _differences(con, t, run_id)]
+                if differ:
+                    conflicts.append(
+                        f"run {run_id} is already in {db} with different content "
+                        f"({', '.join(differ)})"
+                    )
+            if conflicts:
+                more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+                raise BundleError(
+                    f"{bundle}: import refused, nothing written: {'; '.join(conflicts[:3])}{more}"
+                )
+            added = [r for r in run_ids if r not in present]
+            suite_added = not con.execute(
+                "SELECT count(*) FROM suites WHERE suite_hash IN (SELECT suite_hash FROM b_suites)"
+            ).fetchone()[0]
+            if suite_added:
+                con.execute("INSERT INTO suites BY NAME SELECT * FROM b_suites")
+            if added:
+                con.execute("CREATE TEMP TABLE b_new (run_id VARCHAR)")
+                con.executemany("INSERT INTO b_new VALUES (?)", [[r] for r in added])
+                for table in TABLES[1:]:
+                    con.execute(
+                        f"INSERT INTO {table} BY NAME SELECT * FROM b_{table}"
+                        " WHERE run_id IN (SELECT run_id FROM b_new)"
+                    )
+                now = datetime.now(store._UTC).replace(tzinfo=None)
+                con.executemany(
+                    "INSERT INTO provenance VALUES (?, ?, ?, ?, ?)",
+                    [[r, who.name, who.organisation, bundle_sha, now] for r in added],
+                )
+            con.execute("COMMIT")
+        except BaseException as exc:
+            con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise BundleError(f"{bundle}: import failed, nothing written: {exc}") from exc
+            raise
+    finally:
+        con.close()
+    return ImportResult(tuple(added), tuple(r for r in run_ids if r in present), suite_added)
