@@ -35,6 +35,7 @@ from typing import Any
 import duckdb
 
 from kdbench import __version__, store
+from kdbench.models import WEIGHT_SUFFIXES  # what --weights-hash hashes (never copies)
 
 BUNDLE_FORMAT = 1
 """The version of the bundle layout this kdbench writes and reads."""
@@ -49,8 +50,6 @@ PACKAGES: dict[str, str] = {  # the manifest's name -> the distribution importli
     "ray": "ray",
     "duckdb": "duckdb",
 }
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-"""What ``--weights-hash`` hashes in a run's folder (hashed only, never copied)."""
 
 
 class BundleError(Exception):
@@ -428,7 +427,10 @@ def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
     new, and each run not there yet with its metrics, costs, samples and a ``provenance`` row.
     A run already there with identical content (on the bundle's columns) is skipped; one there
     from another submitter, or with different content, refuses the whole import
-    (:class:`BundleError`, nothing written)."""
+    (:class:`BundleError`, nothing written). The suite's teacher run is the exception: it is
+    shared by every submitter of the suite, so one already there is kept (the bundle's skipped)
+    when its scores are the same, and refuses the import only when they differ (another
+    teacher)."""
     from kdbench.verify import verify_bundle
 
     bundle = Path(bundle)
@@ -456,9 +458,22 @@ def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
                     " WHERE r.run_id IN (SELECT run_id FROM b_runs)"
                 ).fetchall()
             }
+            teachers = {
+                r[0]
+                for r in con.execute("SELECT run_id FROM b_runs WHERE role = 'teacher'").fetchall()
+            }
             conflicts: list[str] = []
             for run_id in run_ids:
                 if run_id not in present:
+                    continue
+                if run_id in teachers and present[run_id] != who.name:
+                    # a suite's teacher run is every submitter's: shared when it scored the same
+                    if _differences(con, "metrics", run_id):
+                        conflicts.append(
+                            f"teacher run {run_id} is already in {db} with other scores "
+                            f"(from {present[run_id] or 'this database'}): the submissions "
+                            "used different teachers for one suite"
+                        )
                     continue
                 if present[run_id] is not None and present[run_id] != who.name:
                     conflicts.append(

@@ -394,7 +394,7 @@ def test_import_twice_changes_nothing(closed_bundle: Path, closed_db: Path, tmp_
 def test_two_submitters_merge_into_the_board_of_one_database(tmp_path: Path, capsys):
     suite = open_suite([0, 1])
     a = write_runs(tmp_path / "a.duckdb", suite, seeds=(0,))
-    b = write_runs(tmp_path / "b.duckdb", suite, seeds=(1,), teacher=False)
+    b = write_runs(tmp_path / "b.duckdb", suite, seeds=(1,))  # the same teacher run: shared
     both = write_runs(tmp_path / "both.duckdb", suite)
     export_bundle(a, tmp_path / "ba", ANN)
     assert (
@@ -404,10 +404,30 @@ def test_two_submitters_merge_into_the_board_of_one_database(tmp_path: Path, cap
     assert main(["import", str(tmp_path / "ba"), "--db", str(merged)]) == 0
     assert main(["import", str(tmp_path / "bb"), "--db", str(merged)]) == 0
     out = capsys.readouterr().out
-    assert "5 runs added, 0 already there" in out and "4 runs added" in out
+    assert "5 runs added, 0 already there" in out and "4 runs added, 1 already there" in out
     pd.testing.assert_frame_equal(leaderboard(merged, suite.hash), leaderboard(both, suite.hash))
     provenance = tables(merged)["provenance"]
     assert dict(provenance.groupby("submitter").size()) == {"Ann": 5, "Bob": 4}
+
+
+def test_a_teacher_run_with_other_scores_refuses_the_import(tmp_path: Path, capsys):
+    """The suite's teacher run is shared between submitters only when it scored the same."""
+    suite = open_suite([0, 1])
+    a = write_runs(tmp_path / "a.duckdb", suite, seeds=(0,))
+    b = write_runs(tmp_path / "b.duckdb", suite, seeds=(1,))
+    con = duckdb.connect(str(b))
+    con.execute(
+        "UPDATE metrics SET value = 0.5 WHERE run_id LIKE 'teacher-%' AND metric = 'fidelity_top1'"
+    )
+    con.close()
+    merged = tmp_path / "merged.duckdb"
+    import_bundle(export_bundle(a, tmp_path / "ba", ANN).path, merged)
+    before = tables(merged)
+    export_bundle(b, tmp_path / "bb", BOB)
+    assert main(["import", str(tmp_path / "bb"), "--db", str(merged)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "used different teachers for one suite" in err
+    assert_same_tables(tables(merged), before)
 
 
 def test_another_submitters_run_or_changed_content_refuses_the_import(tmp_path: Path, capsys):
