@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DB ?= results/kdbench.duckdb
 
-.PHONY: install browser-deps demo test test-fast e2e lint format docs bench bench-scale bench-onpolicy bench-app screenshot clean
+.PHONY: install browser-deps demo test test-fast e2e lint format docs bench bench-scale bench-onpolicy bench-app bench-bundle screenshot clean
 
 # torch first: on a machine without an NVIDIA GPU take the local CPU build (an open
 # `torch` requirement would pull a multi-GB CUDA build); with a GPU take the default build.
@@ -61,6 +61,9 @@ bench-onpolicy: install  ## issue 13: on-policy gkd step vs sft and cached kd st
 
 bench-app: install  ## first render and filter change of the app over 100,000 synthetic runs
 	$(PY) benchmarks/app_100k.py
+
+bench-bundle: install  ## issue 14: export, verify and import of a 10,000-run bundle (seconds, peak RSS, size)
+	$(PY) benchmarks/bundle_scale.py
 
 screenshot: install browser-deps  ## refresh docs/leaderboard.png from the browser test
 	KDBENCH_SCREENSHOT=docs/leaderboard.png $(PY) -m pytest -q tests/test_browser.py

@@ -16,7 +16,8 @@ verify`` (open division: the suite ships nowhere), and its import adds every run
 Then it runs each step as the CLI does, each in a fresh Python process (``kdbench.cli.main``),
 and prints: the seconds the step itself took (after the imports), the wall seconds of the
 whole process, the process's peak RSS (``os.wait4``'s rusage of that one child), and the
-bundle's size on disk. ``import`` goes into a new, empty database.
+bundle's size on disk. ``import`` goes into a new, empty database; ``import again`` imports
+the same bundle once more (every run already there: compared, nothing written).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -141,7 +143,9 @@ def frames(suite: Suite, questions: int, seed: int = 0) -> dict[str, pd.DataFram
     is_t = runs["role"].eq("teacher").to_numpy()
     steps = np.where(is_t, suite.teacher.train_steps, suite.budget.steps)
     batch = np.where(is_t, suite.teacher.batch_size, suite.budget.batch_size)
-    params = np.where(is_t, 860_000, np.where(runs["student"] == suite.students[0].name, 110_000, 250_000))
+    params = np.where(
+        is_t, 860_000, np.where(runs["student"] == suite.students[0].name, 110_000, 250_000)
+    )
     train_s = rng.uniform(20, 60, n)
     costs = pd.DataFrame(
         {
@@ -209,7 +213,6 @@ def step(argv: list[str]) -> dict[str, float]:
     )
     # wait4 gives the rusage of this one child (RUSAGE_CHILDREN would be the max over all)
     out_err: list[str] = []
-    import threading
 
     def drain() -> None:
         out_err.append(proc.stdout.read())
@@ -245,7 +248,10 @@ def baseline() -> dict[str, float]:
     _, _, usage = os.wait4(proc.pid, 0)
     err = proc.stderr.read()
     proc.returncode = 0
-    return {"imports_s": json.loads(err.strip().splitlines()[-1])["imports_s"], "peak_mb": usage.ru_maxrss / 1024}
+    return {
+        "imports_s": json.loads(err.strip().splitlines()[-1])["imports_s"],
+        "peak_mb": usage.ru_maxrss / 1024,
+    }
 
 
 def size_mb(folder: Path) -> float:
@@ -285,9 +291,10 @@ def main() -> None:
         "export": step(["export", "--db", str(db), "--out", str(bundle), "--submitter", "Bench"]),
         "verify": step(["verify", str(bundle)]),
         "import (empty db)": step(["import", str(bundle), "--db", str(target)]),
+        "import again": step(["import", str(bundle), "--db", str(target)]),
     }
     for what, r in results.items():
-        print(f"  {what}: {r['output'].splitlines()[0][:160]}")
+        print(f"  {what}: {r['output'].splitlines()[-1][:160]}")
     con = duckdb.connect(str(target), read_only=True)
     try:
         got = con.execute("SELECT count(*) FROM runs").fetchone()[0]
@@ -296,8 +303,10 @@ def main() -> None:
         con.close()
     assert got == counts["runs"] == prov, (got, prov, counts["runs"])
 
-    print(f"\nbundle: {size_mb(bundle):.1f} MB on disk ({len(list(bundle.iterdir()))} files); "
-          f"store {db.stat().st_size / 2**20:.0f} MB, imported {target.stat().st_size / 2**20:.0f} MB")
+    print(
+        f"\nbundle: {size_mb(bundle):.1f} MB on disk ({len(list(bundle.iterdir()))} files); "
+        f"store {db.stat().st_size / 2**20:.0f} MB, imported {target.stat().st_size / 2**20:.0f} MB"
+    )
     print(f"{'step':<20} {'step s':>8} {'process s':>10} {'peak MB':>9}")
     print(f"{'(imports only)':<20} {'':>8} {base['imports_s']:>10.2f} {base['peak_mb']:>9.0f}")
     for what, r in results.items():
