@@ -59,8 +59,9 @@ bench-scale: install  ## issue 4: cached-signal step time, suite with/without ca
 bench-onpolicy: install  ## issue 13: on-policy gkd step vs sft and cached kd steps, generation share
 	$(PY) benchmarks/onpolicy_step.py
 
-bench-app: install  ## first render and filter change of the app over 100,000 synthetic runs
+bench-app: install  ## first render and filter change of the app over 100,000 synthetic runs, then 1,000,000 from 20 submitters
 	$(PY) benchmarks/app_100k.py
+	$(PY) benchmarks/app_100k.py --runs 1000000 --submitters 20 --db results/app_1m_synthetic.duckdb --target 1
 
 bench-bundle: install  ## issue 14: export, verify and import of a 10,000-run bundle (seconds, peak RSS, size)
 	$(PY) benchmarks/bundle_scale.py
