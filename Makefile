@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DB ?= results/kdbench.duckdb
 
-.PHONY: install browser-deps demo test test-fast e2e lint format docs bench bench-scale bench-onpolicy bench-app screenshot clean
+.PHONY: install browser-deps demo test test-fast e2e lint format docs bench bench-scale bench-onpolicy bench-app bench-bundle screenshot clean
 
 # torch first: on a machine without an NVIDIA GPU take the local CPU build (an open
 # `torch` requirement would pull a multi-GB CUDA build); with a GPU take the default build.
@@ -59,8 +59,12 @@ bench-scale: install  ## issue 4: cached-signal step time, suite with/without ca
 bench-onpolicy: install  ## issue 13: on-policy gkd step vs sft and cached kd steps, generation share
 	$(PY) benchmarks/onpolicy_step.py
 
-bench-app: install  ## first render and filter change of the app over 100,000 synthetic runs
+bench-app: install  ## first render and filter change of the app over 100,000 synthetic runs, then 1,000,000 from 20 submitters
 	$(PY) benchmarks/app_100k.py
+	$(PY) benchmarks/app_100k.py --runs 1000000 --submitters 20 --db results/app_1m_synthetic.duckdb --target 1
+
+bench-bundle: install  ## issue 14: export, verify and import of a 10,000-run bundle (seconds, peak RSS, size)
+	$(PY) benchmarks/bundle_scale.py
 
 screenshot: install browser-deps  ## refresh docs/leaderboard.png from the browser test
 	KDBENCH_SCREENSHOT=docs/leaderboard.png $(PY) -m pytest -q tests/test_browser.py

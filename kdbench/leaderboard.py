@@ -443,7 +443,11 @@ rb AS (
     WHERE list_contains(?, r.suite_hash) AND r.status = 'ok'
 ),
 notes AS (
-    SELECT *, CASE WHEN NOT is_teacher THEN concat_ws(', ',
+    -- the note text is built only for a student run off its budget (most runs are on it)
+    SELECT *, CASE WHEN NOT is_teacher AND (
+                   (steps IS DISTINCT FROM b_steps AND steps IS NOT NULL AND b_steps IS NOT NULL)
+                   OR (sequences IS DISTINCT FROM b_sequences AND sequences IS NOT NULL
+                       AND b_sequences IS NOT NULL)) THEN concat_ws(', ',
                    CASE WHEN steps IS DISTINCT FROM b_steps AND steps IS NOT NULL
                         AND b_steps IS NOT NULL
                         THEN printf('%d of %d steps', steps, b_steps) END,
@@ -458,10 +462,10 @@ SELECT suite_hash, is_teacher, method, student,
        avg(CASE WHEN teacher_flops IS NOT NULL OR live_teacher_flops IS NOT NULL
                 THEN coalesce(teacher_flops, 0) + coalesce(live_teacher_flops, 0) END)
            AS teacher_side_flops,
-       string_agg(CASE WHEN differs <> '' THEN
-                      differs || CASE WHEN seed IS NOT NULL THEN printf(' (seed %d)', seed)
-                                      ELSE '' END END,
-                  '; ' ORDER BY seed NULLS LAST) AS budget_differs
+       -- only the runs with a note go through the ordered aggregate (most have none)
+       string_agg(differs || CASE WHEN seed IS NOT NULL THEN printf(' (seed %d)', seed)
+                                  ELSE '' END,
+                  '; ' ORDER BY seed NULLS LAST) FILTER (WHERE differs <> '') AS budget_differs
 FROM notes GROUP BY ALL
 """
 

@@ -471,3 +471,26 @@ def test_import_of_a_bad_bundle_writes_nothing(closed_bundle: Path, tmp_path: Pa
     assert capsys.readouterr().err.strip() == (
         f"{tmp_path / 'nowhere'}: bundle: no such folder; give a folder `kdbench export` wrote"
     )
+
+
+def test_a_changed_sample_or_a_missing_metric_row_refuses_the_reimport(tmp_path: Path):
+    suite = open_suite([0])
+    db = write_runs(tmp_path / "a.duckdb", suite)
+    merged = tmp_path / "merged.duckdb"
+    import_bundle(export_bundle(db, tmp_path / "first", ANN).path, merged)
+    before = tables(merged)
+    con = duckdb.connect(str(db))
+    con.execute(
+        "UPDATE samples SET confidence = 0.9 WHERE run_id = 'kd-student-0.1M-s0' AND doc_id = 3"
+    )
+    con.execute(
+        "DELETE FROM metrics WHERE run_id = 'sft-student-0.25M-s0' AND metric = 'fidelity_top1'"
+    )
+    con.close()
+    bundle = export_bundle(db, tmp_path / "second", ANN).path
+    with pytest.raises(BundleError) as caught:
+        import_bundle(bundle, merged)
+    message = str(caught.value)
+    assert "run kd-student-0.1M-s0 is already in" in message and "content (samples)" in message
+    assert "run sft-student-0.25M-s0 is already in" in message and "content (metrics)" in message
+    assert_same_tables(tables(merged), before)
