@@ -56,7 +56,7 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (store.StoreError, duckdb.Error,
 # version that is not an integer (int() of the ``meta`` value)
 OPEN_ERRORS: tuple[type[BaseException], ...] = (*STORE_ERRORS, ValueError, TypeError)
 
-_KDBENCH_TABLES = frozenset({"meta", "suites", "runs", "metrics", "costs", "samples", "provenance"})
+_KDBENCH_TABLES = frozenset(store.ALL_TABLES)
 
 
 def one_line(exc: BaseException) -> str:
