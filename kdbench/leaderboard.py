@@ -1164,7 +1164,9 @@ def run_scores(
     methods = sorted({m for m, _ in groups})
     names = sorted({s for _, s in groups})
     with store.reader(db_path) as con:
-        df = con.execute(_keyed(_RUN_SCORES_SQL), [[suite_hash], methods, names, methods, names]).df()
+        df = con.execute(
+            _keyed(_RUN_SCORES_SQL), [[suite_hash], methods, names, methods, names]
+        ).df()
     wanted = set(groups)
     keep = [(m, s) in wanted for m, s in zip(df["method"], df["student"], strict=True)]
     return df[np.array(keep, dtype=bool)].reset_index(drop=True)
