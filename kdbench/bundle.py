@@ -394,6 +394,42 @@ def export_bundle(
     return ExportResult(out, manifest, rows)
 
 
+def export_all(db: str | Path, out: str | Path) -> dict[str, int]:
+    """Write every table of ``db`` (:data:`kdbench.store.ALL_TABLES`, every suite, with the
+    ``provenance`` and ``bundles`` of what was imported) to the new folder ``out``, one
+    ``<table>.parquet`` each: the folder ``kdbench app --parquet`` serves. Written to a
+    temporary folder beside ``out`` and moved into place at the end. Returns rows per table."""
+    db, out = Path(db), Path(out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise BundleError(f"--out {out}: exists and is not an empty folder; give a new folder")
+    if not out.parent.is_dir():
+        raise BundleError(f"--out {out}: its folder {out.parent} does not exist")
+    con = store.connect(db, read_only=True)
+    try:
+        if not con.execute("SELECT count(*) FROM suites").fetchone()[0]:
+            raise BundleError(f"{db} holds no suite yet: nothing to export")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            rows: dict[str, int] = {}
+            for table in store.ALL_TABLES:
+                target = _literal(str(tmp / f"{table}.parquet"))
+                con.execute(
+                    f"COPY (SELECT * FROM {table} ORDER BY ALL) TO {target} (FORMAT parquet)"
+                )
+                rows[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            if out.exists():
+                out.rmdir()  # empty, checked above
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except duckdb.Error as exc:
+        raise BundleError(f"could not export from {db}: {exc}") from exc
+    finally:
+        con.close()
+    return rows
+
+
 # --------------------------------------------------------------------------- import
 
 
@@ -434,10 +470,18 @@ def _differing_runs(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     return {r[0] for r in con.execute(sql).fetchall()}
 
 
+def checker_text(report: Any) -> str:
+    """What ``kdbench import`` stores of a passing :class:`kdbench.verify.Report` in the
+    ``bundles`` table: the verdict, then the summary lines ``kdbench verify`` prints."""
+    summary = report.summary.text() if report.summary is not None else ""
+    return f"verify: ok ({len(report.problems)} problems)\n{summary}".rstrip("\n")
+
+
 def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
     """Verify ``bundle`` (:func:`kdbench.verify.verify_bundle`; a failing one raises
     :class:`BundleRejected`), then merge it into ``db`` in one transaction: the suite row if
-    new, and each run not there yet with its metrics, costs, samples and a ``provenance`` row.
+    new, and each run not there yet with its metrics, costs, samples and a ``provenance`` row,
+    and the bundle's ``bundles`` row (its submitter, manifest and :func:`checker_text`).
     A run already there with identical content (on the bundle's columns) is skipped; one there
     from another submitter, or with different content, refuses the whole import
     (:class:`BundleError`, nothing written). The suite's teacher run is the exception: it is
@@ -533,6 +577,19 @@ def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
                     " imported_at) SELECT run_id, ?, ?, ?, ? FROM b_new ORDER BY run_id",
                     [who.name, who.organisation, bundle_sha, now],
                 )
+            # the bundle itself, once: its manifest and what the checker said of it
+            con.execute(
+                "INSERT INTO bundles VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    bundle_sha,
+                    who.name,
+                    who.organisation,
+                    who.contact,
+                    datetime.now(store._UTC).replace(tzinfo=None),
+                    manifest.to_json(),
+                    checker_text(report),
+                ],
+            )
             con.execute("COMMIT")
         except BaseException as exc:
             con.execute("ROLLBACK")

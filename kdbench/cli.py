@@ -271,8 +271,14 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise CommandError(f"--port {args.port}: must be a TCP port from 1 to 65535")
-    if args.db.exists() or args.db.is_symlink():
-        store.connect(args.db, read_only=True).close()  # kdbench's and readable, or one line
+    if args.parquet is not None:
+        # readable (and httpfs there for a URL), or one line; never writes
+        store.connect(store.parquet_db(args.parquet), read_only=True).close()
+        source = ["--parquet", args.parquet]
+    else:
+        if args.db.exists() or args.db.is_symlink():
+            store.connect(args.db, read_only=True).close()  # kdbench's and readable, or one line
+        source = ["--db", str(args.db)]
     cmd = [
         sys.executable,
         "-m",
@@ -283,9 +289,9 @@ def cmd_app(args: argparse.Namespace) -> int:
         f"--server.port={args.port}",
         "--browser.gatherUsageStats=false",
         "--client.toolbarMode=viewer",
+        *([f"--server.address={args.address}"] if args.address else []),
         "--",
-        "--db",
-        str(args.db),
+        *source,
     ]
     print(f"leaderboard at http://localhost:{args.port}  (Ctrl-C to stop)")
     return subprocess.call(cmd)
@@ -327,10 +333,24 @@ def cmd_plugin_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from kdbench.bundle import Submitter, export_bundle
+    from kdbench.bundle import Submitter, export_all, export_bundle
 
     if not args.db.exists():
         raise CommandError(f"--db {args.db}: no results database there")
+    if args.all:
+        if args.suite or args.submitter or args.weights_hash:
+            raise CommandError(
+                "--all writes every table as it is: no --suite, --submitter, --weights-hash"
+            )
+        rows = export_all(args.db, args.out)
+        counts = ", ".join(f"{n} {t}" for t, n in rows.items())
+        print(
+            f"wrote {args.out}: every table of {args.db} ({counts}); serve it with: "
+            f"kdbench app --parquet {args.out}"
+        )
+        return 0
+    if not args.submitter:
+        raise CommandError("--submitter NAME is required (unless --all)")
     submitter = Submitter(args.submitter, args.organisation, args.contact)
     result = export_bundle(
         args.db, args.out, submitter, suite=args.suite, weights=args.weights_hash
@@ -450,13 +470,22 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("name")
     check.set_defaults(func=cmd_plugin_check)
 
-    ex = sub.add_parser("export", help="write one suite's results as a bundle to submit")
+    ex = sub.add_parser(
+        "export",
+        help="write one suite's results as a bundle to submit (--all: the whole db as Parquet)",
+    )
     ex.add_argument("--db", type=Path, required=True, help="DuckDB results file")
     ex.add_argument("--out", type=Path, required=True, help="the bundle folder to write (new)")
     ex.add_argument(
         "--suite", default=None, help="suite name or hash (needed when the db holds several)"
     )
-    ex.add_argument("--submitter", required=True, help="your name")
+    ex.add_argument("--submitter", default=None, help="your name (required unless --all)")
+    ex.add_argument(
+        "--all",
+        action="store_true",
+        help="write every table of the whole db, one Parquet file each (what `kdbench app "
+        "--parquet` serves), not a bundle",
+    )
     ex.add_argument("--organisation", default=None)
     ex.add_argument("--contact", default=None, help="an e-mail address")
     ex.add_argument(
@@ -477,7 +506,15 @@ def parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("app", help="start the Streamlit leaderboard app")
     a.add_argument("--db", type=Path, default=_default_db())
+    a.add_argument(
+        "--parquet",
+        default=None,
+        metavar="DIR_OR_URL",
+        help="serve read-only from a folder of Parquet files (`kdbench export --all`), or an "
+        "s3:// / https:// URL of one (DuckDB's httpfs extension), instead of --db",
+    )
     a.add_argument("--port", type=int, default=8501)
+    a.add_argument("--address", default=None, help="the address to listen on (e.g. 0.0.0.0)")
     a.set_defaults(func=cmd_app)
     return p
 

@@ -148,7 +148,10 @@ FIDELITY_COLUMNS: tuple[str, ...] = (TOP1, KL, ECE, "teacher_ece")
 """A group's fidelity to the teacher and calibration, means over tasks (after the tail)."""
 FIDELITY_TASK_PREFIXES: tuple[str, ...] = (f"{TOP1}_", f"{KL}_", f"{ECE}_")
 """Per-task fidelity columns are ``<prefix><task>`` for each prefix."""
-_KEYS = ["is_teacher", "method", "student"]
+_KEYS = ["is_teacher", "method", "student", "submitter"]
+LOCAL = "local"
+"""The ``submitter`` of the runs made in the database itself (no ``provenance`` row: never
+imported by ``kdbench import``)."""
 # Cost columns averaged over a group's ok seeds (a literal list: never from input).
 _AVG_COSTS = (
     "params",
@@ -186,8 +189,26 @@ def _identity(r: str) -> str:
     ``student`` with a NULL name read as :data:`MISSING_NAME` (a literal constant)."""
     return (
         f"{_is_teacher(r)} AS is_teacher, coalesce({r}.method, '{MISSING_NAME}') AS method, "
-        f"coalesce({r}.student, '{MISSING_NAME}') AS student"
+        f"coalesce({r}.student, '{MISSING_NAME}') AS student, {r}.submitter AS submitter"
     )
+
+
+def _runs_cte(by_submitter: bool) -> str:
+    """SQL: the ``runs`` the board queries read, as a CTE over the table that adds the
+    ``submitter`` key: the importer's submitter (``provenance``) when ``by_submitter``, and
+    :data:`LOCAL` for runs never imported (and for every run otherwise: one group per method
+    and student, whoever submitted its seeds)."""
+    who = f"coalesce(p.submitter, '{LOCAL}')" if by_submitter else f"'{LOCAL}'"
+    join = " LEFT JOIN main.provenance p USING (run_id)" if by_submitter else ""
+    return f"runs AS (SELECT t.*, {who} AS submitter FROM main.runs t{join})"
+
+
+def _keyed(sql: str, by_submitter: bool = False) -> str:
+    """A board query with :func:`_runs_cte` first (its ``runs`` shadows the table)."""
+    head = sql.lstrip()
+    if head[:4].upper() == "WITH":
+        return f"WITH {_runs_cte(by_submitter)},{head[4:]}"
+    return f"WITH {_runs_cte(by_submitter)}\n{head}"
 
 
 _RETENTION = """(CASE WHEN coalesce(t.hib, pm.higher_is_better)
@@ -202,7 +223,7 @@ r AS (  -- the full-precision runs of the suites in the list parameter (kdbench.
     FROM runs WHERE list_contains(?, suite_hash) AND quant IS NULL
 ),
 pm AS (  -- primary metric of every ok run and task (a non-finite value: missing)
-    SELECT r.run_id, r.suite_hash, r.is_teacher, r.method, r.student, m.task,
+    SELECT r.run_id, r.suite_hash, r.is_teacher, r.method, r.student, r.submitter, m.task,
            {_finite("m.value")} AS score, m.higher_is_better, m.metric, m.aggregation
     FROM r JOIN metrics m USING (run_id)
     WHERE r.status = 'ok' AND m.is_primary AND m.task IS NOT NULL
@@ -228,7 +249,8 @@ n_tasks AS (  -- the tasks that count in the average
     WHERE NOT coalesce(t.excluded, false) GROUP BY pm.suite_hash
 ),
 rt AS (  -- per run and task
-    SELECT pm.run_id, pm.suite_hash, pm.is_teacher, pm.method, pm.student, pm.task, pm.score,
+    SELECT pm.run_id, pm.suite_hash, pm.is_teacher, pm.method, pm.student, pm.submitter,
+           pm.task, pm.score,
            pm.metric, pm.aggregation, pm.higher_is_better, t.teacher_score, t.chance,
            coalesce(t.excluded, false) AS excluded,
            {_finite(_RETENTION)} AS retention
@@ -247,7 +269,7 @@ ra AS (  -- per run: arithmetic mean over its suite's counted tasks, NULL unless
 _GROUPS_SQL = (
     _CTES
     + """
-SELECT r.suite_hash, r.is_teacher, r.method, r.student, min(r.family) AS family,
+SELECT r.suite_hash, r.is_teacher, r.method, r.student, r.submitter, min(r.family) AS family,
        count(*) FILTER (WHERE r.status = 'ok') AS seeds,
        count(*) FILTER (WHERE r.status = 'failed') AS failed,
        avg(ra.retention) AS retention_avg, stddev_samp(ra.retention) AS retention_sd,
@@ -255,7 +277,7 @@ SELECT r.suite_hash, r.is_teacher, r.method, r.student, min(r.family) AS family,
        arg_min(r.run_id, (coalesce(r.seed, 2147483647), r.run_id))
            FILTER (WHERE r.status = 'ok') AS run_id
 FROM r LEFT JOIN ra USING (run_id)
-GROUP BY r.suite_hash, r.is_teacher, r.method, r.student
+GROUP BY r.suite_hash, r.is_teacher, r.method, r.student, r.submitter
 HAVING count(*) FILTER (WHERE r.status = 'ok') > 0
 """
 )
@@ -294,7 +316,7 @@ GROUP BY ALL
 _TASKS_SQL = (
     _CTES
     + """
-SELECT suite_hash, is_teacher, method, student, task,
+SELECT suite_hash, is_teacher, method, student, submitter, task,
        avg(score) AS score, stddev_samp(score) AS score_sd, count(score) AS score_n,
        avg(retention) AS retention, stddev_samp(retention) AS retention_sd,
        count(retention) AS retention_n,
@@ -302,7 +324,7 @@ SELECT suite_hash, is_teacher, method, student, task,
        any_value(metric) AS metric, bool_and(higher_is_better) AS higher_is_better,
        any_value(aggregation) AS aggregation, any_value(teacher_score) AS teacher_score,
        any_value(chance) AS chance, bool_or(excluded) AS excluded
-FROM rt GROUP BY suite_hash, is_teacher, method, student, task
+FROM rt GROUP BY suite_hash, is_teacher, method, student, submitter, task
 """
 )
 
@@ -457,7 +479,7 @@ notes AS (
               AS differs
     FROM rb
 )
-SELECT suite_hash, is_teacher, method, student,
+SELECT suite_hash, is_teacher, method, student, submitter,
        avg(steps) AS steps, avg(sequences) AS sequences,
        avg(CASE WHEN teacher_flops IS NOT NULL OR live_teacher_flops IS NOT NULL
                 THEN coalesce(teacher_flops, 0) + coalesce(live_teacher_flops, 0) END)
@@ -694,22 +716,34 @@ def suite_data(
     *,
     prices: PriceTable | None = None,
     boards: bool = True,
+    by_submitter: bool = False,
 ) -> SuiteData:
     """Boards (:func:`suite_board`, unless ``boards=False``), primary-metric info
     (:func:`task_info`) and failed runs (:func:`failed_runs`) of several suites, read through
-    one short read-only connection (each new connection starts with a cold cache)."""
+    one short read-only connection (each new connection starts with a cold cache).
+
+    ``by_submitter``: a group is a (method, student, submitter) of the suite, its submitter
+    the one who submitted its runs through ``kdbench import`` (:data:`LOCAL` for the
+    database's own runs), so the seeds of several submitters are not pooled into one row;
+    the paired tests against sft still pool every submitter's seeds of a (method, student).
+    Without it (the default), every run's submitter is :data:`LOCAL`."""
     hashes = list(hashes)
+    split = by_submitter
+
+    def q(sql: str) -> str:
+        return _keyed(sql, split)
+
     with store.reader(db_path) as con:
-        per_task = con.execute(_TASKS_SQL, [hashes]).df()
+        per_task = con.execute(q(_TASKS_SQL), [hashes]).df()
         failed = con.execute(_FAILED_SQL, [hashes]).df()
         if boards:
-            groups = con.execute(_GROUPS_SQL, [hashes]).df()
-            costs = con.execute(_COSTS_SQL, [hashes]).df()
-            hours = con.execute(_DEVICE_HOURS_SQL, [hashes]).df()
+            groups = con.execute(q(_GROUPS_SQL), [hashes]).df()
+            costs = con.execute(q(_COSTS_SQL), [hashes]).df()
+            hours = con.execute(q(_DEVICE_HOURS_SQL), [hashes]).df()
             odd = con.execute(_ODD_SQL, [hashes, hashes]).df()
-            samples = con.execute(_PAIRED_SAMPLES_SQL, [hashes]).df()
-            budget = con.execute(_BUDGET_SQL, [hashes, hashes]).df()
-            fidelity = con.execute(_FIDELITY_SQL, [hashes, list(FIDELITY_METRICS)]).df()
+            samples = con.execute(q(_PAIRED_SAMPLES_SQL), [hashes]).df()
+            budget = con.execute(q(_BUDGET_SQL), [hashes, hashes]).df()
+            fidelity = con.execute(q(_FIDELITY_SQL), [hashes, list(FIDELITY_METRICS)]).df()
     tasks = (
         per_task.groupby(["suite_hash", "task"], as_index=False)
         .agg(
@@ -858,13 +892,18 @@ def add_paired_tests(board: pd.DataFrame, paired: stats.PairedSamples) -> pd.Dat
     rows = students[(students["method"] != "sft") & students["student"].isin(has_sft)]
     if rows.empty:
         return board
-    pairs = [((m, s), ("sft", s)) for m, s in zip(rows["method"], rows["student"], strict=True)]
+    # one test per (method, student): rows of several submitters share it (pooled seeds)
+    of_row = [((m, s), ("sft", s)) for m, s in zip(rows["method"], rows["student"], strict=True)]
+    pairs = list(dict.fromkeys(of_row))
     tests = stats.paired_tests(paired, pairs, mcnemar=False)
     adjusted = stats.holm(tests["p_value"].to_numpy())
-    board.loc[rows.index, "p_vs_sft_raw"] = tests["p_value"].to_numpy()
-    board.loc[rows.index, "p_vs_sft"] = adjusted
+    at = {pair: i for i, pair in enumerate(pairs)}
+    where = [at[pair] for pair in of_row]
+    board.loc[rows.index, "p_vs_sft_raw"] = tests["p_value"].to_numpy()[where]
+    board.loc[rows.index, "p_vs_sft"] = adjusted[where]
     board["sig_vs_sft"] = board["sig_vs_sft"].astype(object)
-    for i, diff, p in zip(rows.index, tests["difference"], adjusted, strict=True):
+    differences = tests["difference"].to_numpy()[where]
+    for i, diff, p in zip(rows.index, differences, adjusted[where], strict=True):
         board.at[i, "sig_vs_sft"] = stats.mark(float(diff), float(p))
     return board
 
@@ -943,16 +982,17 @@ def _board(
         groups["generation_share"].astype(float).where(groups["generation_s"].astype(float) > 0)
     )
 
-    # gain over the sft group of the same student, before any filter hides sft
+    # gain over the sft group of the same student (and submitter), before any filter hides sft
     is_sft = (groups["method"] == "sft") & ~groups["is_teacher"]
-    sft = groups[is_sft].set_index("student")
+    sft = groups[is_sft].set_index(["student", "submitter"])
+    own = pd.MultiIndex.from_frame(groups[["student", "submitter"]])
     gain, gain_ci = welch_ci(
         groups["retention_avg"],
         groups["retention_sd"],
         groups["retention_n"],
-        groups["student"].map(sft["retention_avg"]),
-        groups["student"].map(sft["retention_sd"]),
-        groups["student"].map(sft["retention_n"]),
+        sft["retention_avg"].reindex(own).to_numpy(),
+        sft["retention_sd"].reindex(own).to_numpy(),
+        sft["retention_n"].reindex(own).to_numpy(),
     )
     groups["gain_vs_sft"] = np.where(groups["is_teacher"], np.nan, np.where(is_sft, 0.0, gain))
     groups["gain_ci"] = np.where(groups["is_teacher"] | is_sft, np.nan, gain_ci)
@@ -973,15 +1013,20 @@ def rank_board(
     methods: Sequence[str] | None = None,
     families: Sequence[str] | None = None,
     students: Sequence[str] | None = None,
+    submitters: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Filter a :func:`suite_board` frame (the teacher row always stays) and rank what is
-    left with shared ranks; returns the :func:`leaderboard` columns, sorted by retention."""
+    left with shared ranks; returns the :func:`leaderboard` columns, sorted by retention,
+    and ``submitter`` after ``student`` when the board is split by submitter
+    (:func:`suite_data`'s ``by_submitter``) and holds imported runs."""
     if board.empty:
         return _empty()
+    submitter = board["submitter"] if "submitter" in board else pd.Series(LOCAL, board.index)
     keep = board["is_teacher"] | (
         _in(board["method"], methods)
         & _in(board["family"], families)
         & _in(board["student"], students)
+        & _in(submitter, submitters)
     )
     groups = board[keep].copy()
     ranked = ~groups["is_teacher"] & groups["retention_avg"].notna()
@@ -1004,6 +1049,8 @@ def rank_board(
     )
     tasks = board_tasks(board)
     columns = [c for c in board_columns(tasks) if c in groups or c not in fidelity_columns(tasks)]
+    if (submitter != LOCAL).any():
+        columns.insert(columns.index("student") + 1, "submitter")
     return groups[columns].reset_index(drop=True)
 
 
@@ -1121,7 +1168,9 @@ def run_scores(
     methods = sorted({m for m, _ in groups})
     names = sorted({s for _, s in groups})
     with store.reader(db_path) as con:
-        df = con.execute(_RUN_SCORES_SQL, [[suite_hash], methods, names, methods, names]).df()
+        df = con.execute(
+            _keyed(_RUN_SCORES_SQL), [[suite_hash], methods, names, methods, names]
+        ).df()
     wanted = set(groups)
     keep = [(m, s) in wanted for m, s in zip(df["method"], df["student"], strict=True)]
     return df[np.array(keep, dtype=bool)].reset_index(drop=True)

@@ -27,7 +27,8 @@ budget audit's ``sequences`` and ``live_teacher_flops``, and ``runs.quant`` and
 full-precision one, and ``costs.quantized_params``; version 4 what an on-policy run's sampling
 cost: ``generation_s``, ``generated_tokens``, ``generation_flops``; version 5 the
 ``provenance`` table: who submitted each run that ``kdbench import`` merged from a result
-bundle, :mod:`kdbench.bundle`). A read-only
+bundle, :mod:`kdbench.bundle`; version 6 the ``bundles`` table: per imported bundle its
+submitter, manifest and the checker's summary). A read-only
 connection refuses an older file with a message that says how to upgrade it. Opening a database written by a newer kdbench raises
 :class:`StoreError`. Timestamps are stored as naive UTC. JSON columns are stored as JSON text
 and come back from the ``read_*`` functions as ``str`` (use :func:`json.loads`).
@@ -52,7 +53,7 @@ import pandas as pd
 
 from kdbench.disk_cache import creation_problem
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DEFAULT_DB = Path("results/kdbench.duckdb")
 LOCK_TIMEOUT_S = 10.0
 """How long :func:`connect` keeps retrying while another process holds the database file."""
@@ -142,6 +143,11 @@ _META_DDL = "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VAR
 _PROVENANCE_DDL = """CREATE TABLE IF NOT EXISTS provenance (
         run_id VARCHAR PRIMARY KEY, submitter VARCHAR, organisation VARCHAR,
         bundle_sha256 VARCHAR, imported_at TIMESTAMP)"""
+# schema 6: per bundle ``kdbench import`` merged (keyed by the SHA-256 of its manifest.json),
+# who submitted it, its manifest and the checker's summary lines (what ``kdbench verify`` says)
+_BUNDLES_DDL = """CREATE TABLE IF NOT EXISTS bundles (
+        bundle_sha256 VARCHAR PRIMARY KEY, submitter VARCHAR, organisation VARCHAR,
+        contact VARCHAR, imported_at TIMESTAMP, manifest JSON, checker VARCHAR)"""
 _TABLES_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS suites (
         suite_hash VARCHAR PRIMARY KEY, name VARCHAR, path VARCHAR, config JSON,
@@ -168,8 +174,12 @@ _TABLES_DDL: tuple[str, ...] = (
         run_id VARCHAR, task VARCHAR, doc_id INTEGER, correct DOUBLE, confidence DOUBLE,
         PRIMARY KEY (run_id, task, doc_id))""",
     _PROVENANCE_DDL,
+    _BUNDLES_DDL,
 )
 _TABLES = ("meta", "suites", "runs", "metrics", "costs", "samples")
+ALL_TABLES: tuple[str, ...] = (*_TABLES, "provenance", "bundles")
+"""Every table of a results database: what ``kdbench export --all`` writes, one
+``<table>.parquet`` each, and what a Parquet source (:func:`parquet_connection`) reads."""
 # Upgrades, applied in order inside the schema transaction: _MIGRATIONS[v] takes v to v + 1.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -202,6 +212,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE costs ADD COLUMN IF NOT EXISTS generation_flops DOUBLE",
     ),
     4: (_PROVENANCE_DDL,),  # who submitted the runs merged from result bundles
+    5: (_BUNDLES_DDL,),  # the bundles merged, with their manifest and checker output
 }
 
 # Substrings of DuckDB errors raised while another connection holds the file.
@@ -409,6 +420,10 @@ def check_writable(db_path: str | Path) -> None:
     opened read-only): what ``kdbench run`` checks before Ray starts."""
     if is_memory(db_path):
         return
+    if is_parquet(db_path):
+        raise StoreError(
+            f"{parquet_source(db_path)} is a read-only Parquet export: nothing writes to it"
+        )
     path = Path(db_path)
     _check_path(path, read_only=False)
     if not path.exists():
@@ -426,6 +441,122 @@ def is_memory(db_path: str | Path) -> bool:
     return str(db_path).startswith(":memory:")
 
 
+PARQUET_PREFIX = "parquet:"
+"""A database "path" ``parquet:DIR_OR_URL`` names a folder of Parquet files, one per table
+(``kdbench export --all``), served read-only (:func:`parquet_connection`)."""
+_REMOTE = re.compile(r"^(s3|s3a|gs|gcs|r2|https?|hf)://", re.IGNORECASE)
+_PARQUET_REQUIRED = ("suites", "runs", "metrics", "costs", "samples")
+
+
+def parquet_db(source: str | Path) -> str:
+    """The database "path" that names the Parquet folder or URL ``source``."""
+    return PARQUET_PREFIX + str(source)
+
+
+def is_parquet(db_path: str | Path) -> bool:
+    """Whether ``db_path`` names a Parquet source (:func:`parquet_db`)."""
+    return str(db_path).startswith(PARQUET_PREFIX)
+
+
+def parquet_source(db_path: str | Path) -> str:
+    """The folder or URL of a Parquet source. ``pathlib.Path`` folds the ``//`` of a URL to
+    one slash (``Path("parquet:https://h/x")`` prints ``parquet:https:/h/x``): put it back."""
+    source = str(db_path).removeprefix(PARQUET_PREFIX)
+    return re.sub(r"^([A-Za-z][A-Za-z0-9]*):/(?!/)", r"\1://", source)
+
+
+def is_remote(source: str) -> bool:
+    """Whether a Parquet source is a URL DuckDB reads through its ``httpfs`` extension
+    (``s3://``, ``gs://``, ``r2://``, ``http(s)://``, ``hf://``)."""
+    return bool(_REMOTE.match(source))
+
+
+def load_httpfs(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Load DuckDB's ``httpfs`` extension into ``con`` (installing it first when it is not
+    there yet: that downloads it once from DuckDB's extension repository); raises
+    :class:`StoreError` with one line when it cannot be had (offline, no extension)."""
+    try:
+        con.execute("LOAD httpfs")
+        return
+    except duckdb.Error:
+        pass
+    try:
+        con.execute("INSTALL httpfs")
+        con.execute("LOAD httpfs")
+    except duckdb.Error as exc:
+        first = next((x.strip() for x in str(exc).splitlines() if x.strip()), type(exc).__name__)
+        raise StoreError(
+            f"cannot read {source}: DuckDB's httpfs extension, needed for remote Parquet, "
+            f"could not be installed or loaded ({first}); install it where there is network "
+            "(python -c \"import duckdb; duckdb.sql('INSTALL httpfs')\") or serve a local folder"
+        ) from exc
+
+
+def parquet_connection(source: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection whose tables are views over the Parquet files of
+    ``source`` (a folder, or an ``s3://`` / ``https://`` URL of one, read through
+    ``httpfs``): ``<table>.parquet`` per table of :data:`ALL_TABLES`. Each view has at least
+    the current schema's columns (a file of an older schema reads NULL for the newer ones);
+    the results tables must be there, ``meta``, ``provenance`` and ``bundles`` may be missing
+    (a bundle folder of ``kdbench export``: read as empty). Nothing is ever written to the
+    source. Raises :class:`StoreError` with one line when it cannot be read."""
+    remote = is_remote(source)
+    if not remote and not Path(source).is_dir():
+        why = "is not a folder" if Path(source).exists() else "no such folder"
+        raise StoreError(
+            f"Parquet source {source}: {why}; give a folder `kdbench export --all` wrote"
+        )
+    con = duckdb.connect(":memory:")
+    try:
+        if remote:
+            load_httpfs(con, source)
+        con.execute("CREATE SCHEMA kdbench_empty")
+        con.execute("SET schema = 'kdbench_empty'")
+        con.execute(_META_DDL)
+        for ddl in _TABLES_DDL:
+            con.execute(ddl)
+        con.execute("SET schema = 'main'")
+        base = source.rstrip("/")
+        for table in ALL_TABLES:
+            target = f"{base}/{table}.parquet"
+            if not remote and not Path(target).is_file():
+                found = False
+            else:
+                literal = "'" + target.replace("'", "''") + "'"
+                try:
+                    con.execute(
+                        f"CREATE VIEW {table} AS SELECT * FROM kdbench_empty.{table} "
+                        f"UNION ALL BY NAME SELECT * FROM read_parquet({literal})"
+                    )
+                    found = True
+                except duckdb.Error as exc:
+                    if table in _PARQUET_REQUIRED and (not remote or "404" not in str(exc)):
+                        first = next(
+                            (x.strip() for x in str(exc).splitlines() if x.strip()), "error"
+                        )
+                        raise StoreError(f"cannot read {target}: {first}") from exc
+                    found = False
+            if not found:
+                if table in _PARQUET_REQUIRED:
+                    raise StoreError(
+                        f"Parquet source {source} has no {table}.parquet; give a folder "
+                        "`kdbench export --all` (or `kdbench export`) wrote"
+                    )
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM kdbench_empty.{table}")
+        version = con.execute(
+            "SELECT max(TRY_CAST(value AS INTEGER)) FROM meta WHERE key = 'schema_version'"
+        ).fetchone()[0]
+        if version is not None and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"Parquet source {source} has schema version {version}, but this kdbench only "
+                f"understands version {SCHEMA_VERSION}: upgrade kdbench"
+            )
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def connect(
     db_path: str | Path, read_only: bool = False, *, timeout: float = LOCK_TIMEOUT_S
 ) -> duckdb.DuckDBPyConnection:
@@ -439,6 +570,12 @@ def connect(
     not kdbench's (tables but no kdbench ``meta`` table) and a schema version that is not an
     integer from 1 to :data:`SCHEMA_VERSION`.
     """
+    if is_parquet(db_path):
+        if not read_only:
+            raise StoreError(
+                f"{parquet_source(db_path)} is a read-only Parquet export: nothing writes to it"
+            )
+        return parquet_connection(parquet_source(db_path))
     path = Path(db_path)
     if is_memory(db_path):  # a named in-memory database: lives while a connection holds it
         con = duckdb.connect(str(db_path))
@@ -480,8 +617,8 @@ def reader(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     Never creates the file.
     """
     path = Path(db_path)
-    if is_memory(db_path):
-        con = connect(db_path)
+    if is_memory(db_path) or is_parquet(db_path):
+        con = connect(db_path, read_only=is_parquet(db_path))
     else:
         con = connect(path, read_only=True) if path.exists() else _schema_only_connection()
     try:

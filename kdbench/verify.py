@@ -149,6 +149,13 @@ def shipped_suites() -> dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]]:
     return out
 
 
+def division(suite_hash: str) -> tuple[str, str | None]:
+    """A suite's division: ``("closed", "leaderboards/<file>")`` when its identity hash is
+    one of the :func:`shipped_suites`, else ``("open", None)``."""
+    match = shipped_suites().get(suite_hash)
+    return ("closed", match[0]) if match else ("open", None)
+
+
 def _store_columns() -> dict[str, list[str]]:
     """The columns of each results table in this kdbench's schema."""
     con = store._schema_only_connection()
@@ -521,7 +528,7 @@ def verify_bundle(bundle: str | Path) -> Report:
         match = shipped_suites().get(manifest.suite.suite_hash)
         if match is not None and config is not None:
             _check_complete(con, match[1], match[2], loaded, problems)
-        summary = _summary(con, manifest, loaded, match[0] if match else None, checked)
+        summary = _summary(con, manifest, loaded, division(manifest.suite.suite_hash)[1], checked)
     finally:
         con.close()
     return Report(bundle, tuple(problems), manifest, summary)

@@ -321,3 +321,20 @@ def template(factory: pytest.TempPathFactory) -> Path:
     if "db" not in _TEMPLATE:
         _TEMPLATE["db"] = build(factory.mktemp("appdata") / "kdbench.duckdb")
     return _TEMPLATE["db"]
+
+
+def merged_submissions(folder: Path) -> tuple[Path, str]:
+    """Two submitters' bundles merged into ``folder/merged.duckdb`` (the helpers of
+    tests/test_bundle.py): Ann's store (the teacher and seed 0) and Bob's (seed 1) of an open
+    suite, each exported as a bundle (``folder/ann``, ``folder/bob``) and imported. Returns
+    the merged database and the suite hash."""
+    from kdbench.bundle import export_bundle, import_bundle
+    from tests.test_bundle import ANN, BOB, open_suite, write_runs
+
+    suite = open_suite([0, 1])
+    ann = write_runs(folder / "ann.duckdb", suite, seeds=(0,))
+    bob = write_runs(folder / "bob.duckdb", suite, seeds=(1,), teacher=False)
+    merged = folder / "merged.duckdb"
+    import_bundle(export_bundle(ann, folder / "ann", ANN).path, merged)
+    import_bundle(export_bundle(bob, folder / "bob", BOB).path, merged)
+    return merged, suite.hash

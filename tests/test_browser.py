@@ -64,6 +64,21 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def app_url(db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app served by a real `streamlit run` on a free port, over ``db``."""
+    yield from serve(["--db", str(db)], tmp_path_factory, "streamlit.log")
+
+
+@pytest.fixture(scope="module")
+def merged_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
+    """The app over two submitters' imported bundles (tests/appdata.py): url, db, suite."""
+    merged, suite = appdata.merged_submissions(tmp_path_factory.mktemp("merged"))
+    for url in serve(["--db", str(merged)], tmp_path_factory, "streamlit-merged.log"):
+        yield url, merged, suite
+
+
+def serve(
+    args: list[str], tmp_path_factory: pytest.TempPathFactory, log_name: str
+) -> Iterator[str]:
+    """Run `streamlit run app.py -- ARGS` on a free port; yield its URL, then stop it."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -78,10 +93,9 @@ def app_url(db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         "--server.fileWatcherType=none",
         "--client.toolbarMode=viewer",
         "--",
-        "--db",
-        str(db),
+        *args,
     ]
-    log = (tmp_path_factory.getbasetemp() / "streamlit.log").open("w")
+    log = (tmp_path_factory.getbasetemp() / log_name).open("w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -244,3 +258,32 @@ def test_shared_link_opens_a_failed_run(browser, app_url: str) -> None:
     )
     assert "This run failed" in browser.page_source
     assert "page=Run" in browser.current_url and "run=kd-0.1M-s9" in browser.current_url
+
+
+def test_merged_board_with_submitters_in_the_browser(browser, merged_url) -> None:
+    """Two submitters' bundles merged: a row per method x student x submitter, each with its
+    submitter, division and verified mark."""
+    from kdbench.leaderboard import LOCAL
+
+    url, merged, suite = merged_url
+    browser.get(url)
+
+    def full_table() -> list[list[str]] | None:
+        rows = grid_rows(browser)
+        return rows if len(rows) == 1 + 9 else None  # the teacher, 4 groups x 2 submitters
+
+    header, *body = wait_until(full_table, what="the merged board's rows rendered")
+    assert header[:6] == ["rank", "method", "family", "student", "role", "run"]
+    who, division = header.index("submitter"), header.index("division")
+    assert sorted(r[who] for r in body) == ["Ann"] * 5 + ["Bob"] * 4
+    assert LOCAL not in {r[who] for r in body}
+    assert {r[division] for r in body} == {"open"}
+    assert "verified" in header
+    # the Submissions page lists both bundles with the checker's output
+    browser.get(f"{url}/?page=Submissions")
+    wait_until(lambda: "submitter: Ann (Lab A)" in browser.page_source, what="Ann's checker output")
+    assert "verify: ok" in browser.page_source
+    listed = wait_until(
+        lambda: rows if len(rows := grid_rows(browser)) == 3 else None, what="both bundles listed"
+    )
+    assert sorted(r[listed[0].index("submitter")] for r in listed[1:]) == ["Ann", "Bob"]

@@ -568,9 +568,38 @@ def test_a_version_4_database_gains_the_provenance_table(tmp_path):
     assert sorted(store.read_runs(path)["run_id"]) == ["new", "old"]
     con = store.connect(path, read_only=True)
     try:
-        assert con.execute("SELECT value FROM meta").fetchone()[0] == "5"
+        assert con.execute("SELECT value FROM meta").fetchone()[0] == str(store.SCHEMA_VERSION)
         assert con.execute("SELECT count(*) FROM provenance").fetchone()[0] == 0
         columns = [r[0] for r in con.execute("DESCRIBE provenance").fetchall()]
         assert columns == ["run_id", "submitter", "organisation", "bundle_sha256", "imported_at"]
+    finally:
+        con.close()
+
+
+def test_a_version_5_database_gains_the_bundles_table(tmp_path):
+    """A schema-5 file (no ``bundles`` table) is refused read-only with the upgrade hint, then
+    upgraded in place by a writer: its runs and provenance stay, and the empty table is there."""
+    path = tmp_path / "v5.duckdb"
+    store.connect(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE bundles")
+    con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    con.execute("INSERT INTO runs (run_id, role, status) VALUES ('old', 'student', 'ok')")
+    con.execute("INSERT INTO provenance (run_id, submitter) VALUES ('old', 'Ann')")
+    con.close()
+    with pytest.raises(store.StoreError, match="old schema version 5.*kdbench run"):
+        store.connect(path, read_only=True).close()
+    store.write_run(path, {"run_id": "new", "role": "student", "status": "ok"}, [], {})
+    assert sorted(store.read_runs(path)["run_id"]) == ["new", "old"]
+    con = store.connect(path, read_only=True)
+    try:
+        assert con.execute("SELECT value FROM meta").fetchone()[0] == "6"
+        assert con.execute("SELECT submitter FROM provenance").fetchall() == [("Ann",)]
+        assert con.execute("SELECT count(*) FROM bundles").fetchone()[0] == 0
+        columns = [r[0] for r in con.execute("DESCRIBE bundles").fetchall()]
+        assert columns == [
+            "bundle_sha256", "submitter", "organisation", "contact", "imported_at", "manifest",
+            "checker",
+        ]  # fmt: skip
     finally:
         con.close()

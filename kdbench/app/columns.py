@@ -35,6 +35,21 @@ def column_config(tasks: Sequence[str], task_meta: pd.DataFrame) -> dict[str, ob
         "role": cc.TextColumn(
             "role", help="teacher = reference; baseline = sft, no distillation; method."
         ),
+        "submitter": cc.TextColumn(
+            "submitter",
+            help="Who submitted the row's runs in a result bundle (kdbench import); local: "
+            "runs made in this database itself. Each submitter's seeds are a row of their own.",
+        ),
+        "division": cc.TextColumn(
+            "division",
+            help="closed: the suite is one shipped in leaderboards/ (same recipe for everyone, "
+            "every method and seed required); open: any other suite.",
+        ),
+        "verified": cc.CheckboxColumn(
+            "verified",
+            help="Imported through kdbench import, which checks each bundle (hashes, budget, "
+            "metrics recomputed from the samples) first; local runs are not verified.",
+        ),
         "retention_avg": cc.ProgressColumn(
             "retention", help=RETENTION_HELP, min_value=0.0, max_value=1.0, format="percent"
         ),
@@ -244,6 +259,7 @@ def cost_display(view: pd.DataFrame) -> list[str]:
 
 
 _POINTS = ("retention_ci", "gain_vs_sft", "gain_ci")  # shown x100, in points
+SUBMISSION_DISPLAY = ("submitter", "division", "verified")  # who, which division, checked
 PAIRED_DISPLAY = ("p_vs_sft", "sig_vs_sft")  # after the gain: the paired test against sft
 BUDGET_DISPLAY = ("budget_note",)  # last: the budget audit
 
@@ -262,6 +278,7 @@ def display_frame(
     shown = view[
         [
             *DISPLAY_COLUMNS,
+            *(c for c in SUBMISSION_DISPLAY if c in view),
             *PAIRED_DISPLAY,
             *task_cols,
             *fid_cols,

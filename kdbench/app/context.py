@@ -11,6 +11,20 @@ import pandas as pd
 
 from kdbench import economics
 from kdbench import leaderboard as lb
+from kdbench.verify import division
+
+
+def with_submissions(view: pd.DataFrame, suite_hash: str) -> pd.DataFrame:
+    """A ranked view with ``submitter`` (:data:`kdbench.leaderboard.LOCAL` for the database's
+    own runs), ``division`` (``closed`` when the suite is one shipped in ``leaderboards/``,
+    :func:`kdbench.verify.division`, else ``open``) and ``verified`` (imported through
+    ``kdbench import``, which verifies each bundle; local rows are not verified)."""
+    view = view.copy()
+    if "submitter" not in view:
+        view["submitter"] = lb.LOCAL
+    view["division"] = division(suite_hash)[0]
+    view["verified"] = (view["submitter"] != lb.LOCAL).astype(bool)
+    return view
 
 
 def _chosen(values: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -20,11 +34,13 @@ def _chosen(values: Sequence[str] | None) -> tuple[str, ...] | None:
 
 @dataclass(frozen=True)
 class Filters:
-    """The sidebar's method / family / student filters; None: that filter is off."""
+    """The sidebar's method / family / student / submitter filters; None: that filter is
+    off (the submitter filter applies to the chosen suite's board only)."""
 
     methods: tuple[str, ...] | None = None
     families: tuple[str, ...] | None = None
     students: tuple[str, ...] | None = None
+    submitters: tuple[str, ...] | None = None
 
     @classmethod
     def of(
@@ -32,9 +48,10 @@ class Filters:
         methods: Sequence[str] | None = None,
         families: Sequence[str] | None = None,
         students: Sequence[str] | None = None,
+        submitters: Sequence[str] | None = None,
     ) -> Filters:
         """Filters from widget values (an empty selection is no filter)."""
-        return cls(_chosen(methods), _chosen(families), _chosen(students))
+        return cls(_chosen(methods), _chosen(families), _chosen(students), _chosen(submitters))
 
     def as_kwargs(self) -> dict[str, tuple[str, ...] | None]:
         """The keyword arguments of :func:`kdbench.leaderboard.rank_board` and
@@ -99,7 +116,10 @@ def make_context(
         suite=suite,
         teacher=teacher,
         board=board,
-        view=lb.rank_board(board, **filters.as_kwargs()),
+        view=with_submissions(
+            lb.rank_board(board, **filters.as_kwargs(), submitters=filters.submitters),
+            str(suite["suite_hash"]),
+        ),
         tasks=tuple(lb.board_tasks(board)) if not board.empty else (),
         task_meta=data.tasks.drop(columns="suite_hash"),
         failed=data.failed,

@@ -25,7 +25,7 @@ def load_data(db: str, hashes: tuple[str, ...], prices_path: str | None) -> lb.S
     """Boards, task info and failed runs of these suites through one short read-only
     connection, priced with the table at ``prices_path`` (None: no prices) (cached 5 s)."""
     prices = load_prices(prices_path) if prices_path else None
-    return lb.suite_data(db, hashes, prices=prices)
+    return lb.suite_data(db, hashes, prices=prices, by_submitter=True)
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -43,6 +43,50 @@ def load_compare_test(
     return stats.compare_test(data.paired[suite_hash], a, b, family)
 
 
+_SUBMISSIONS_SQL = """
+WITH p AS (
+    SELECT p.bundle_sha256, any_value(p.submitter) AS submitter,
+           any_value(p.organisation) AS organisation, min(p.imported_at) AS imported_at,
+           count(*) AS runs,
+           string_agg(DISTINCT r.method, ', ' ORDER BY r.method) AS methods,
+           string_agg(DISTINCT CAST(r.seed AS VARCHAR), ', ' ORDER BY CAST(r.seed AS VARCHAR))
+               FILTER (WHERE r.role = 'student') AS seeds
+    FROM provenance p LEFT JOIN runs r USING (run_id)
+    GROUP BY p.bundle_sha256
+)
+SELECT bundle_sha256, coalesce(b.submitter, p.submitter) AS submitter,
+       coalesce(b.organisation, p.organisation) AS organisation,
+       coalesce(b.imported_at, p.imported_at) AS imported_at,
+       coalesce(p.runs, 0) AS runs, p.methods, p.seeds, b.contact,
+       CAST(b.manifest AS VARCHAR) AS manifest, b.checker
+FROM bundles b FULL OUTER JOIN p USING (bundle_sha256)
+ORDER BY imported_at NULLS LAST, bundle_sha256
+"""
+_BUNDLE_RUNS_SQL = """
+SELECT r.run_id, r.suite_hash, r.role, r.method, r.student, r.seed, r.status, r.quant
+FROM provenance p JOIN runs r USING (run_id)
+WHERE p.bundle_sha256 = ?
+ORDER BY r.role DESC, r.method, r.student, r.seed NULLS LAST, r.run_id
+"""
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def load_submissions(db: str) -> pd.DataFrame:
+    """The bundles merged by ``kdbench import``, first imported first: bundle_sha256,
+    submitter, organisation, imported_at, runs (that it added), methods, seeds, contact,
+    manifest (JSON text) and checker (the verify summary stored at import; None for bundles
+    imported before schema 6, known from ``provenance`` only) (cached 5 s)."""
+    with store.reader(db) as con:
+        return con.execute(_SUBMISSIONS_SQL).df()
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def load_bundle_runs(db: str, bundle_sha256: str) -> pd.DataFrame:
+    """The runs one imported bundle added (cached 5 s)."""
+    with store.reader(db) as con:
+        return con.execute(_BUNDLE_RUNS_SQL, [bundle_sha256]).df()
+
+
 @st.cache_data(ttl=60, show_spinner=False)
 def load_prices(path: str) -> economics.PriceTable:
     """The price table (cached 60 s); raises PriceError on a malformed file."""
@@ -56,7 +100,7 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (store.StoreError, duckdb.Error,
 # version that is not an integer (int() of the ``meta`` value)
 OPEN_ERRORS: tuple[type[BaseException], ...] = (*STORE_ERRORS, ValueError, TypeError)
 
-_KDBENCH_TABLES = frozenset({"meta", "suites", "runs", "metrics", "costs", "samples", "provenance"})
+_KDBENCH_TABLES = frozenset(store.ALL_TABLES)
 
 
 def one_line(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from kdbench.app.columns import (
     BUDGET_DISPLAY,
     DISPLAY_COLUMNS,
     PAIRED_DISPLAY,
+    SUBMISSION_DISPLAY,
     cost_display,
     fidelity_display,
 )
@@ -27,6 +28,7 @@ def export_frame(
     cols = [
         "rank_label",
         *DISPLAY_COLUMNS[1:],
+        *(c for c in SUBMISSION_DISPLAY if c in view),
         *PAIRED_DISPLAY,
         *task_cols,
         *fid_cols,

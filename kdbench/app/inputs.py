@@ -1,5 +1,5 @@
-"""The app's inputs: ``--db`` and ``--prices`` from the script arguments, else the
-environment, else the defaults."""
+"""The app's inputs: ``--db`` (or ``--parquet``) and ``--prices`` from the script arguments,
+else the environment, else the defaults."""
 
 from __future__ import annotations
 
@@ -14,14 +14,23 @@ def args_from_argv(argv: list[str]) -> argparse.Namespace:
     """``--db`` and ``--prices`` from the script arguments."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--db", default=None)
+    parser.add_argument("--parquet", default=None)
     parser.add_argument("--prices", default=None)
     args, _ = parser.parse_known_args(argv)
     return args
 
 
 def db_path_from_args(argv: list[str]) -> Path:
-    """``--db`` from the script arguments, else ``$KDBENCH_DB``, else the default path."""
-    return Path(args_from_argv(argv).db or os.environ.get("KDBENCH_DB") or store.DEFAULT_DB)
+    """``--parquet DIR_OR_URL`` (served read-only: :func:`kdbench.store.parquet_db`), else
+    ``--db``, else ``$KDBENCH_PARQUET``, else ``$KDBENCH_DB``, else the default path."""
+    args = args_from_argv(argv)
+    if args.parquet:
+        return Path(store.parquet_db(args.parquet))
+    if args.db:
+        return Path(args.db)
+    if os.environ.get("KDBENCH_PARQUET"):
+        return Path(store.parquet_db(os.environ["KDBENCH_PARQUET"]))
+    return Path(os.environ.get("KDBENCH_DB") or store.DEFAULT_DB)
 
 
 def prices_path_from_args(argv: list[str]) -> Path:

@@ -18,6 +18,7 @@ from kdbench.app import (
     page_leaderboard,
     page_pareto,
     page_run,
+    page_submissions,
     page_tasks,
 )
 from kdbench.app.context import AppContext
@@ -52,6 +53,7 @@ PAGES = (  # the first is the default page, served at the app's root
     PageSpec("Compare", "compare", page_compare.render),
     PageSpec("Economics", "economics", page_economics.render),
     PageSpec("Run", "run", page_run.render),
+    PageSpec("Submissions", "submissions", page_submissions.render),
 )
 
 

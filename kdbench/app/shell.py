@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from kdbench import economics
+from kdbench import economics, store
 from kdbench.app.context import AppContext, make_context
 from kdbench.app.data import (
     OPEN_ERRORS,
@@ -31,9 +31,10 @@ def read_suites(db: Path) -> pd.DataFrame:
     the app never creates it), and with one error line naming the file when it cannot be
     read (damaged, truncated, not a DuckDB file, a directory, a foreign ``meta`` table, an
     unknown or malformed schema version) or is another program's DuckDB database."""
+    parquet = store.is_parquet(db)  # a folder or URL of Parquet files: read-only views
     try:
-        suites = load_suites(str(db)) if db.exists() else pd.DataFrame()
-        foreign = foreign_tables(db) if suites.empty and db.exists() else []
+        suites = load_suites(str(db)) if parquet or db.exists() else pd.DataFrame()
+        foreign = foreign_tables(db) if suites.empty and db.exists() and not parquet else []
     except OPEN_ERRORS as exc:
         st.error(unreadable(db, exc))
         st.stop()
@@ -94,7 +95,7 @@ def build_context(
         suite,
         data,
         teacher=teacher,
-        filters=board_filters(board),
+        filters=board_filters(board, suite["suite_hash"]),
         prices=prices,
         prices_path=prices_path,
     )
@@ -111,7 +112,7 @@ def main() -> None:
     prices = read_prices(prices_path)
     nav = Navigation()  # before any widget: following ?page= keeps every parameter
     ctx = build_context(db, suites, prices, prices_path)
-    if not ctx.has_runs and nav.title != "Run":
+    if not ctx.has_runs and nav.title not in ("Run", "Submissions"):
         st.stop()
     nav.run(ctx)
     st.caption(f"Database: `{db}` · prices: `{prices_path}` · data refreshes every 5 s.")

@@ -9,6 +9,7 @@ import streamlit as st
 from kdbench import leaderboard as lb
 from kdbench.app.context import Filters
 from kdbench.app.urls import QP
+from kdbench.verify import division
 
 
 def suite_picker(suites: pd.DataFrame) -> tuple[pd.Series, str | None]:
@@ -19,6 +20,17 @@ def suite_picker(suites: pd.DataFrame) -> tuple[pd.Series, str | None]:
     )
     if teacher != "all":
         suites = suites[suites["teacher"] == teacher]
+    divisions = pd.Series([division(str(h))[0] for h in suites["suite_hash"]], index=suites.index)
+    chosen = st.sidebar.selectbox(
+        "division",
+        ["all", *sorted(divisions.unique())],
+        key="division",
+        bind=QP,
+        help="closed: the suite is one shipped in leaderboards/ (same recipe for everyone); "
+        "open: any other suite.",
+    )
+    if chosen != "all":
+        suites = suites[divisions == chosen]
     label = st.sidebar.selectbox(
         "suite",
         list(suites["label"]),
@@ -30,8 +42,9 @@ def suite_picker(suites: pd.DataFrame) -> tuple[pd.Series, str | None]:
     return row, None if teacher == "all" else teacher
 
 
-def board_filters(board: pd.DataFrame) -> Filters:
-    """The method, family and student filters over a suite's board (none when it is empty)."""
+def board_filters(board: pd.DataFrame, suite_hash: str | None = None) -> Filters:
+    """The method, family, student and submitter filters over a suite's board (none when it
+    is empty)."""
     if board.empty:
         return Filters()
     students = board[~board["is_teacher"]]
@@ -59,4 +72,12 @@ def board_filters(board: pd.DataFrame) -> Filters:
         help="Students, smallest first: "
         + ", ".join(f"{s} {lb.fmt_params(p)}" for s, p in by_size.items()),
     )
-    return Filters.of(methods, families, chosen)
+    submitters = st.sidebar.multiselect(
+        "submitter",
+        sorted(board["submitter"].unique()) if "submitter" in board else [lb.LOCAL],
+        key="submitter",
+        bind=QP,
+        placeholder="all submitters",
+        help=f"Who submitted the runs (kdbench import); {lb.LOCAL}: this database's own runs.",
+    )
+    return Filters.of(methods, families, chosen, submitters)
