@@ -20,6 +20,7 @@ different content, refuses the whole import.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata as md
 import json
@@ -27,6 +28,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -311,6 +313,29 @@ def _weight_hashes(runs_dir: Path, run_ids: list[str]) -> dict[str, dict[str, st
     return out
 
 
+def _check_out(out: Path) -> None:
+    """``--out`` must be a new (or empty) folder in an existing one."""
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise BundleError(f"--out {out}: exists and is not an empty folder; give a new folder")
+    if not out.parent.is_dir():
+        raise BundleError(f"--out {out}: its folder {out.parent} does not exist")
+
+
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to write into, moved to ``out`` when the block ends
+    and removed when it fails: a failed export leaves nothing."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()  # empty, checked by _check_out
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def export_bundle(
     db: str | Path,
     out: str | Path,
@@ -326,10 +351,7 @@ def export_bundle(
     db, out = Path(db), Path(out)
     if not submitter.name.strip():
         raise BundleError("--submitter: must not be empty")
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise BundleError(f"--out {out}: exists and is not an empty folder; give a new folder")
-    if not out.parent.is_dir():
-        raise BundleError(f"--out {out}: its folder {out.parent} does not exist")
+    _check_out(out)
     con = store.connect(db, read_only=True)
     try:
         stored = con.execute("SELECT suite_hash, name FROM suites ORDER BY suite_hash").fetchall()
@@ -353,8 +375,7 @@ def export_bundle(
             "costs": f"SELECT * FROM costs WHERE {of_suite} ORDER BY run_id",
             "samples": f"SELECT * FROM samples WHERE {of_suite} ORDER BY run_id, task, doc_id",
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with _staged(out) as tmp:
             rows: dict[str, int] = {}
             for table, sql in queries.items():
                 target = tmp / f"{table}.parquet"
@@ -381,12 +402,6 @@ def export_bundle(
                 ),
             ).sealed()
             (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-            if out.exists():
-                out.rmdir()  # empty, checked above
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     except duckdb.Error as exc:
         raise BundleError(f"could not export from {db}: {exc}") from exc
     finally:
@@ -400,16 +415,12 @@ def export_all(db: str | Path, out: str | Path) -> dict[str, int]:
     ``<table>.parquet`` each: the folder ``kdbench app --parquet`` serves. Written to a
     temporary folder beside ``out`` and moved into place at the end. Returns rows per table."""
     db, out = Path(db), Path(out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise BundleError(f"--out {out}: exists and is not an empty folder; give a new folder")
-    if not out.parent.is_dir():
-        raise BundleError(f"--out {out}: its folder {out.parent} does not exist")
+    _check_out(out)
     con = store.connect(db, read_only=True)
     try:
         if not con.execute("SELECT count(*) FROM suites").fetchone()[0]:
             raise BundleError(f"{db} holds no suite yet: nothing to export")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with _staged(out) as tmp:
             rows: dict[str, int] = {}
             for table in store.ALL_TABLES:
                 target = _literal(str(tmp / f"{table}.parquet"))
@@ -417,12 +428,6 @@ def export_all(db: str | Path, out: str | Path) -> dict[str, int]:
                     f"COPY (SELECT * FROM {table} ORDER BY ALL) TO {target} (FORMAT parquet)"
                 )
                 rows[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            if out.exists():
-                out.rmdir()  # empty, checked above
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     except duckdb.Error as exc:
         raise BundleError(f"could not export from {db}: {exc}") from exc
     finally:
