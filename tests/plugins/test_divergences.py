@@ -4,6 +4,9 @@ hand-computed values and the limits that reduce them to known losses."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -216,15 +219,27 @@ def _taid_worker(rank: int, path: str, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def test_taid_data_parallel_workers_keep_the_same_t(tmp_path):
+def _run_taid_workers(out: str) -> None:
     import torch.multiprocessing as mp
 
     mp.start_processes(
         _taid_worker,
-        args=(str(tmp_path / "pg"), str(tmp_path)),
+        args=(f"{out}/pg", out),
         nprocs=2,
         start_method="spawn",  # not fork: the parent's thread pools would deadlock a child
     )
+
+
+def test_taid_data_parallel_workers_keep_the_same_t(tmp_path):
+    # the two workers are spawned from a fresh interpreter: spawn re-runs the parent's
+    # __main__ in each child, and under pytest that may be a script an earlier test ran (the
+    # app's AppTest makes app.py __main__)
+    code = (
+        "import sys; from tests.plugins.test_divergences import _run_taid_workers; "
+        "_run_taid_workers(sys.argv[1])"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=root, timeout=600)
     got = [torch.load(tmp_path / f"{rank}.pt") for rank in (0, 1)]
     for key in ("t", "momentum", "prev_loss"):
         assert torch.equal(got[0][key], got[1][key]), key
