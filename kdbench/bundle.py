@@ -505,8 +505,9 @@ def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
     who = manifest.submitter
     con = store.connect(db)
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with store.transaction(
+            con, lambda exc: BundleError(f"{bundle}: import failed, nothing written: {exc}")
+        ):
             for table in TABLES:
                 target = _literal(str(bundle / f"{table}.parquet"))
                 con.execute(f"CREATE TEMP TABLE b_{table} AS SELECT * FROM read_parquet({target})")
@@ -595,12 +596,6 @@ def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
                     checker_text(report),
                 ],
             )
-            con.execute("COMMIT")
-        except BaseException as exc:
-            con.execute("ROLLBACK")
-            if isinstance(exc, duckdb.Error):
-                raise BundleError(f"{bundle}: import failed, nothing written: {exc}") from exc
-            raise
     finally:
         con.close()
     return ImportResult(tuple(added), tuple(r for r in run_ids if r in present), suite_added)

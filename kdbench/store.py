@@ -42,7 +42,7 @@ import operator
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -367,6 +367,24 @@ def _check_readable(version: int | None, path: Path) -> None:
             f"results database {path} has old schema version {version} (need "
             f"{SCHEMA_VERSION}): any `kdbench run --db {path}` upgrades it in place"
         )
+
+
+@contextmanager
+def transaction(
+    con: duckdb.DuckDBPyConnection, fail: Callable[[duckdb.Error], Exception]
+) -> Iterator[None]:
+    """One transaction on ``con``: committed when the block ends, rolled back on any error
+    (nothing half-written); a DuckDB error leaves as ``fail(error)`` (a one-line error of the
+    caller's kind), any other exception as itself."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException as exc:
+        con.execute("ROLLBACK")
+        if isinstance(exc, duckdb.Error):
+            raise fail(exc) from exc
+        raise
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -829,8 +847,7 @@ def write_run(
 
     con = connect(db_path)
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con, lambda exc: StoreError(f"could not write run {run_id}: {exc}")):
             for table in ("metrics", "costs", "samples", "runs"):
                 # table names come from the literal tuple above, never from input
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
@@ -855,12 +872,6 @@ def write_run(
                 f" VALUES ({', '.join('?' * (len(COST_COLUMNS) + 1))})",
                 cost_row,
             )
-            con.execute("COMMIT")
-        except BaseException as exc:
-            con.execute("ROLLBACK")
-            if isinstance(exc, duckdb.Error):
-                raise StoreError(f"could not write run {run_id}: {exc}") from exc
-            raise
     finally:
         con.close()
 
