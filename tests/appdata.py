@@ -338,3 +338,20 @@ def merged_submissions(folder: Path) -> tuple[Path, str]:
     import_bundle(export_bundle(ann, folder / "ann", ANN).path, merged)
     import_bundle(export_bundle(bob, folder / "bob", BOB).path, merged)
     return merged, suite.hash
+
+
+def served_downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """The files the app's download buttons serve, by file name, filled as AppTest renders
+    (Streamlit's in-memory media storage, recorded through ``monkeypatch``)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    served: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):  # type: ignore[no-untyped-def]
+        if filename:
+            served[filename] = bytes(path_or_data)
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return served

@@ -16,7 +16,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import streamlit as st
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from kdbench import economics, store
@@ -276,15 +275,7 @@ def test_failed_run_without_error_or_seed(db: Path) -> None:
 
 
 def test_export_csv_and_parquet(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    served: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def record(self, path_or_data, mimetype, kind, filename=None):  # type: ignore[no-untyped-def]
-        if filename:
-            served[filename] = bytes(path_or_data)
-        return original(self, path_or_data, mimetype, kind, filename)
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    served = appdata.served_downloads(monkeypatch)
     at = run_app(method=["kd", "fkl"], per_task="true")
     labels = [b.label for b in at.download_button]
     assert labels == ["Download CSV", "Download Parquet"]

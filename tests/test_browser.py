@@ -8,6 +8,7 @@ KDBENCH_SCREENSHOT=docs/leaderboard.png to also write the screenshot there (`mak
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -95,8 +96,16 @@ def serve(
         "--",
         *args,
     ]
-    log = (tmp_path_factory.getbasetemp() / log_name).open("w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    with running(cmd, ROOT, tmp_path_factory.getbasetemp() / log_name, port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], cwd: Path, log_path: Path, port: int) -> Iterator[str]:
+    """Start the app server ``cmd`` (logging to ``log_path``), wait until it answers on
+    ``port``, yield its URL, then stop it."""
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)

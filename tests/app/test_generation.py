@@ -15,7 +15,6 @@ from statistics import mean
 import pandas as pd
 import pytest
 import streamlit as st
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from kdbench.leaderboard import GENERATION_COLUMNS, leaderboard
@@ -136,15 +135,7 @@ def test_export_follows_the_table(
     path = _copy(tmp_path_factory, tmp_path, monkeypatch)
     if sampled:
         appdata.add_on_policy(path)
-    served: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def record(self, path_or_data, mimetype, kind, filename=None):  # type: ignore[no-untyped-def]
-        if filename:
-            served[filename] = bytes(path_or_data)
-        return original(self, path_or_data, mimetype, kind, filename)
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    served = appdata.served_downloads(monkeypatch)
     at = run_app()
     csv = pd.read_csv(io.BytesIO(served[f"kdbench-{SUITE[:8]}.csv"]))
     assert (set(GENERATION_COLUMNS) <= set(csv.columns)) is sampled

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -23,7 +22,7 @@ from kdbench.app.context import with_submissions
 from kdbench.bundle import MANIFEST, sha256_file
 from kdbench.cli import main
 from tests import appdata
-from tests.test_browser import free_port, wait_healthy
+from tests.test_browser import free_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app.py"
@@ -183,24 +182,13 @@ def test_an_https_source_sets_up_httpfs_or_says_why_in_one_line(monkeypatch) -> 
 def test_kdbench_app_serves_the_parquet_folder_over_http(parquet, tmp_path) -> None:
     """What the container runs (deploy/Dockerfile's CMD), on a free port."""
     port = free_port()
-    log = (tmp_path / "app.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kdbench.cli", "app", "--parquet", str(parquet),
-         "--port", str(port), "--address", "127.0.0.1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
-        with urllib.request.urlopen(url, timeout=10) as r:
-            assert r.status == 200 and b"<html" in r.read().lower()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    cmd = [sys.executable, "-m", "kdbench.cli", "app", "--parquet", str(parquet),
+           "--port", str(port), "--address", "127.0.0.1"]  # fmt: skip
+    with (
+        running(cmd, tmp_path, tmp_path / "app.log", port) as url,
+        urllib.request.urlopen(url, timeout=10) as r,
+    ):
+        assert r.status == 200 and b"<html" in r.read().lower()
     assert "leaderboard at http://localhost" in (tmp_path / "app.log").read_text()
     assert main(["app", "--parquet", str(tmp_path / "nowhere")]) == 2
 
