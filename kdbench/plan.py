@@ -239,6 +239,15 @@ def check_vocabularies(suite: Suite, methods: list[Method]) -> None:
         if not mismatch:
             continue
         refused = [m.name for m in runs if m.needs_teacher and not m.cross_tokenizer]
+        sampled = [m.name for m in runs if m.cross_tokenizer and m.on_policy]
+        if sampled:  # the student's samples would need re-tokenizing for the teacher
+            raise SuiteError(
+                suite.path,
+                f"students[{i}]",
+                f"{', '.join(sampled)}: on-policy sampling is not supported for a student with "
+                f"another vocabulary than the teacher's (student {student.name}); give that "
+                "student other methods with its `methods` list",
+            )
         if refused:
             able = sorted(m.name for m in registry().values() if m.cross_tokenizer)
             raise SuiteError(

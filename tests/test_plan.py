@@ -57,3 +57,23 @@ def test_methods_without_teacher_signals_need_no_shared_vocabulary(write_suite) 
     suite = _suite(write_suite, ["sft", "seqkd"])
     _, jobs = plan(suite, fetch=False)
     assert {j.method for j in jobs if j.student == "chunky"} == {"sft", "seqkd"}
+
+
+def test_an_on_policy_cross_tokenizer_method_is_refused_for_another_vocabulary(
+    write_suite, monkeypatch
+) -> None:
+    """Its samples would have to be re-tokenized for the teacher, which kdbench does not do:
+    refused at plan time rather than failing in training."""
+    import dataclasses
+
+    from kdbench import methods as registry_module
+
+    real = registry_module.registry()
+    both = dataclasses.replace(real["gkd"], name="xgkd", cross_tokenizer=True)
+    monkeypatch.setattr("kdbench.plan.registry", lambda: {**real, "xgkd": both})
+    suite = _suite(write_suite, ["sft", "xgkd"])
+    with pytest.raises(SuiteError) as err:
+        plan(suite, fetch=False)
+    assert err.value.field == "students[1]" and "on-policy sampling is not supported" in str(
+        err.value
+    )
