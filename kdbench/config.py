@@ -328,8 +328,7 @@ class Suite:
     @property
     def hash(self) -> str:
         """The content hash of :meth:`identity`: a suite's leaderboard and its runs' keys."""
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return identity_hash(self.to_dict())
 
 
 # The sections of a suite that determine its results; everything else (name, path, resources)
@@ -403,6 +402,13 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out["students"], list | tuple):
         out["students"] = [_without_added(s, _MODEL_ADDED) for s in out["students"]]
     return out
+
+
+def identity_hash(config: dict[str, Any]) -> str:
+    """The suite hash of a suite config (:meth:`Suite.to_dict`, or a stored one): the content
+    hash of its :func:`identity`."""
+    blob = json.dumps(identity(config), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def identity_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

@@ -310,10 +310,10 @@ def _check_suite(
     con: duckdb.DuckDBPyConnection, manifest: Manifest, loaded: set[str], problems: list[Problem]
 ) -> dict | None:
     """The suite rules; returns the suite's stored config (None when it cannot be trusted)."""
-    from kdbench.config import identity
+    from kdbench.config import identity_hash
 
     want = manifest.suite.suite_hash
-    recomputed = _identity_hash(identity(manifest.suite.config))
+    recomputed = identity_hash(manifest.suite.config)
     if recomputed != want:
         problems.append(
             Problem(
@@ -357,13 +357,6 @@ def _check_suite(
                 )
             )
     return manifest.suite.config if recomputed == want else None
-
-
-def _identity_hash(identity: dict) -> str:
-    import hashlib
-
-    blob = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _check_budget(
