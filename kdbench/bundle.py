@@ -36,8 +36,8 @@ from typing import Any
 
 import duckdb
 
-from kdbench import __version__, store
-from kdbench.models import WEIGHT_SUFFIXES  # what --weights-hash hashes (never copies)
+from kdbench import __version__, snapshots, store
+from kdbench.leaderboard import refresh_snapshots, snapshot_rows
 
 BUNDLE_FORMAT = 1
 """The version of the bundle layout this kdbench writes and reads."""
@@ -302,6 +302,8 @@ def pick_suite(stored: list[tuple[str, str | None]], wanted: str | None) -> str:
 
 def _weight_hashes(runs_dir: Path, run_ids: list[str]) -> dict[str, dict[str, str]]:
     """Per run whose folder ``runs_dir/<run_id>`` still exists: its weight files' SHA-256."""
+    from kdbench.models import WEIGHT_SUFFIXES  # what is hashed (never copied); loads torch
+
     out: dict[str, dict[str, str]] = {}
     for run_id in run_ids:
         folder = runs_dir / run_id
@@ -422,12 +424,17 @@ def export_all(db: str | Path, out: str | Path) -> dict[str, int]:
             raise BundleError(f"{db} holds no suite yet: nothing to export")
         with _staged(out) as tmp:
             rows: dict[str, int] = {}
+            hashes = [r[0] for r in con.execute("SELECT suite_hash FROM suites").fetchall()]
+            # every suite's board snapshot, computed now whatever the database holds
+            fresh = snapshot_rows(con, sorted(hashes))
+            con.register("kdbench_fresh_snapshots", fresh)
             for table in store.ALL_TABLES:
                 target = _literal(str(tmp / f"{table}.parquet"))
+                source = "kdbench_fresh_snapshots" if table == snapshots.TABLE else table
                 con.execute(
-                    f"COPY (SELECT * FROM {table} ORDER BY ALL) TO {target} (FORMAT parquet)"
+                    f"COPY (SELECT * FROM {source} ORDER BY ALL) TO {target} (FORMAT parquet)"
                 )
-                rows[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                rows[table] = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
     except duckdb.Error as exc:
         raise BundleError(f"could not export from {db}: {exc}") from exc
     finally:
@@ -561,6 +568,7 @@ def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
                     f"{bundle}: import refused, nothing written: {'; '.join(conflicts[:3])}{more}"
                 )
             added = [r for r in run_ids if r not in present]
+            suite_hashes = [r[0] for r in con.execute("SELECT suite_hash FROM b_suites").fetchall()]
             suite_added = not con.execute(
                 "SELECT count(*) FROM suites WHERE suite_hash IN (SELECT suite_hash FROM b_suites)"
             ).fetchone()[0]
@@ -578,6 +586,8 @@ def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
                         " WHERE run_id IN (SELECT run_id FROM b_new)"
                     )
                 now = datetime.now(store._UTC).replace(tzinfo=None)
+                # the suite's board snapshot no longer holds (rebuilt below, kdbench.snapshots)
+                snapshots.drop(con, suite_hashes)
                 con.execute(
                     "INSERT INTO provenance (run_id, submitter, organisation, bundle_sha256,"
                     " imported_at) SELECT run_id, ?, ?, ?, ? FROM b_new ORDER BY run_id",
@@ -598,4 +608,6 @@ def import_bundle(bundle: str | Path, db: str | Path) -> ImportResult:
             )
     finally:
         con.close()
+    if added:
+        refresh_snapshots(db, suite_hashes)
     return ImportResult(tuple(added), tuple(r for r in run_ids if r in present), suite_added)

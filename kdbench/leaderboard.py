@@ -71,6 +71,7 @@ All SQL takes parameters; filters and statistics run in pandas on one row per gr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -81,7 +82,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdbench import stats, store
+from kdbench import snapshots, stats, store
 from kdbench.config import identity_differences
 from kdbench.economics import PriceTable, cost_per_million_tokens
 from kdbench.fidelity import ECE, FIDELITY_METRICS, KL, TOP1
@@ -478,17 +479,26 @@ notes AS (
                         THEN printf('%d of %d sequences', sequences, b_sequences) END) END
               AS differs
     FROM rb
+),
+agg AS (
+    SELECT suite_hash, is_teacher, method, student, submitter,
+           avg(steps) AS steps, avg(sequences) AS sequences,
+           avg(CASE WHEN teacher_flops IS NOT NULL OR live_teacher_flops IS NOT NULL
+                    THEN coalesce(teacher_flops, 0) + coalesce(live_teacher_flops, 0) END)
+               AS teacher_side_flops
+    FROM notes GROUP BY ALL
+),
+noted AS (
+    -- only the runs with a note go through the string aggregate (most have none: a FILTER
+    -- clause on it would still cost a pass over every run)
+    SELECT suite_hash, is_teacher, method, student, submitter,
+           string_agg(differs || CASE WHEN seed IS NOT NULL THEN printf(' (seed %d)', seed)
+                                      ELSE '' END,
+                      '; ' ORDER BY seed NULLS LAST) AS budget_differs
+    FROM notes WHERE differs <> '' GROUP BY ALL
 )
-SELECT suite_hash, is_teacher, method, student, submitter,
-       avg(steps) AS steps, avg(sequences) AS sequences,
-       avg(CASE WHEN teacher_flops IS NOT NULL OR live_teacher_flops IS NOT NULL
-                THEN coalesce(teacher_flops, 0) + coalesce(live_teacher_flops, 0) END)
-           AS teacher_side_flops,
-       -- only the runs with a note go through the ordered aggregate (most have none)
-       string_agg(differs || CASE WHEN seed IS NOT NULL THEN printf(' (seed %d)', seed)
-                                  ELSE '' END,
-                  '; ' ORDER BY seed NULLS LAST) FILTER (WHERE differs <> '') AS budget_differs
-FROM notes GROUP BY ALL
+SELECT agg.*, noted.budget_differs
+FROM agg LEFT JOIN noted USING (suite_hash, is_teacher, method, student, submitter)
 """
 
 
@@ -710,6 +720,89 @@ class SuiteData:
     (:func:`kdbench.stats.paired_tests`; Compare reads them)."""
 
 
+BOARD_PARTS: tuple[str, ...] = (
+    "per_task",
+    "groups",
+    "costs",
+    "hours",
+    "odd",
+    "samples",
+    "budget",
+    "fidelity",
+)
+"""The board queries of :func:`suite_data`, by name: what a board snapshot holds
+(:mod:`kdbench.snapshots`)."""
+
+
+def _board_queries(by_submitter: bool) -> dict[str, tuple[str, int]]:
+    """Each of :data:`BOARD_PARTS`: its SQL and how many times it takes the suites' list."""
+    return {
+        "per_task": (_keyed(_TASKS_SQL, by_submitter), 1),
+        "groups": (_keyed(_GROUPS_SQL, by_submitter), 1),
+        "costs": (_keyed(_COSTS_SQL, by_submitter), 1),
+        "hours": (_keyed(_DEVICE_HOURS_SQL, by_submitter), 1),
+        "odd": (_ODD_SQL, 2),
+        "samples": (_keyed(_PAIRED_SAMPLES_SQL, by_submitter), 1),
+        "budget": (_keyed(_BUDGET_SQL, by_submitter), 2),
+        "fidelity": (_keyed(_FIDELITY_SQL, by_submitter), 1),  # and the fidelity metrics
+    }
+
+
+def board_frames(
+    con: Any, hashes: Sequence[str], by_submitter: bool, parts: Sequence[str] = BOARD_PARTS
+) -> dict[str, pd.DataFrame]:
+    """The board queries' results for ``hashes``, computed live on ``con``."""
+    queries = _board_queries(by_submitter)
+    out = {}
+    for part in parts:
+        sql, n = queries[part]
+        params: list[Any] = [list(hashes)] * n
+        if part == "fidelity":
+            params.append(list(FIDELITY_METRICS))
+        out[part] = con.execute(sql, params).df()
+    return out
+
+
+_QUERIES_SHA = hashlib.sha256(
+    "\n".join(sql for split in (False, True) for sql, _ in _board_queries(split).values()).encode()
+).hexdigest()
+
+
+def snapshot_key(by_submitter: bool) -> str:
+    """What a board snapshot's fingerprint is keyed by besides its runs: this kdbench's
+    board queries (the SHA-256 of their SQL) and the grouping."""
+    return f"{_QUERIES_SHA[:16]}/{'by-submitter' if by_submitter else 'pooled'}"
+
+
+def snapshot_rows(con: Any, hashes: Sequence[str]) -> pd.DataFrame:
+    """Fresh ``board_snapshots`` rows of ``hashes`` (grouped by submitter, as the app reads
+    them), computed on ``con`` (which may be read-only: nothing is written)."""
+    key = snapshot_key(True)
+    frames = {}
+    for h in hashes:  # one suite at a time: a snapshot holds one suite's rows
+        frames[h] = board_frames(con, [h], True)
+    return snapshots.rows(frames, snapshots.fingerprints(con, list(hashes), key))
+
+
+def refresh_snapshots(db_path: str | Path, hashes: Sequence[str] | None = None) -> int:
+    """Rebuild the board snapshots of ``hashes`` (None: every suite) in ``db_path``, in one
+    transaction; returns how many suites. See :mod:`kdbench.snapshots`."""
+    con = store.connect(db_path)
+    try:
+        if hashes is None:
+            hashes = [r[0] for r in con.execute("SELECT suite_hash FROM suites").fetchall()]
+        hashes = sorted(set(hashes))
+        if not hashes:
+            return 0
+        with store.transaction(
+            con, lambda exc: store.StoreError(f"could not write board snapshots: {exc}")
+        ):
+            snapshots.replace(con, snapshot_rows(con, hashes))
+    finally:
+        con.close()
+    return len(hashes)
+
+
 def suite_data(
     db_path: str | Path,
     hashes: Sequence[str],
@@ -728,22 +821,16 @@ def suite_data(
     the paired tests against sft still pool every submitter's seeds of a (method, student).
     Without it (the default), every run's submitter is :data:`LOCAL`."""
     hashes = list(hashes)
-    split = by_submitter
-
-    def q(sql: str) -> str:
-        return _keyed(sql, split)
-
     with store.reader(db_path) as con:
-        per_task = con.execute(q(_TASKS_SQL), [hashes]).df()
         failed = con.execute(_FAILED_SQL, [hashes]).df()
-        if boards:
-            groups = con.execute(q(_GROUPS_SQL), [hashes]).df()
-            costs = con.execute(q(_COSTS_SQL), [hashes]).df()
-            hours = con.execute(q(_DEVICE_HOURS_SQL), [hashes]).df()
-            odd = con.execute(_ODD_SQL, [hashes, hashes]).df()
-            samples = con.execute(q(_PAIRED_SAMPLES_SQL), [hashes]).df()
-            budget = con.execute(q(_BUDGET_SQL), [hashes, hashes]).df()
-            fidelity = con.execute(q(_FIDELITY_SQL), [hashes, list(FIDELITY_METRICS)]).df()
+        parts = BOARD_PARTS if boards else ("per_task",)
+        found = snapshots.load(con, hashes, snapshot_key(by_submitter), parts)
+        frames = found if found is not None else board_frames(con, hashes, by_submitter, parts)
+    per_task = frames["per_task"]
+    if boards:
+        groups, costs, hours = frames["groups"], frames["costs"], frames["hours"]
+        odd, samples, budget = frames["odd"], frames["samples"], frames["budget"]
+        fidelity = frames["fidelity"]
     tasks = (
         per_task.groupby(["suite_hash", "task"], as_index=False)
         .agg(

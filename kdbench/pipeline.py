@@ -28,6 +28,7 @@ from ray.experimental.tqdm_ray import tqdm
 from kdbench import __version__, signal_cache, store
 from kdbench.config import Suite
 from kdbench.costs import quantized_costs, run_costs, teacher_shares
+from kdbench.leaderboard import refresh_snapshots
 from kdbench.methods import Method
 from kdbench.plan import plan, quant_run_id, run_key
 from kdbench.preflight import check_resources, preflight
@@ -127,6 +128,7 @@ def run_suite(
         bar.update(1)
     bar.close()
     echo(f"train + eval stages: {time.perf_counter() - clock:.0f}s since the teacher stage began")
+    refresh_snapshots(db, [suite.hash])  # the board readers use (kdbench.snapshots)
     return SuiteSummary(suite.hash, len(jobs), len(todo), failed, teacher)
 
 

@@ -53,7 +53,7 @@ import pandas as pd
 
 from kdbench.disk_cache import creation_problem
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 DEFAULT_DB = Path("results/kdbench.duckdb")
 LOCK_TIMEOUT_S = 10.0
 """How long :func:`connect` keeps retrying while another process holds the database file."""
@@ -148,6 +148,11 @@ _PROVENANCE_DDL = """CREATE TABLE IF NOT EXISTS provenance (
 _BUNDLES_DDL = """CREATE TABLE IF NOT EXISTS bundles (
         bundle_sha256 VARCHAR PRIMARY KEY, submitter VARCHAR, organisation VARCHAR,
         contact VARCHAR, imported_at TIMESTAMP, manifest JSON, checker VARCHAR)"""
+# schema 7: per suite, the results of its board queries (kdbench.snapshots): derived from
+# the other tables, rebuilt by kdbench's writers, used when its fingerprint still matches
+_SNAPSHOTS_DDL = """CREATE TABLE IF NOT EXISTS board_snapshots (
+        suite_hash VARCHAR, part VARCHAR, fingerprint VARCHAR, written_at TIMESTAMP,
+        data BLOB)"""
 _TABLES_DDL: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS suites (
         suite_hash VARCHAR PRIMARY KEY, name VARCHAR, path VARCHAR, config JSON,
@@ -175,9 +180,10 @@ _TABLES_DDL: tuple[str, ...] = (
         PRIMARY KEY (run_id, task, doc_id))""",
     _PROVENANCE_DDL,
     _BUNDLES_DDL,
+    _SNAPSHOTS_DDL,
 )
 _TABLES = ("meta", "suites", "runs", "metrics", "costs", "samples")
-ALL_TABLES: tuple[str, ...] = (*_TABLES, "provenance", "bundles")
+ALL_TABLES: tuple[str, ...] = (*_TABLES, "provenance", "bundles", "board_snapshots")
 """Every table of a results database: what ``kdbench export --all`` writes, one
 ``<table>.parquet`` each, and what a Parquet source (:func:`parquet_connection`) reads."""
 # Upgrades, applied in order inside the schema transaction: _MIGRATIONS[v] takes v to v + 1.
@@ -213,6 +219,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     4: (_PROVENANCE_DDL,),  # who submitted the runs merged from result bundles
     5: (_BUNDLES_DDL,),  # the bundles merged, with their manifest and checker output
+    6: (_SNAPSHOTS_DDL,),  # the board queries' results per suite (kdbench.snapshots)
 }
 
 # Substrings of DuckDB errors raised while another connection holds the file.
@@ -848,6 +855,12 @@ def write_run(
     con = connect(db_path)
     try:
         with transaction(con, lambda exc: StoreError(f"could not write run {run_id}: {exc}")):
+            # the board snapshot of its suite (and of the replaced row's) no longer holds
+            con.execute(
+                "DELETE FROM board_snapshots WHERE suite_hash = ? "
+                "OR suite_hash IN (SELECT suite_hash FROM runs WHERE run_id = ?)",
+                [run_row[1], run_id],
+            )
             for table in ("metrics", "costs", "samples", "runs"):
                 # table names come from the literal tuple above, never from input
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])

@@ -593,7 +593,7 @@ def test_a_version_5_database_gains_the_bundles_table(tmp_path):
     assert sorted(store.read_runs(path)["run_id"]) == ["new", "old"]
     con = store.connect(path, read_only=True)
     try:
-        assert con.execute("SELECT value FROM meta").fetchone()[0] == "6"
+        assert con.execute("SELECT value FROM meta").fetchone()[0] == str(store.SCHEMA_VERSION)
         assert con.execute("SELECT submitter FROM provenance").fetchall() == [("Ann",)]
         assert con.execute("SELECT count(*) FROM bundles").fetchone()[0] == 0
         columns = [r[0] for r in con.execute("DESCRIBE bundles").fetchall()]
