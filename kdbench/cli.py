@@ -366,6 +366,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    import time
+
+    from kdbench.leaderboard import refresh_snapshots
+
+    if not args.db.exists():
+        raise CommandError(f"--db {args.db}: no results database there")
+    t0 = time.perf_counter()
+    n = refresh_snapshots(args.db)
+    print(
+        f"rebuilt the board snapshots of {n} suites in {args.db} ({time.perf_counter() - t0:.1f}s)"
+    )
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from kdbench.verify import verify_bundle
 
@@ -494,6 +509,13 @@ def parser() -> argparse.ArgumentParser:
         help="record the SHA-256 of each run's saved weights (never copied)",
     )
     ex.set_defaults(func=cmd_export)
+
+    sn = sub.add_parser(
+        "snapshot",
+        help="rebuild every suite's board snapshot (after another tool edited the db in place)",
+    )
+    sn.add_argument("--db", type=Path, required=True, help="DuckDB results file")
+    sn.set_defaults(func=cmd_snapshot)
 
     v = sub.add_parser("verify", help="check a result bundle (exit 2 on any failure)")
     v.add_argument("bundle", type=Path, help="a folder `kdbench export` wrote")

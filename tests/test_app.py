@@ -480,6 +480,26 @@ def test_leaderboard_flags_a_run_off_the_budget(db: Path) -> None:
     assert "Unequal budgets" in warning and "budget differs: 150 of 200 steps" in warning
 
 
+def test_the_budget_warning_names_five_rows_and_counts_the_rest(db: Path) -> None:
+    from kdbench.app.page_leaderboard import BUDGET_WARNING_ROWS
+
+    off = [(m, s) for m in appdata.METHODS for s in appdata.STUDENTS][:7]
+    for method, student in off:
+        run = {"run_id": f"{method}-{student}-short", "suite_hash": SUITE, "role": "student",
+               "method": method, "family": appdata.FAMILY[method], "student": student,
+               "seed": 3, "status": "ok"}  # fmt: skip
+        metrics = [
+            {"task": t, "metric": appdata.METRIC[t], "value": 0.5, "is_primary": True}
+            for t in TASKS
+        ]
+        store.write_run(db, run, metrics, {"steps": 150, "sequences": 150 * 64})
+    at = run_app()
+    assert board(at)["budget_note"].notna().sum() == 7
+    warning = next(w.value for w in at.warning if "Unequal budgets" in w.value)
+    assert warning.count("budget differs") == BUDGET_WARNING_ROWS == 5
+    assert "and 2 more rows (see their budget_note)" in warning
+
+
 def test_compare_page_paired_test(db: Path) -> None:
     from kdbench import stats
 

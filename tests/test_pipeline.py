@@ -194,6 +194,12 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
     table = leaderboard(db, suite.hash)
     assert set(table.method) == {"teacher", "sft", "kd", "seqkd"}
     assert table[TOP1].notna().all() and table["teacher_ece"].nunique() <= 1
+    # the run left the suite's board snapshot, current, for the app (kdbench.snapshots)
+    from kdbench import leaderboard as lb
+    from kdbench import snapshots
+
+    with store.reader(db) as con:
+        assert snapshots.load(con, [suite.hash], lb.snapshot_key(True), lb.BOARD_PARTS)
     monkeypatch.setenv("KDBENCH_DB", str(db))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception

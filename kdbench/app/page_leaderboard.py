@@ -131,14 +131,23 @@ def show_paired_caption(students: pd.DataFrame) -> None:
         st.caption(power[0].upper() + power[1:] + ".")
 
 
+BUDGET_WARNING_ROWS = 5
+"""How many rows off their budget the warning names (the rest are counted)."""
+
+
 def show_budget_warning(students: pd.DataFrame) -> None:
-    """A warning naming each row with a run off its suite's ``[budget]``."""
+    """A warning naming each row with a run off its suite's ``[budget]`` (the first
+    :data:`BUDGET_WARNING_ROWS`, then how many more)."""
     if students.empty:
         return
     off = students[students["budget_note"].notna()]
     if off.empty:
         return
-    lines = "; ".join(f"{group_label(r)}: {r['budget_note']}" for _, r in off.iterrows())
+    named = off.head(BUDGET_WARNING_ROWS)
+    lines = "; ".join(f"{group_label(r)}: {r['budget_note']}" for _, r in named.iterrows())
+    more = len(off) - len(named)
+    if more:  # a board with many (its budget_note column names them all)
+        lines += f"; and {more} more rows (see their budget_note)"
     st.warning(f"Unequal budgets (the comparison is not like for like): {lines}.", icon="⚠️")
 
 
