@@ -730,8 +730,11 @@ BOARD_PARTS: tuple[str, ...] = (
     "budget",
     "fidelity",
 )
-"""The board queries of :func:`suite_data`, by name: what a board snapshot holds
-(:mod:`kdbench.snapshots`)."""
+"""The board queries of :func:`suite_data`, by name."""
+SNAPSHOT_PARTS: tuple[str, ...] = (*(p for p in BOARD_PARTS if p != "samples"), "paired_tests")
+"""What a board snapshot holds (:mod:`kdbench.snapshots`): the board queries' results but the
+per-question samples, and in their place the paired tests' results
+(:func:`paired_test_table`), which is all the board reads of them."""
 
 
 def _board_queries(by_submitter: bool) -> dict[str, tuple[str, int]]:
@@ -780,7 +783,10 @@ def snapshot_rows(con: Any, hashes: Sequence[str]) -> pd.DataFrame:
     key = snapshot_key(True)
     frames = {}
     for h in hashes:  # one suite at a time: a snapshot holds one suite's rows
-        frames[h] = board_frames(con, [h], True)
+        parts = board_frames(con, [h], True)
+        paired = stats.paired_samples(parts.pop("samples"), task_table(parts["per_task"]))
+        parts["paired_tests"] = paired_test_table(parts["groups"], paired)
+        frames[h] = parts
     return snapshots.rows(frames, snapshots.fingerprints(con, list(hashes), key))
 
 
@@ -823,14 +829,51 @@ def suite_data(
     hashes = list(hashes)
     with store.reader(db_path) as con:
         failed = con.execute(_FAILED_SQL, [hashes]).df()
-        parts = BOARD_PARTS if boards else ("per_task",)
-        found = snapshots.load(con, hashes, snapshot_key(by_submitter), parts)
-        frames = found if found is not None else board_frames(con, hashes, by_submitter, parts)
-    per_task = frames["per_task"]
-    if boards:
-        groups, costs, hours = frames["groups"], frames["costs"], frames["hours"]
-        odd, samples, budget = frames["odd"], frames["samples"], frames["budget"]
-        fidelity = frames["fidelity"]
+        wanted = SNAPSHOT_PARTS if boards else ("per_task",)
+        frames = snapshots.load(con, hashes, snapshot_key(by_submitter), wanted)
+        live = frames is None
+        if frames is None:
+            frames = board_frames(con, hashes, by_submitter, BOARD_PARTS if boards else wanted)
+    tasks = task_table(frames["per_task"])
+    out: dict[str, pd.DataFrame] = {}
+    paired: dict[str, stats.PairedSamples] = {}
+    notes: dict[str, tuple[str, ...]] = {}
+    if not boards:
+        return SuiteData(out, tasks, failed, notes, paired)
+    per_task, groups, hours = frames["per_task"], frames["groups"], frames["hours"]
+    costs, budget, fidelity = frames["costs"].copy(), frames["budget"], frames["fidelity"]
+    costs["gpu"] = [_gpu(hw) for hw in costs.pop("hardware")]
+    merged = groups.merge(costs, on=["suite_hash", *_KEYS], how="left")
+    for h in hashes:
+        board = _board(
+            merged[merged["suite_hash"] == h].drop(columns="suite_hash").reset_index(drop=True),
+            per_task[per_task["suite_hash"] == h].drop(columns="suite_hash"),
+            hours[hours["suite_hash"] == h].drop(columns="suite_hash"),
+            prices,
+            fidelity[fidelity["suite_hash"] == h].drop(columns="suite_hash"),
+        )
+        if live:  # the tests from the per-question samples (a snapshot holds their results)
+            paired[h] = stats.paired_samples(
+                frames["samples"][frames["samples"]["suite_hash"] == h],
+                tasks[tasks["suite_hash"] == h],
+            )
+            tests = paired_test_table(groups[groups["suite_hash"] == h], paired[h])
+        else:
+            tests = frames["paired_tests"]
+            tests = tests[tests["suite_hash"] == h]
+        board = add_paired_tests(board, tests)
+        out[h] = add_budget_audit(board, budget[budget["suite_hash"] == h])
+    for rec in frames["odd"].to_dict("records"):
+        found = odd_data_notes(rec)
+        if found:
+            notes[rec["suite_hash"]] = found
+    return SuiteData(out, tasks, failed, notes, paired)
+
+
+def task_table(per_task: pd.DataFrame) -> pd.DataFrame:
+    """Per suite and task, from the per-task query's rows: the primary metric, its direction
+    and aggregation, the runs scored, the teacher's score, chance, and whether (and why) the
+    task is left out of the average (:func:`task_info`)."""
     tasks = (
         per_task.groupby(["suite_hash", "task"], as_index=False)
         .agg(
@@ -850,30 +893,18 @@ def suite_data(
             tasks["excluded"], tasks["teacher_score"], tasks["chance"], strict=True
         )
     ]
-    out: dict[str, pd.DataFrame] = {}
-    paired: dict[str, stats.PairedSamples] = {}
-    if boards:
-        costs["gpu"] = [_gpu(hw) for hw in costs.pop("hardware")]
-        groups = groups.merge(costs, on=["suite_hash", *_KEYS], how="left")
-    for h in hashes if boards else ():
-        board = _board(
-            groups[groups["suite_hash"] == h].drop(columns="suite_hash").reset_index(drop=True),
-            per_task[per_task["suite_hash"] == h].drop(columns="suite_hash"),
-            hours[hours["suite_hash"] == h].drop(columns="suite_hash"),
-            prices,
-            fidelity[fidelity["suite_hash"] == h].drop(columns="suite_hash"),
-        )
-        paired[h] = stats.paired_samples(
-            samples[samples["suite_hash"] == h], tasks[tasks["suite_hash"] == h]
-        )
-        board = add_paired_tests(board, paired[h])
-        out[h] = add_budget_audit(board, budget[budget["suite_hash"] == h])
-    notes = {}
-    for rec in odd.to_dict("records") if boards else ():
-        found = odd_data_notes(rec)
-        if found:
-            notes[rec["suite_hash"]] = found
-    return SuiteData(out, tasks, failed, notes, paired)
+    return tasks
+
+
+def suite_paired_samples(
+    db_path: str | Path, suite_hash: str, tasks: pd.DataFrame
+) -> stats.PairedSamples:
+    """One suite's per-question samples laid out for paired tests (Compare reads them), with
+    its ``tasks`` (:func:`task_table` rows); what :class:`SuiteData`'s ``paired`` holds when
+    its board was computed live rather than read from a snapshot."""
+    with store.reader(db_path) as con:
+        samples = con.execute(_keyed(_PAIRED_SAMPLES_SQL), [[suite_hash]]).df()
+    return stats.paired_samples(samples, tasks[tasks["suite_hash"] == suite_hash])
 
 
 def _plural(n: int, what: str) -> str:
@@ -962,36 +993,67 @@ def _in(values: pd.Series, allowed: Sequence[str] | None) -> pd.Series:
     return values.isin(list(allowed))
 
 
-def add_paired_tests(board: pd.DataFrame, paired: stats.PairedSamples) -> pd.DataFrame:
-    """The :data:`PAIRED_COLUMNS` of a board: each student group other than sft against the
+PAIRED_TEST_TABLE: tuple[str, ...] = ("method", "student", "difference", "p_vs_sft_raw", "p_vs_sft")
+
+
+def paired_test_table(groups: pd.DataFrame, paired: stats.PairedSamples) -> pd.DataFrame:
+    """Each student (method, student) of one suite's ``groups`` other than sft against the
     sft group of the same student, by the paired bootstrap of :mod:`kdbench.stats` over the
-    questions both were scored on (pooled over seeds), Holm-adjusted over the whole suite
-    (one family: every row with a test, whatever filters hide later). No test (None / NaN)
-    for the teacher, sft itself, a student without sft, and runs without samples."""
+    questions both were scored on (pooled over seeds and submitters), Holm-adjusted over the
+    whole suite (one family: every pair with a test, whatever filters hide later). Columns
+    :data:`PAIRED_TEST_TABLE`, the suite's hash first when ``groups`` has it; no row for
+    the teacher, sft itself and a student without sft."""
+    cols = ["suite_hash", *PAIRED_TEST_TABLE] if "suite_hash" in groups else list(PAIRED_TEST_TABLE)
+    students = groups[~groups["is_teacher"]]
+    has_sft = set(students.loc[students["method"] == "sft", "student"])
+    rows = students[(students["method"] != "sft") & students["student"].isin(has_sft)]
+    keys = list(dict.fromkeys(zip(rows["method"], rows["student"], strict=True)))
+    if not keys:
+        text = ("suite_hash", "method", "student")
+        return pd.DataFrame({c: pd.Series(dtype=object if c in text else float) for c in cols})
+    tests = stats.paired_tests(paired, [((m, s), ("sft", s)) for m, s in keys], mcnemar=False)
+    table = pd.DataFrame(
+        {
+            "method": [m for m, _ in keys],
+            "student": [s for _, s in keys],
+            "difference": tests["difference"].to_numpy(dtype=float),
+            "p_vs_sft_raw": tests["p_value"].to_numpy(dtype=float),
+            "p_vs_sft": stats.holm(tests["p_value"].to_numpy()),
+        }
+    )
+    if "suite_hash" in groups:
+        table.insert(0, "suite_hash", groups["suite_hash"].iloc[0])
+    return table
+
+
+def add_paired_tests(board: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`PAIRED_COLUMNS` of a board from its suite's :func:`paired_test_table`
+    (rows of several submitters share their (method, student)'s test); None / NaN for the
+    teacher, sft itself, a student without sft, and runs without samples."""
     board = board.copy()
     for col in ("p_vs_sft", "p_vs_sft_raw"):
         board[col] = np.nan
     board["sig_vs_sft"] = None
-    if board.empty:
-        return board
-    students = board[~board["is_teacher"]]
-    has_sft = set(students.loc[students["method"] == "sft", "student"])
-    rows = students[(students["method"] != "sft") & students["student"].isin(has_sft)]
-    if rows.empty:
-        return board
-    # one test per (method, student): rows of several submitters share it (pooled seeds)
-    of_row = [((m, s), ("sft", s)) for m, s in zip(rows["method"], rows["student"], strict=True)]
-    pairs = list(dict.fromkeys(of_row))
-    tests = stats.paired_tests(paired, pairs, mcnemar=False)
-    adjusted = stats.holm(tests["p_value"].to_numpy())
-    at = {pair: i for i, pair in enumerate(pairs)}
-    where = [at[pair] for pair in of_row]
-    board.loc[rows.index, "p_vs_sft_raw"] = tests["p_value"].to_numpy()[where]
-    board.loc[rows.index, "p_vs_sft"] = adjusted[where]
     board["sig_vs_sft"] = board["sig_vs_sft"].astype(object)
-    differences = tests["difference"].to_numpy()[where]
-    for i, diff, p in zip(rows.index, differences, adjusted[where], strict=True):
-        board.at[i, "sig_vs_sft"] = stats.mark(float(diff), float(p))
+    if board.empty or tests.empty:
+        return board
+    by_key = {
+        (m, s): (d, raw, adj)
+        for m, s, d, raw, adj in zip(
+            tests["method"], tests["student"], tests["difference"], tests["p_vs_sft_raw"],
+            tests["p_vs_sft"], strict=True,
+        )
+    }  # fmt: skip
+    for i, teacher, method, student in zip(
+        board.index, board["is_teacher"], board["method"], board["student"], strict=True
+    ):
+        found = None if teacher else by_key.get((method, student))
+        if found is None:
+            continue
+        diff, raw, adjusted = found
+        board.at[i, "p_vs_sft_raw"] = raw
+        board.at[i, "p_vs_sft"] = adjusted
+        board.at[i, "sig_vs_sft"] = stats.mark(float(diff), float(adjusted))
     return board
 
 

@@ -174,3 +174,39 @@ def test_the_snapshot_command_rebuilds_every_suite(db: Path, tmp_path: Path, cap
         err = capsys.readouterr().err
         assert err.startswith("kdbench: error:") and str(bad) in err and len(err.splitlines()) == 1
     assert text.read_text() == "not a database\n"
+
+
+def test_the_app_shows_the_same_board_and_compare_from_a_snapshot(
+    db: Path, live_calls, monkeypatch
+) -> None:
+    """The leaderboard and the Compare page's paired test (which reads the samples the
+    snapshot does not hold) are the same over a snapshot as computed live."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("KDBENCH_DB", str(db))
+    monkeypatch.delenv("KDBENCH_PRICES", raising=False)
+    monkeypatch.setattr("sys.argv", ["app.py"])
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
+
+    def shown(page: str) -> list[pd.DataFrame]:
+        st.cache_data.clear()
+        at = AppTest.from_file(app, default_timeout=60)
+        at.query_params.update(
+            {"page": page, "a": "fkl · student-0.25M", "b": "sft · student-0.25M"}
+        )
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        return [d.value for d in at.dataframe]
+
+    live = {page: shown(page) for page in ("Leaderboard", "Compare")}
+    assert live_calls
+    lb.refresh_snapshots(db)
+    live_calls.clear()
+    read = {page: shown(page) for page in ("Leaderboard", "Compare")}
+    assert live_calls == []
+    for page, frames in live.items():
+        assert len(read[page]) == len(frames) > 0
+        for a, b in zip(read[page], frames, strict=True):
+            pd.testing.assert_frame_equal(a, b, obj=page)
+    assert any("p (Holm)" in f.columns for f in read["Compare"])

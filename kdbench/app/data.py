@@ -40,7 +40,17 @@ def load_compare_test(
     """Compare's paired test of groups ``a`` and ``b`` of a suite, Holm-adjusted over every
     pair of ``family`` (:func:`kdbench.stats.compare_test`) (cached 5 s)."""
     data = load_data(db, (suite_hash,), prices_path)
-    return stats.compare_test(data.paired[suite_hash], a, b, family)
+    paired = data.paired.get(suite_hash)  # a board read from its snapshot has none
+    if paired is None:
+        paired = load_paired(db, suite_hash, data.tasks)
+    return stats.compare_test(paired, a, b, family)
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def load_paired(db: str, suite_hash: str, tasks: pd.DataFrame) -> stats.PairedSamples:
+    """A suite's per-question samples laid out for paired tests
+    (:func:`kdbench.leaderboard.suite_paired_samples`) (cached 5 s)."""
+    return lb.suite_paired_samples(db, suite_hash, tasks)
 
 
 _SUBMISSIONS_SQL = """
