@@ -17,7 +17,9 @@ Then it runs each step as the CLI does, each in a fresh Python process (``kdbenc
 and prints: the seconds the step itself took (after the imports), the wall seconds of the
 whole process, the process's peak RSS (``os.wait4``'s rusage of that one child), and the
 bundle's size on disk. ``import`` goes into a new, empty database; ``import again`` imports
-the same bundle once more (every run already there: compared, nothing written).
+the same bundle once more (every run already there: compared, nothing written); ``snapshot``
+rebuilds the suite's board snapshot (``kdbench snapshot``), which the first import ends with
+(:mod:`kdbench.snapshots`): its share of that import's time.
 """
 
 from __future__ import annotations
@@ -292,6 +294,8 @@ def main() -> None:
         "verify": step(["verify", str(bundle)]),
         "import (empty db)": step(["import", str(bundle), "--db", str(target)]),
         "import again": step(["import", str(bundle), "--db", str(target)]),
+        # what the first import ended with, alone: the suite's board snapshot
+        "snapshot": step(["snapshot", "--db", str(target)]),
     }
     for what, r in results.items():
         print(f"  {what}: {r['output'].splitlines()[-1][:160]}")

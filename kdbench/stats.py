@@ -130,21 +130,32 @@ def paired_samples(samples: pd.DataFrame, tasks: pd.DataFrame) -> PairedSamples:
     df = samples.dropna(subset=["correct"])
     df = df[np.isfinite(df["correct"].astype(float))]
     df = df.assign(seed=df["seed"].fillna(-1).astype("int64"))
-    groups = tuple(
-        sorted({(str(m), str(s)) for m, s in zip(df["method"], df["student"], strict=True)})
-    )
-    seeds = tuple(sorted({int(s) for s in df["seed"]}))
-    g_index = {g: i for i, g in enumerate(groups)}
-    s_index = {s: i for i, s in enumerate(seeds)}
+    # vectorised (a suite can hold millions of samples): each row's group, seed and doc as
+    # positions in the sorted groups, seeds and (per task) doc ids
+    pairs = pd.MultiIndex.from_arrays([df["method"].astype(str), df["student"].astype(str)])
+    ordered = pairs.unique().sort_values()
+    groups = tuple((str(m), str(s)) for m, s in ordered)
+    g_all = ordered.get_indexer(pairs)
+    seed_all = df["seed"].to_numpy(np.int64)
+    seeds_arr = np.unique(seed_all)
+    seeds = tuple(int(x) for x in seeds_arr)
+    s_all = np.searchsorted(seeds_arr, seed_all)
+    task_all = df["task"].to_numpy(object)
+    doc_all = df["doc_id"].to_numpy(np.int64)
+    value_all = df["correct"].to_numpy(float)
     docs, correct = [], []
     for task in counted["task"]:
-        sub = df[df["task"] == task]
-        sub = sub.groupby(["method", "student", "seed", "doc_id"], as_index=False)["correct"].mean()
-        ids = np.array(sorted({int(d) for d in sub["doc_id"]}), dtype=np.int64)
-        array = np.full((len(groups), len(ids), len(seeds)), np.nan)
-        gi = [g_index[(str(m), str(s))] for m, s in zip(sub["method"], sub["student"], strict=True)]
-        si = [s_index[int(s)] for s in sub["seed"]]
-        array[gi, np.searchsorted(ids, sub["doc_id"].to_numpy(np.int64)), si] = sub["correct"]
+        rows = task_all == task
+        ids = np.unique(doc_all[rows])
+        d = np.searchsorted(ids, doc_all[rows])
+        shape = (len(groups), len(ids), len(seeds))
+        flat = np.ravel_multi_index((g_all[rows], d, s_all[rows]), shape)
+        size = int(np.prod(shape))
+        # duplicate runs of one seed are averaged
+        total = np.bincount(flat, weights=value_all[rows], minlength=size)
+        count = np.bincount(flat, minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            array = np.where(count > 0, total / count, np.nan).reshape(shape)
         docs.append(ids)
         correct.append(array)
     return PairedSamples(
