@@ -762,8 +762,24 @@ def board_frames(
         params: list[Any] = [list(hashes)] * n
         if part == "fidelity":
             params.append(list(FIDELITY_METRICS))
-        out[part] = con.execute(sql, params).df()
+        out[part] = (
+            _samples_frame(con, sql, params)
+            if part == "samples"
+            else (con.execute(sql, params).df())
+        )
     return out
+
+
+def _samples_frame(con: Any, sql: str, params: list[Any]) -> pd.DataFrame:
+    """The per-question samples query's rows, names as categoricals (one row per question of
+    every run: through Arrow, about half the time and memory of a plain frame). Read on a
+    cursor of ``con``: DuckDB's relation API refuses a connection with a result pending."""
+    cursor = con.cursor()
+    try:
+        table = cursor.sql(sql, params=params).to_arrow_table()
+    finally:
+        cursor.close()
+    return table.to_pandas(strings_to_categorical=True)
 
 
 _QUERIES_SHA = hashlib.sha256(
@@ -903,7 +919,7 @@ def suite_paired_samples(
     its ``tasks`` (:func:`task_table` rows); what :class:`SuiteData`'s ``paired`` holds when
     its board was computed live rather than read from a snapshot."""
     with store.reader(db_path) as con:
-        samples = con.execute(_keyed(_PAIRED_SAMPLES_SQL), [[suite_hash]]).df()
+        samples = _samples_frame(con, _keyed(_PAIRED_SAMPLES_SQL), [[suite_hash]])
     return stats.paired_samples(samples, tasks[tasks["suite_hash"] == suite_hash])
 
 

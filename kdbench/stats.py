@@ -132,7 +132,7 @@ def paired_samples(samples: pd.DataFrame, tasks: pd.DataFrame) -> PairedSamples:
     df = df.assign(seed=df["seed"].fillna(-1).astype("int64"))
     # vectorised (a suite can hold millions of samples): each row's group, seed and doc as
     # positions in the sorted groups, seeds and (per task) doc ids
-    pairs = pd.MultiIndex.from_arrays([df["method"].astype(str), df["student"].astype(str)])
+    pairs = pd.MultiIndex.from_arrays([df["method"], df["student"]])  # str or categorical
     ordered = pairs.unique().sort_values()
     groups = tuple((str(m), str(s)) for m, s in ordered)
     g_all = ordered.get_indexer(pairs)
@@ -140,12 +140,11 @@ def paired_samples(samples: pd.DataFrame, tasks: pd.DataFrame) -> PairedSamples:
     seeds_arr = np.unique(seed_all)
     seeds = tuple(int(x) for x in seeds_arr)
     s_all = np.searchsorted(seeds_arr, seed_all)
-    task_all = df["task"].to_numpy(object)
     doc_all = df["doc_id"].to_numpy(np.int64)
     value_all = df["correct"].to_numpy(float)
     docs, correct = [], []
     for task in counted["task"]:
-        rows = task_all == task
+        rows = (df["task"] == task).to_numpy(bool)
         ids = np.unique(doc_all[rows])
         d = np.searchsorted(ids, doc_all[rows])
         shape = (len(groups), len(ids), len(seeds))
