@@ -80,6 +80,44 @@ class Submitter:
     contact: str | None = None
 
 
+SUBMITTER_FIELDS: tuple[str, ...] = ("name", "organisation", "contact")
+"""The keys of a submitter file (``kdbench export --submitter-file``)."""
+
+
+def load_submitter(path: str | Path) -> dict[str, str]:
+    """The submitter fields of a TOML file: ``name``, ``organisation``, ``contact`` (each
+    optional, non-empty text), in a ``[submitter]`` table or at the top level, so a group keeps
+    them in one file instead of typing them for each export. Raises :class:`BundleError` with
+    one line naming the file and the field."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"--submitter-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"--submitter-file {path}: cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BundleError(f"{path}: not valid TOML: {exc}") from None
+    table, prefix = (raw["submitter"], "submitter.") if "submitter" in raw else (raw, "")
+    if not isinstance(table, dict):
+        raise BundleError(f"{path}: submitter: must be a table of {', '.join(SUBMITTER_FIELDS)}")
+    unknown = sorted(set(table) - set(SUBMITTER_FIELDS))
+    if unknown:
+        raise BundleError(
+            f"{path}: {prefix}{unknown[0]}: unknown key; allowed: {', '.join(SUBMITTER_FIELDS)}"
+        )
+    out = {}
+    for key, value in table.items():
+        if not isinstance(value, str) or not value.strip() or not value.isprintable():
+            raise BundleError(
+                f"{path}: {prefix}{key}: must be non-empty text on one line, got {value!r}"
+            )
+        out[key] = value.strip()
+    return out
+
+
 @dataclass(frozen=True)
 class Hardware:
     """The machine that exported the bundle."""

@@ -333,14 +333,15 @@ def cmd_plugin_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from kdbench.bundle import Submitter, export_all, export_bundle
+    from kdbench.bundle import Submitter, export_all, export_bundle, load_submitter
 
     if not args.db.exists():
         raise CommandError(f"--db {args.db}: no results database there")
     if args.all:
-        if args.suite or args.submitter or args.weights_hash:
+        if args.suite or args.submitter or args.submitter_file or args.weights_hash:
             raise CommandError(
-                "--all writes every table as it is: no --suite, --submitter, --weights-hash"
+                "--all writes every table as it is: no --suite, --submitter, --submitter-file,"
+                " --weights-hash"
             )
         rows = export_all(args.db, args.out)
         counts = ", ".join(f"{n} {t}" for t, n in rows.items())
@@ -349,9 +350,16 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"kdbench app --parquet {args.out}"
         )
         return 0
-    if not args.submitter:
-        raise CommandError("--submitter NAME is required (unless --all)")
-    submitter = Submitter(args.submitter, args.organisation, args.contact)
+    # the command line's fields first, then the file's (--submitter-file)
+    listed = load_submitter(args.submitter_file) if args.submitter_file else {}
+    name = args.submitter or listed.get("name")
+    if not name:
+        raise CommandError(
+            "--submitter NAME (or a name in --submitter-file) is required (unless --all)"
+        )
+    submitter = Submitter(
+        name, args.organisation or listed.get("organisation"), args.contact or listed.get("contact")
+    )
     result = export_bundle(
         args.db, args.out, submitter, suite=args.suite, weights=args.weights_hash
     )
@@ -503,6 +511,14 @@ def parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--organisation", default=None)
     ex.add_argument("--contact", default=None, help="an e-mail address")
+    ex.add_argument(
+        "--submitter-file",
+        type=Path,
+        default=None,
+        metavar="TOML",
+        help="a TOML file with name, organisation and contact (in [submitter] or at the top); "
+        "the options above override it",
+    )
     ex.add_argument(
         "--weights-hash",
         action="store_true",

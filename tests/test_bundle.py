@@ -257,6 +257,36 @@ def test_export_picks_the_suite_and_hashes_weights(tmp_path: Path, capsys):
     assert not (tmp_path / "z").exists()
 
 
+def test_the_submitter_can_come_from_a_file(tmp_path: Path, capsys):
+    db = write_runs(tmp_path / "db.duckdb", open_suite([5]))
+    who = tmp_path / "submitter.toml"
+    who.write_text('[submitter]\nname = "Ann"\norganisation = "Lab A"\ncontact = "ann@a.org"\n')
+    argv = ["export", "--db", str(db), "--submitter-file", str(who)]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    manifest = Manifest.from_json((tmp_path / "a" / MANIFEST).read_text())
+    assert manifest.submitter == Submitter("Ann", "Lab A", "ann@a.org")
+    # the command line's options override the file's
+    assert main([*argv, "--out", str(tmp_path / "b"), "--organisation", "Lab B"]) == 0
+    manifest = Manifest.from_json((tmp_path / "b" / MANIFEST).read_text())
+    assert manifest.submitter == Submitter("Ann", "Lab B", "ann@a.org")
+    capsys.readouterr()
+    for text, expected in (
+        ('name = "Ann"\nteam = "x"\n', f"{who}: team: unknown key; allowed: name, organisation"),
+        ("[submitter]\nname = 3\n", f"{who}: submitter.name: must be non-empty text"),
+        ('submitter = "Ann"\n', f"{who}: submitter: must be a table of name"),
+        ("name = \n", f"{who}: not valid TOML"),
+        ('organisation = "Lab"\n', "--submitter NAME (or a name in --submitter-file) is required"),
+    ):
+        who.write_text(text)
+        assert main([*argv, "--out", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "c").exists()
+    missing = ["--submitter-file", str(tmp_path / "nope.toml")]
+    assert main(["export", "--db", str(db), "--out", str(tmp_path / "c"), *missing]) == 2
+    assert "nope.toml: no such file" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- tampering
 
 
