@@ -372,7 +372,8 @@ def _check_readable(version: int | None, path: Path) -> None:
     if version is not None and version < SCHEMA_VERSION:
         raise StoreError(
             f"results database {path} has old schema version {version} (need "
-            f"{SCHEMA_VERSION}): any `kdbench run --db {path}` upgrades it in place"
+            f"{SCHEMA_VERSION}): `kdbench snapshot --db {path}` (or any `kdbench run --db "
+            f"{path}`) upgrades it in place"
         )
 
 

@@ -150,9 +150,11 @@ def test_a_schema_6_database_gains_the_snapshots_table(tmp_path: Path) -> None:
     con.execute("DROP TABLE board_snapshots")
     con.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     con.close()
-    with pytest.raises(store.StoreError, match="old schema version 6.*kdbench run"):
+    with pytest.raises(store.StoreError, match="old schema version 6.*`kdbench snapshot --db"):
         store.connect(path, read_only=True).close()
-    store.write_run(path, {"run_id": "new", "role": "student", "status": "ok"}, [], {})
+    from kdbench.cli import main
+
+    assert main(["snapshot", "--db", str(path)]) == 0  # what the error says to run
     con = store.connect(path, read_only=True)
     try:
         assert con.execute("SELECT value FROM meta").fetchone()[0] == "7"
