@@ -237,6 +237,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         families=args.family,
         students=args.student,
         prices=prices,
+        by_submitter=args.by_submitter,
     )
     quant = None
     if args.quantized:  # the board, then its quantised rows (kdbench.quant_board)
@@ -472,6 +473,11 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="hardware price table (default: leaderboards/prices/default.toml)",
+    )
+    lb.add_argument(
+        "--by-submitter",
+        action="store_true",
+        help="one row per method, student and submitter (imported bundles), as the app shows",
     )
     lb.add_argument("--json", action="store_true")
     lb.add_argument(

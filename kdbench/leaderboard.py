@@ -1089,15 +1089,23 @@ def add_budget_audit(board: pd.DataFrame, budget: pd.DataFrame) -> pd.DataFrame:
 
 
 def suite_boards(
-    db_path: str | Path, hashes: Sequence[str], *, prices: PriceTable | None = None
+    db_path: str | Path,
+    hashes: Sequence[str],
+    *,
+    prices: PriceTable | None = None,
+    by_submitter: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """:func:`suite_board` of several suites from one pass over the store: ``{hash: board}``
     (an empty frame for a suite without ok runs)."""
-    return suite_data(db_path, hashes, prices=prices).boards
+    return suite_data(db_path, hashes, prices=prices, by_submitter=by_submitter).boards
 
 
 def suite_board(
-    db_path: str | Path, suite_hash: str | None = None, *, prices: PriceTable | None = None
+    db_path: str | Path,
+    suite_hash: str | None = None,
+    *,
+    prices: PriceTable | None = None,
+    by_submitter: bool = False,
 ) -> pd.DataFrame:
     """Every group of a suite with its statistics, unfiltered and unranked
     (:func:`rank_board` filters and ranks it). Columns: ``is_teacher``, the
@@ -1106,7 +1114,7 @@ def suite_board(
     suite = suite_hash if suite_hash is not None else latest_suite(db_path)
     if suite is None:
         return pd.DataFrame()
-    return suite_boards(db_path, [suite], prices=prices)[suite]
+    return suite_boards(db_path, [suite], prices=prices, by_submitter=by_submitter)[suite]
 
 
 def _board(
@@ -1227,6 +1235,7 @@ def leaderboard(
     families: Sequence[str] | None = None,
     students: Sequence[str] | None = None,
     prices: PriceTable | None = None,
+    by_submitter: bool = False,
 ) -> pd.DataFrame:
     """The closed-track leaderboard of ``suite_hash`` (default: the most recent suite).
 
@@ -1234,7 +1243,8 @@ def leaderboard(
     stays whatever the filters), then by retention (best first; unranked rows last), best
     rank, method and student. The
     filters keep the groups whose method / family / student is in the given list (None: all).
-    ``prices`` fills ``price_usd`` and ``usd_per_mtok`` (NaN without it).
+    ``prices`` fills ``price_usd`` and ``usd_per_mtok`` (NaN without it). ``by_submitter``:
+    one row per (method, student, submitter), with a ``submitter`` column (:func:`suite_data`).
 
     Columns: :data:`BASE_COLUMNS`, :data:`PAIRED_COLUMNS`; per task (sorted)
     :data:`TASK_PREFIXES` + task; then :data:`TAIL_COLUMNS` and :data:`BUDGET_COLUMNS`
@@ -1242,7 +1252,7 @@ def leaderboard(
     ``run_id`` is the group's ok run with the lowest seed; ``gpu`` its GPU name (None on CPU).
     Costs the store lacks (older runs) are NaN. An empty frame when nothing is there.
     """
-    board = suite_board(db_path, suite_hash, prices=prices)
+    board = suite_board(db_path, suite_hash, prices=prices, by_submitter=by_submitter)
     return rank_board(board, methods=methods, families=families, students=students)
 
 
@@ -1490,9 +1500,8 @@ FIDELITY_NOTE = (
 
 def format_fidelity(rec: dict[str, Any]) -> str:
     """One board row's fidelity for the terminal: ``92.1%  0.031  0.052/0.031`` (agreement,
-    KL, ECE / the teacher's ECE; ``-`` where missing)."""
-    if all(is_missing(rec.get(c)) for c in (TOP1, KL, ECE)):
-        return "-"
+    KL, ECE / the teacher's ECE; ``-`` where missing, so the column keeps its three parts
+    for a row without fidelity, e.g. a student with another vocabulary: ``-  -  -/0.031``)."""
 
     def num(value: object, spec: str) -> str:
         return "-" if is_missing(value) else format(float(value), spec)  # type: ignore[arg-type]
@@ -1539,7 +1548,9 @@ def format_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "(no results)"
     tasks = board_tasks(df)
-    header = ["rank", "method", "family", "student", "retention", "vs sft"]
+    by_submitter = "submitter" in df  # rank_board adds it for a board split by submitter
+    header = ["rank", "method", "family", "student", *(["submitter"] if by_submitter else [])]
+    header += ["retention", "vs sft"]
     header += ["p vs sft", "sig"]  # the paired test (PAIRED_COLUMNS)
     header += [f"ret.{t}" for t in tasks] + [t for t in tasks]
     fidelity = all(c in df for c in FIDELITY_COLUMNS) and bool(
@@ -1556,6 +1567,7 @@ def format_table(df: pd.DataFrame) -> str:
             str(rec["method"]),
             str(rec["family"]),
             str(rec["student"]),
+            *([str(rec["submitter"])] if by_submitter else []),
             _fmt_pct_ci(rec["retention_avg"], rec["retention_ci"]),
             _fmt_gain(rec["gain_vs_sft"], rec["gain_ci"]),
             *_fmt_paired(rec),
@@ -1575,7 +1587,9 @@ def format_table(df: pd.DataFrame) -> str:
         ]
         rows.append(cells)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    left = {1, 2, 3, 7}  # method, family, student, sig
+    left = {
+        header.index(h) for h in ("method", "family", "student", "submitter", "sig") if h in header
+    }
 
     def line(cells: list[str]) -> str:
         return "  ".join(

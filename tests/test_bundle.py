@@ -438,6 +438,14 @@ def test_two_submitters_merge_into_the_board_of_one_database(tmp_path: Path, cap
     pd.testing.assert_frame_equal(leaderboard(merged, suite.hash), leaderboard(both, suite.hash))
     provenance = tables(merged)["provenance"]
     assert dict(provenance.groupby("submitter").size()) == {"Ann": 5, "Bob": 4}
+    # the terminal's board, split by submitter as the app shows it
+    assert main(["leaderboard", "--db", str(merged), "--by-submitter"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = lines[0].split()
+    assert head[:5] == ["rank", "method", "family", "student", "submitter"]
+    rows = [line.split() for line in lines[2:] if line.strip()]
+    shown = {(r[1], r[4]) for r in rows if len(r) > 4 and r[1] in ("kd", "sft")}
+    assert {("kd", "Ann"), ("kd", "Bob"), ("sft", "Ann"), ("sft", "Bob")} <= shown
 
 
 def test_a_teacher_run_with_other_scores_refuses_the_import(tmp_path: Path, capsys):
