@@ -199,7 +199,7 @@ def test_tiny_suite_end_to_end(write_suite, tmp_path: Path, monkeypatch) -> None
     from kdbench import snapshots
 
     with store.reader(db) as con:
-        assert snapshots.load(con, [suite.hash], lb.snapshot_key(True), lb.BOARD_PARTS)
+        assert snapshots.load(con, [suite.hash], lb.snapshot_key(True), lb.SNAPSHOT_PARTS)
     monkeypatch.setenv("KDBENCH_DB", str(db))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
