@@ -199,5 +199,5 @@ def test_export_all_refuses_bundle_options(merged, tmp_path, capsys) -> None:
     assert main([*argv, "--submitter", "Ann"]) == 2
     assert "--all writes every table" in capsys.readouterr().err
     assert main(["export", "--db", str(db), "--out", str(tmp_path / "y")]) == 2
-    assert "--submitter NAME is required" in capsys.readouterr().err
+    assert "--submitter NAME (or a name in --submitter-file) is required" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and shutil.which("true")
